@@ -1,0 +1,49 @@
+"""Shared fixtures: no network in tests, and the public data mirror when present."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from fss import datasets
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network access is disabled in the tests")
+
+
+@pytest.fixture(autouse=True)
+def block_network(monkeypatch):
+    """Every test runs offline: a download attempt fails at once with an OSError."""
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The folder holding every registered data file (``$FSS_DATA`` or the cache).
+
+    Skipped when the data are absent, except under CI, where that is a failure.
+    """
+    home = datasets.data_home()
+    missing = [key for key in datasets.registry() if not (home / key).exists()]
+    if missing:
+        message = (
+            f"{len(missing)} of {len(datasets.registry())} data files are missing from {home} "
+            f"(first: {missing[0]}); set {datasets.ENV_VAR} to the data mirror or run `fss fetch --all`"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return home
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from fss.labels import CONVENTIONS, META_LABELS, N_CLASSES, TISSUES, to_feta, to_meta_labels
+
+
+def test_tissue_table_is_indexed_by_value():
+    assert [t.value for t in TISSUES] == list(range(N_CLASSES))
+    assert len({t.color for t in TISSUES}) == N_CLASSES, "each tissue needs its own colour"
+    assert TISSUES[3].short == "WM" and TISSUES[1].short == "eCSF"
+
+
+def test_atlas_convention_maps_every_tissue_to_feta():
+    atlas = np.arange(9)
+    expected = [0, 3, 4, 5, 1, 2, 6, 7, 3]  # corpus callosum (8) is white matter in FeTA
+    np.testing.assert_array_equal(to_feta(atlas, "atlas"), expected)
+    assert to_feta(atlas, "atlas").dtype == np.int16
+
+
+def test_float_labels_with_whole_values_are_accepted():
+    np.testing.assert_array_equal(to_feta(np.array([[0.0, 4.0]]), "atlas"), [[0, 1]])
+
+
+@pytest.mark.parametrize("bad", [np.array([0, 3, 9, 12]), np.array([-1, 0, 2])])
+def test_unexpected_values_are_named(bad):
+    with pytest.raises(ValueError) as error:
+        to_feta(bad, "atlas")
+    unexpected = [int(v) for v in bad if v not in CONVENTIONS["atlas"]]
+    assert str(unexpected) in str(error.value)
+
+
+def test_non_integer_labels_and_unknown_convention_are_refused():
+    with pytest.raises(ValueError, match="non-integer"):
+        to_feta(np.array([0.0, 1.5]))
+    with pytest.raises(ValueError, match="unknown label convention 'freesurfer'"):
+        to_feta(np.array([0]), "freesurfer")
+
+
+def test_meta_labels_group_tissues():
+    meta = to_meta_labels(np.arange(8))
+    for value, (_, tissues) in META_LABELS.items():
+        assert all(meta[t] == value for t in tissues)
+    assert meta[0] == 0
+    np.testing.assert_array_equal(meta, [0, 1, 2, 3, 1, 3, 2, 3])
