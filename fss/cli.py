@@ -8,9 +8,15 @@ import platform
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from fss import __version__, datasets
+from fss.bids import find_t2w_images
 from fss.device import describe_device
+from fss.labels import CONVENTIONS
+from fss.seeds import write_seeds
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -57,6 +63,34 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    if args.bids:
+        if args.image or args.labels:
+            raise ValueError("give a BIDS folder or --image/--labels, not both")
+        found = find_t2w_images(args.bids)
+        jobs = [(item.image, item.labels, item.subject, item.labels.name.removesuffix(".nii.gz")) for item in found if item.labels]
+        for item in found:
+            if not item.labels:
+                print(f"{item.image}: no label map found, skipped")
+        root = args.out or args.bids
+    else:
+        if not (args.image and args.labels and args.subject and args.out):
+            raise ValueError("without a BIDS folder, give --image, --labels, --subject and --out")
+        jobs = [(args.image, args.labels, args.subject, Path(args.labels).name.removesuffix(".nii.gz"))]
+        root = args.out
+    failed = 0
+    for image, labels, subject, stem in tqdm(jobs, desc="seeds", unit="subject"):
+        try:
+            written = write_seeds(image, labels, root, subject, stem, args.convention, args.max_subclasses, args.seed, args.overwrite)
+        except (OSError, ValueError) as error:
+            failed += 1
+            tqdm.write(f"{subject}: failed: {error}")
+            continue
+        tqdm.write(f"{subject}: {len(written)} files written" if written else f"{subject}: seeds exist, skipped (--overwrite to redo)")
+    print(f"seeds of {len(jobs) - failed} of {len(jobs)} subjects under {Path(root) / 'derivatives' / 'seeds'}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fss`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
@@ -71,13 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--data-dir", help="data folder (default: $FSS_DATA, else a per-user cache)")
     fetch.set_defaults(run=_fetch)
 
+    seeds = commands.add_parser("seeds", help="intensity-subclass seed maps from images and label maps")
+    seeds.add_argument("bids", nargs="?", help="BIDS folder: every sub-*/[ses-*/]anat/*_T2w.nii.gz with a *_dseg.nii.gz label map")
+    seeds.add_argument("--image", help="one T2w image (instead of a BIDS folder)")
+    seeds.add_argument("--labels", help="its label map")
+    seeds.add_argument("--subject", help="its subject label")
+    seeds.add_argument("--out", help="dataset root for derivatives/seeds/ (default: the BIDS folder)")
+    seeds.add_argument("--convention", choices=sorted(CONVENTIONS), default="feta", help="label convention of the label maps")
+    seeds.add_argument("--max-subclasses", type=int, default=4, help="largest number of subclasses K (default 4)")
+    seeds.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    seeds.add_argument("--overwrite", action="store_true", help="redo seeds that exist")
+    seeds.set_defaults(run=_seeds)
+
     info = commands.add_parser("info", help="versions, compute device and data location")
     info.set_defaults(run=_info)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fss``; returns the exit code (1 when data are missing or corrupted)."""
+    """Run ``fss``; returns the exit code (1 on bad input, missing or corrupted data, or a failed subject)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "fetch" and not args.all:
@@ -86,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"fetch: name one or more of {', '.join(DATASETS)}, or --all" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     try:
         return args.run(args)
-    except (datasets.ChecksumError, datasets.DataUnavailableError, ValueError) as error:
+    except (ValueError, OSError) as error:
         print(f"fss {args.command}: error: {error}", file=sys.stderr)
         return 1
 

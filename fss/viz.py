@@ -1,21 +1,40 @@
-"""Figures: three-plane views of volumes with FeTA label overlays."""
+"""Figures: three-plane views of volumes with label overlays, intensity mixtures."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fss.labels import TISSUES
+from fss.labels import META_LABELS, TISSUES
 
-LABEL_CMAP = ListedColormap([t.color for t in TISSUES], name="feta")
-"""Colour map indexed by FeTA label value (0..7)."""
+if TYPE_CHECKING:
+    from fss.seeds import Mixture
+
+FETA_COLORS: dict[int, tuple[str, str]] = {t.value: (t.short, t.color) for t in TISSUES[1:]}
+"""Legend name and colour of each FeTA label value."""
+
+META_COLORMAPS = {1: "Blues", 2: "Reds", 3: "Greys", 4: "Greens"}
+
+META_COLORS: dict[int, tuple[str, str]] = {m: (name, to_hex(plt.get_cmap(META_COLORMAPS[m])(0.7))) for m, (name, _) in META_LABELS.items()}
+"""Legend name and colour of each meta-label."""
 
 PLANES = ("sagittal", "coronal", "axial")
+
+
+def seed_colors(max_subclasses: int = 4) -> dict[int, tuple[str, str]]:
+    """Legend name and colour of each seed value ``10 * M + j``: one hue per meta-label, lighter to darker with j."""
+    colors = {}
+    for m, (name, _) in META_LABELS.items():
+        cmap = plt.get_cmap(META_COLORMAPS[m])
+        for j in range(max_subclasses):
+            colors[10 * m + j] = (f"{name} {j}", to_hex(cmap(0.35 + 0.6 * j / max(max_subclasses - 1, 1))))
+    return colors
 
 
 def plot_planes(
@@ -24,6 +43,7 @@ def plot_planes(
     center: Sequence[int] | None = None,
     title: str | None = None,
     alpha: float = 0.45,
+    colors: Mapping[int, tuple[str, str]] = FETA_COLORS,
 ) -> Figure:
     """Sagittal, coronal and axial slices of a RAS+ volume, optionally with labels on top.
 
@@ -33,7 +53,7 @@ def plot_planes(
         Intensities on a RAS+ grid (first axis left to right, then posterior to
         anterior, then inferior to superior), e.g. from :class:`fss.io.WorkingGrid`.
     labels : np.ndarray, shape (X, Y, Z), optional
-        FeTA label map on the same grid; drawn in the FeTA colours with a legend.
+        Label map on the same grid (0 = not drawn), drawn in ``colors`` with a legend.
     center : (3,) ints, optional
         Voxel where the three planes cross; default: the centre of the labels'
         foreground, or of the volume.
@@ -41,6 +61,8 @@ def plot_planes(
         Figure title (put the data attribution here when showing public data).
     alpha : float
         Opacity of the label overlay.
+    colors : mapping
+        ``{value: (legend name, colour)}``; default the FeTA tissues, see also :func:`seed_colors`.
 
     Returns
     -------
@@ -56,20 +78,65 @@ def plot_planes(
         center = foreground.mean(0) if len(foreground) else np.asarray(image.shape) / 2
     center = [int(round(c)) for c in center]
     low, high = np.percentile(image, [0.5, 99.5])
+    if labels is not None:
+        labels = np.asarray(labels)
+        present = [int(v) for v in np.unique(labels) if v != 0]
+        unknown = [v for v in present if v not in colors]
+        if unknown:
+            raise ValueError(f"no colour for label values {unknown}")
+        table = ["#000000"] * (max(colors) + 1)
+        for value, (_, color) in colors.items():
+            table[value] = color
+        cmap = ListedColormap(table)
 
     figure, axes = plt.subplots(1, 3, figsize=(10, 3.8), layout="constrained")
     for axis, (ax, plane) in enumerate(zip(axes, PLANES)):
         picked = tuple(center[a] if a == axis else slice(None) for a in range(3))
         ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest")
         if labels is not None:
-            overlay = np.ma.masked_equal(np.asarray(labels)[picked].T, 0)
-            ax.imshow(overlay, cmap=LABEL_CMAP, vmin=0, vmax=len(TISSUES) - 1, alpha=alpha, origin="lower", interpolation="nearest")
+            overlay = np.ma.masked_equal(labels[picked].T, 0)
+            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest")
         ax.set_title(f"{plane} {center[axis]}")
         ax.set_axis_off()
     if labels is not None:
-        present = set(np.unique(labels).tolist())
-        handles = [Patch(color=t.color, label=t.short) for t in TISSUES[1:] if t.value in present]
-        figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+        handles = [Patch(color=colors[v][1], label=colors[v][0]) for v in present]
+        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures: Mapping[int, Mixture], bins: int = 120) -> Figure:
+    """Intensity histogram of each meta-label with its fitted Gaussian components.
+
+    Parameters
+    ----------
+    image : np.ndarray, shape (X, Y, Z)
+        Intensities.
+    regions : mapping
+        ``{M: bool mask (X, Y, Z)}`` from :func:`fss.seeds.meta_label_regions`.
+    mixtures : mapping
+        ``{M: fss.seeds.Mixture}`` for one K.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per meta-label: density histogram, each weighted component, their sum.
+    """
+    metas = [m for m in regions if m in mixtures]
+    figure, axes = plt.subplots(1, len(metas), figsize=(3.2 * len(metas), 2.8), layout="constrained", squeeze=False)
+    for ax, m in zip(axes[0], metas):
+        values = np.asarray(image)[regions[m]]
+        mixture = mixtures[m]
+        ax.hist(values, bins=bins, density=True, color="0.8")
+        x = np.linspace(values.min(), values.max(), 400)
+        densities = [w * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)) for mu, sd, w in zip(mixture.means, mixture.stds, mixture.weights)]
+        cmap = plt.get_cmap(META_COLORMAPS[m])
+        for j, density in enumerate(densities):
+            ax.plot(x, density, color=cmap(0.35 + 0.6 * j / max(len(densities) - 1, 1)), label=f"{j}")
+        ax.plot(x, np.sum(densities, axis=0), "k--", linewidth=0.8, label="sum")
+        ax.set_title(f"{m}: {META_LABELS[m][0]} ({values.size} voxels)", fontsize=9)
+        ax.set_xlabel("intensity")
+        ax.set_yticks([])
+        ax.legend(fontsize=7, title="subclass", title_fontsize=7)
     return figure

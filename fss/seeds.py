@@ -1,0 +1,366 @@
+"""Intensity-subclass seed maps: the step before synthesis.
+
+Each meta-label (1 CSF, 2 grey matter, 3 white matter, 4 non-brain; see
+:data:`fss.labels.META_LABELS`) is split into K intensity subclasses by a
+Gaussian mixture fitted to the real image's intensities inside it, for
+K = 1..K_max. A seed layer holds ``10 * M + j`` inside meta-label M, where j
+(0..K-1) numbers the subclasses by increasing mean intensity, and 0 elsewhere.
+At generation time each meta-label draws its own K, and the layers are summed
+into one seed map (:func:`compose_seed_map`).
+
+Files follow the reference method's layout under a dataset root::
+
+    derivatives/seeds/subclasses_K/sub-X/anat/<stem>_mlabel_M.nii.gz
+
+Example
+-------
+>>> import numpy as np, nibabel as nib
+>>> rng = np.random.default_rng(0)
+>>> labels = np.zeros((20, 20, 20), np.int16); labels[5:15, 5:15, 5:15] = 3
+>>> image = np.where(labels > 0, rng.normal(100, 5, labels.shape), 0).astype(np.float32)
+>>> seeds = make_seeds(nib.Nifti1Image(image, np.eye(4)), nib.Nifti1Image(labels, np.eye(4)), max_subclasses=2)
+>>> sorted(np.unique(compose_seed_map(seeds, {3: 2})).tolist())
+[0, 30, 31]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from fss.io import load_nifti, save_nifti
+from fss.labels import META_LABELS, to_feta, to_meta_labels
+
+MIN_VOXELS_PER_SUBCLASS = 20
+"""A region needs this many voxels per subclass; smaller regions get fewer subclasses."""
+
+MAX_FIT_VOXELS = 20_000
+"""Mixtures are fitted on at most this many voxels of a region (a seeded random subset), then applied to all."""
+
+SEEDS_FOLDER = Path("derivatives") / "seeds"
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A fitted 1-D Gaussian mixture, components sorted by increasing mean (image intensity units)."""
+
+    means: np.ndarray
+    stds: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass
+class Seeds:
+    """Seed layers of one subject.
+
+    Attributes
+    ----------
+    layers : dict
+        ``layers[K][M]``: uint8 array, shape (X, Y, Z), values ``10 * M + j``
+        (j = 0..K-1) inside meta-label M and 0 elsewhere. A meta-label whose
+        region is empty (non-brain in a skull-stripped image) is absent.
+    affine : (4, 4) array
+        Voxel-to-world affine (mm) of the label map's grid.
+    mixtures : dict
+        ``mixtures[K][M]``: the fitted :class:`Mixture` (empty for loaded seeds).
+    """
+
+    layers: dict[int, dict[int, np.ndarray]]
+    affine: np.ndarray
+    mixtures: dict[int, dict[int, Mixture]] = field(default_factory=dict)
+
+    @property
+    def subclass_counts(self) -> list[int]:
+        """The available K, ascending."""
+        return sorted(self.layers)
+
+    @property
+    def meta_labels(self) -> list[int]:
+        """Meta-labels present (in every K), ascending."""
+        return sorted(set.intersection(*(set(layer) for layer in self.layers.values())))
+
+
+def meta_label_regions(image: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Boolean masks of the non-empty meta-labels.
+
+    Parameters
+    ----------
+    image : np.ndarray, shape (X, Y, Z)
+        Intensities.
+    labels : np.ndarray, shape (X, Y, Z)
+        FeTA label map.
+
+    Returns
+    -------
+    dict
+        ``{M: mask}``; meta-label 4 is ``image > 0`` outside the label map.
+    """
+    meta = to_meta_labels(labels)
+    meta[(labels == 0) & (image > 0)] = 4
+    return {m: meta == m for m in META_LABELS if np.any(meta == m)}
+
+
+def fit_subclasses(values: np.ndarray, k: int, seed: int = 0, name: str = "region") -> tuple[np.ndarray, Mixture]:
+    """Split intensities into ``k`` subclasses with a Gaussian mixture.
+
+    Parameters
+    ----------
+    values : np.ndarray, shape (N,)
+        Intensities of one region.
+    k : int
+        Number of subclasses wanted; fewer are fitted (with a warning) when the
+        region has fewer than ``MIN_VOXELS_PER_SUBCLASS * k`` voxels or fewer
+        than ``k`` distinct values.
+    seed : int
+        Fixes the subset used for fitting and the mixture's initialisation.
+    name : str
+        Region name for the warning.
+
+    Returns
+    -------
+    assignment : np.ndarray, shape (N,), uint8
+        Subclass index of each value, 0 = lowest mean.
+    mixture : Mixture
+        The fitted components, sorted by mean.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    fitted = max(1, min(k, values.size // MIN_VOXELS_PER_SUBCLASS, np.unique(values).size))
+    if fitted < k:
+        warnings.warn(f"{name}: {values.size} voxels allow only {fitted} of {k} subclasses", stacklevel=2)
+    if fitted == 1:
+        return np.zeros(values.size, np.uint8), Mixture(np.array([values.mean()]), np.array([values.std()]), np.ones(1))
+    rng = np.random.default_rng(seed)
+    subset = values if values.size <= MAX_FIT_VOXELS else rng.choice(values, MAX_FIT_VOXELS, replace=False)
+    mixture = GaussianMixture(fitted, init_params="k-means++", n_init=3, random_state=seed).fit(subset[:, None])
+    means = mixture.means_[:, 0]
+    order = np.argsort(means)
+    rank = np.empty(fitted, dtype=np.uint8)
+    rank[order] = np.arange(fitted)
+    assignment = rank[mixture.predict(values[:, None])]
+    stds = np.sqrt(mixture.covariances_.reshape(fitted))
+    return assignment, Mixture(means[order], stds[order], mixture.weights_[order])
+
+
+def _check_same_grid(image: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage) -> None:
+    same_affine = np.allclose(image.affine, labels.affine, atol=1e-4)
+    if image.shape != labels.shape or not same_affine:
+        raise ValueError(
+            f"image and labels are on different grids (shapes {image.shape} and {labels.shape}"
+            f"{'' if same_affine else ', different affines'}); resample one onto the other first"
+        )
+
+
+def make_seeds(
+    image: nib.spatialimages.SpatialImage,
+    labels: nib.spatialimages.SpatialImage,
+    max_subclasses: int = 4,
+    seed: int = 0,
+) -> Seeds:
+    """Seed layers for K = 1..``max_subclasses`` from an image and its FeTA label map.
+
+    Parameters
+    ----------
+    image : nibabel image, shape (X, Y, Z)
+        T2-weighted intensities (any scale).
+    labels : nibabel image, shape (X, Y, Z)
+        FeTA label map on the same grid (convert others with :func:`fss.labels.to_feta`).
+    max_subclasses : int
+        Largest K.
+    seed : int
+        Same seed, same seeds.
+
+    Returns
+    -------
+    Seeds
+
+    Raises
+    ------
+    ValueError
+        If image and labels are on different grids, or labels are not FeTA.
+    """
+    _check_same_grid(image, labels)
+    if max_subclasses < 1:
+        raise ValueError(f"max_subclasses must be at least 1, got {max_subclasses}")
+    intensities = np.asarray(image.dataobj, dtype=np.float32)
+    feta = to_feta(np.asarray(labels.dataobj), "feta")
+    regions = meta_label_regions(intensities, feta)
+    seeds = Seeds({}, np.asarray(labels.affine, float))
+    for k in range(1, max_subclasses + 1):
+        seeds.layers[k], seeds.mixtures[k] = {}, {}
+        for m, region in regions.items():
+            fit_seed = int(np.random.SeedSequence([seed, m, k]).generate_state(1)[0])
+            name = f"{META_LABELS[m][0]} (meta-label {m}), K={k}"
+            assignment, mixture = fit_subclasses(intensities[region], k, seed=fit_seed, name=name)
+            layer = np.zeros(feta.shape, np.uint8)
+            layer[region] = 10 * m + assignment
+            seeds.layers[k][m], seeds.mixtures[k][m] = layer, mixture
+    return seeds
+
+
+def compose_seed_map(seeds: Seeds, ks: Mapping[int, int]) -> np.ndarray:
+    """One seed map: the sum of the layer with ``ks[M]`` subclasses of each meta-label M.
+
+    Parameters
+    ----------
+    seeds : Seeds
+    ks : mapping
+        ``{M: K}`` for every meta-label present in ``seeds``.
+
+    Returns
+    -------
+    np.ndarray, shape (X, Y, Z), uint8
+    """
+    missing = [m for m in seeds.meta_labels if m not in ks]
+    if missing:
+        raise ValueError(f"choose K for meta-labels {missing}")
+    composed = np.zeros(seeds.layers[seeds.subclass_counts[0]][seeds.meta_labels[0]].shape, np.uint8)
+    for m in seeds.meta_labels:
+        if ks[m] not in seeds.layers:
+            raise ValueError(f"no seeds with K={ks[m]} (available: {seeds.subclass_counts})")
+        composed += seeds.layers[ks[m]][m]
+    return composed
+
+
+def _subject_folder(subject: str) -> str:
+    return subject if subject.startswith("sub-") else f"sub-{subject}"
+
+
+def seed_path(root: str | os.PathLike, subject: str, stem: str, k: int, m: int) -> Path:
+    """Where the layer with K subclasses of meta-label M of ``subject`` lives under dataset ``root``."""
+    return Path(root) / SEEDS_FOLDER / f"subclasses_{k}" / _subject_folder(subject) / "anat" / f"{stem}_mlabel_{m}.nii.gz"
+
+
+def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, overwrite: bool = False) -> list[Path]:
+    """Write every layer as uint8 NIfTI in the reference layout (atomic writes).
+
+    Parameters
+    ----------
+    seeds : Seeds
+    root : path
+        Dataset root; files go under ``root/derivatives/seeds/``.
+    subject : str
+        Subject label, with or without ``sub-``.
+    stem : str
+        File name stem, usually the label map's name without ``.nii.gz``.
+    overwrite : bool
+        Replace existing files; otherwise an existing file raises FileExistsError.
+
+    Returns
+    -------
+    list of Path
+    """
+    written = []
+    for k, layers in seeds.layers.items():
+        for m, layer in layers.items():
+            written.append(save_nifti(layer, seeds.affine, seed_path(root, subject, stem, k, m), overwrite=overwrite))
+    return written
+
+
+SEED_FILE = re.compile(r"subclasses_(\d+)/.*_mlabel_(\d+)\.nii(\.gz)?$")
+
+
+def load_seeds(root: str | os.PathLike, subject: str, stem: str | None = None) -> Seeds:
+    """Load the seed layers of ``subject`` from dataset ``root`` (values kept as they are).
+
+    Parameters
+    ----------
+    root : path
+        Dataset root holding ``derivatives/seeds/``.
+    subject : str
+        Subject label, with or without ``sub-``.
+    stem : str, optional
+        File name stem; needed only when the subject has seeds of several images.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no seed file exists for the subject.
+    ValueError
+        If several stems exist and none was chosen, layers disagree on the grid,
+        or they hold values other than ``10 * M + j`` (j < K) and 0.
+    """
+    folder = Path(root) / SEEDS_FOLDER
+    files = sorted(folder.glob(f"subclasses_*/{_subject_folder(subject)}/**/{stem or '*'}_mlabel_*.nii*"))
+    if not files:
+        raise FileNotFoundError(f"no seeds for {_subject_folder(subject)} under {folder}")
+    stems = sorted({path.name.rsplit("_mlabel_", 1)[0] for path in files})
+    if len(stems) > 1:
+        raise ValueError(f"{_subject_folder(subject)} has seeds of several images {stems}; choose one with stem=")
+    layers: dict[int, dict[int, np.ndarray]] = {}
+    first = nib.load(files[0])
+    for path in files:
+        match = SEED_FILE.search(path.as_posix())
+        k, m = int(match.group(1)), int(match.group(2))
+        layer = nib.load(path)
+        if layer.shape != first.shape or not np.allclose(layer.affine, first.affine, atol=1e-4):
+            raise ValueError(f"{path}: grid differs from {files[0]}")
+        values = np.asarray(layer.dataobj)
+        allowed = [0] + [10 * m + j for j in range(k)]
+        unexpected = np.setdiff1d(np.unique(values), allowed)
+        if unexpected.size:
+            raise ValueError(f"{path}: values {unexpected.tolist()} are not seeds of meta-label {m} with K={k} (expected {allowed})")
+        layers.setdefault(k, {})[m] = values.astype(np.uint8)
+    return Seeds(layers, np.asarray(first.affine, float))
+
+
+def write_seeds(
+    image: str | os.PathLike,
+    labels: str | os.PathLike,
+    root: str | os.PathLike,
+    subject: str,
+    stem: str,
+    convention: str = "feta",
+    max_subclasses: int = 4,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Make and save the seeds of one image / label map pair (what ``fss seeds`` does per subject).
+
+    Parameters
+    ----------
+    image, labels : path
+        T2w image and its label map (NIfTI, same grid).
+    root : path
+        Dataset root; files go under ``root/derivatives/seeds/``.
+    subject, stem : str
+        Subject label and file name stem of the seed files.
+    convention : str
+        Label convention of ``labels`` (converted to FeTA).
+    max_subclasses, seed : int
+        As in :func:`make_seeds`.
+    overwrite : bool
+        Redo seeds that exist.
+
+    Returns
+    -------
+    list of Path
+        Files written; empty when all of them existed already (skipped).
+
+    Raises
+    ------
+    FileExistsError
+        If only some of the files exist (an interrupted run) and ``overwrite`` is false.
+    """
+    image, labels = load_nifti(image), load_nifti(labels)
+    _check_same_grid(image, labels)
+    feta = nib.Nifti1Image(to_feta(np.asarray(labels.dataobj), convention), labels.affine)
+    regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
+    expected = [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]
+    existing = [path for path in expected if path.exists()]
+    if existing and not overwrite:
+        if len(existing) == len(expected):
+            return []
+        raise FileExistsError(
+            f"{len(existing)} of {len(expected)} seed files of {subject} exist (an interrupted run?); "
+            "pass overwrite=True (--overwrite) to redo them"
+        )
+    seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
+    return save_seeds(seeds, root, subject, stem, overwrite=True)
