@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -17,6 +18,8 @@ from fss.bids import find_t2w_images
 from fss.device import describe_device
 from fss.labels import CONVENTIONS
 from fss.seeds import write_seeds
+from fss.synth import Generator, load_config, load_subjects
+from fss.synth.export import write_samples
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -91,6 +94,16 @@ def _seeds(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.output_shape:
+        config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
+    generator = Generator(load_subjects(args.seeds, args.subjects), config, device=args.device)
+    write_samples(generator, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
+    print(f"{args.n} samples from {len(generator.subjects)} subjects on {describe_device(generator.device)} in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fss`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
@@ -116,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     seeds.add_argument("--overwrite", action="store_true", help="redo seeds that exist")
     seeds.set_defaults(run=_seeds)
+
+    synth = commands.add_parser("synth", help="synthetic image / label pairs from seeds")
+    synth.add_argument("--seeds", required=True, help="dataset root holding derivatives/seeds/ (from fss seeds or notebook 01)")
+    synth.add_argument("--n", type=int, default=20, help="number of samples (default 20)")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--config", default="reference", help="preset (reference, fast) or YAML file (default reference)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--subjects", nargs="+", help="subjects to use (default: all with seeds)")
+    synth.add_argument("--output-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="output size in voxels (default: the input's)")
+    synth.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    synth.add_argument("--overwrite", action="store_true", help="replace existing samples")
+    synth.set_defaults(run=_synth)
 
     info = commands.add_parser("info", help="versions, compute device and data location")
     info.set_defaults(run=_info)

@@ -71,11 +71,20 @@ class Seeds:
         Voxel-to-world affine (mm) of the label map's grid.
     mixtures : dict
         ``mixtures[K][M]``: the fitted :class:`Mixture` (empty for loaded seeds).
+    subject, stem : str
+        Subject label (``sub-X``) and file name stem, for seeds read from or written to files.
     """
 
     layers: dict[int, dict[int, np.ndarray]]
     affine: np.ndarray
     mixtures: dict[int, dict[int, Mixture]] = field(default_factory=dict)
+    subject: str = ""
+    stem: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(X, Y, Z) of the layers."""
+        return next(iter(next(iter(self.layers.values())).values())).shape
 
     @property
     def subclass_counts(self) -> list[int]:
@@ -221,7 +230,7 @@ def compose_seed_map(seeds: Seeds, ks: Mapping[int, int]) -> np.ndarray:
     missing = [m for m in seeds.meta_labels if m not in ks]
     if missing:
         raise ValueError(f"choose K for meta-labels {missing}")
-    composed = np.zeros(seeds.layers[seeds.subclass_counts[0]][seeds.meta_labels[0]].shape, np.uint8)
+    composed = np.zeros(seeds.shape, np.uint8)
     for m in seeds.meta_labels:
         if ks[m] not in seeds.layers:
             raise ValueError(f"no seeds with K={ks[m]} (available: {seeds.subclass_counts})")
@@ -236,6 +245,11 @@ def _subject_folder(subject: str) -> str:
 def seed_path(root: str | os.PathLike, subject: str, stem: str, k: int, m: int) -> Path:
     """Where the layer with K subclasses of meta-label M of ``subject`` lives under dataset ``root``."""
     return Path(root) / SEEDS_FOLDER / f"subclasses_{k}" / _subject_folder(subject) / "anat" / f"{stem}_mlabel_{m}.nii.gz"
+
+
+def labels_path(root: str | os.PathLike, subject: str, stem: str) -> Path:
+    """Where :func:`write_seeds` keeps the FeTA label map that goes with the seeds (read by the generator)."""
+    return Path(root) / SEEDS_FOLDER / _subject_folder(subject) / "anat" / f"{stem}.nii.gz"
 
 
 def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, overwrite: bool = False) -> list[Path]:
@@ -308,7 +322,7 @@ def load_seeds(root: str | os.PathLike, subject: str, stem: str | None = None) -
         if unexpected.size:
             raise ValueError(f"{path}: values {unexpected.tolist()} are not seeds of meta-label {m} with K={k} (expected {allowed})")
         layers.setdefault(k, {})[m] = values.astype(np.uint8)
-    return Seeds(layers, np.asarray(first.affine, float))
+    return Seeds(layers, np.asarray(first.affine, float), subject=_subject_folder(subject), stem=stems[0])
 
 
 def write_seeds(
@@ -323,6 +337,9 @@ def write_seeds(
     overwrite: bool = False,
 ) -> list[Path]:
     """Make and save the seeds of one image / label map pair (what ``fss seeds`` does per subject).
+
+    Beside the seeds, the label map converted to FeTA is written to :func:`labels_path`,
+    so that the seeds folder holds everything the generator needs.
 
     Parameters
     ----------
@@ -342,7 +359,7 @@ def write_seeds(
     Returns
     -------
     list of Path
-        Files written; empty when all of them existed already (skipped).
+        Files written (label map first); empty when all of them existed already (skipped).
 
     Raises
     ------
@@ -353,7 +370,8 @@ def write_seeds(
     _check_same_grid(image, labels)
     feta = nib.Nifti1Image(to_feta(np.asarray(labels.dataobj), convention), labels.affine)
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
-    expected = [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]
+    expected = [labels_path(root, subject, stem)]
+    expected += [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]
     existing = [path for path in expected if path.exists()]
     if existing and not overwrite:
         if len(existing) == len(expected):
@@ -363,4 +381,5 @@ def write_seeds(
             "pass overwrite=True (--overwrite) to redo them"
         )
     seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
-    return save_seeds(seeds, root, subject, stem, overwrite=True)
+    written = save_seeds(seeds, root, subject, stem, overwrite=True)
+    return [save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True), *written]

@@ -140,3 +140,42 @@ def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures
         ax.set_yticks([])
         ax.legend(fontsize=7, title="subclass", title_fontsize=7)
     return figure
+
+
+def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, titles: Sequence[str] | None = None) -> Figure:
+    """Middle axial slices of several volumes, FeTA label contours on top.
+
+    Parameters
+    ----------
+    images : np.ndarray, shape (N, X, Y, Z)
+        Intensities on RAS+ grids.
+    labels : np.ndarray, shape (N, X, Y, Z)
+        FeTA label maps.
+    columns : int
+        Panels per row.
+    titles : sequence of str, optional
+        One per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape != labels.shape or images.ndim != 4:
+        raise ValueError(f"expected images and labels of one shape (N, X, Y, Z), got {images.shape} and {labels.shape}")
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), layout="constrained", squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index >= len(images):
+            continue
+        z = images.shape[3] // 2
+        ax.imshow(images[index, :, :, z].T, cmap="gray", origin="lower", interpolation="nearest")
+        slice_labels = labels[index, :, :, z].T
+        for value, (_, color) in FETA_COLORS.items():
+            if np.any(slice_labels == value):
+                ax.contour(slice_labels == value, levels=[0.5], colors=[color], linewidths=0.6)
+        if titles is not None:
+            ax.set_title(titles[index], fontsize=8)
+    figure.legend(handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize=8)
+    return figure

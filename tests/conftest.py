@@ -11,14 +11,24 @@ import pytest
 from fss import datasets
 
 
+_connect = socket.socket.connect
+
+
 def _no_network(*args, **kwargs):
     raise OSError("network access is disabled in the tests")
+
+
+def _local_connect(self, address):
+    """Sockets between local processes (data loader workers) still connect; internet ones do not."""
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _no_network()
+    return _connect(self, address)
 
 
 @pytest.fixture(autouse=True)
 def block_network(monkeypatch):
     """Every test runs offline: a download attempt fails at once with an OSError."""
-    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket.socket, "connect", _local_connect)
     monkeypatch.setattr(socket, "getaddrinfo", _no_network)
 
 

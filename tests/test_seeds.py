@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fss.cli import main
-from fss.seeds import compose_seed_map, load_seeds, make_seeds, seed_path
+from fss.seeds import compose_seed_map, labels_path, load_seeds, make_seeds, seed_path
 
 AFFINE = np.diag([0.8, 0.8, 0.8, 1.0])
 
@@ -134,12 +134,14 @@ def test_cli_writes_the_layout_and_refuses_to_overwrite(tmp_path, capsys):
     args = ["seeds", str(bids), "--out", str(out), "--convention", "atlas", "--max-subclasses", "2"]
     assert main(args) == 0
     stem = "sub-01_T2w_dseg"
-    paths = [seed_path(out, "01", stem, k, m) for k in (1, 2) for m in (1, 2, 3)]
+    paths = [labels_path(out, "01", stem)] + [seed_path(out, "01", stem, k, m) for k in (1, 2) for m in (1, 2, 3)]
     assert all(p.exists() for p in paths)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")) == sorted(p.relative_to(out).as_posix() for p in paths)
     assert "sub-02_T2w.nii.gz: no label map found, skipped" in capsys.readouterr().out
     loaded = load_seeds(out, "sub-01")
-    assert loaded.layers[2][3].max() == 31
+    assert loaded.layers[2][3].max() == 31 and (loaded.subject, loaded.stem) == ("sub-01", stem)
+    feta = np.asarray(nib.load(paths[0]).dataobj)
+    assert feta.dtype == np.int16 and set(np.unique(feta)) == {0, 1, 2, 3}
 
     stamps = [p.stat().st_mtime_ns for p in paths]
     assert main(args) == 0
@@ -148,7 +150,7 @@ def test_cli_writes_the_layout_and_refuses_to_overwrite(tmp_path, capsys):
 
     paths[0].unlink()
     assert main(args) == 1
-    assert "5 of 6 seed files of sub-01 exist" in capsys.readouterr().out
+    assert "6 of 7 seed files of sub-01 exist" in capsys.readouterr().out
     assert main([*args, "--overwrite"]) == 0
     assert all(p.exists() for p in paths)
 

@@ -1,0 +1,12 @@
+"""SynthSeg-style synthetic images from seed maps: configuration, stages, generator, datasets.
+
+Stages, in order, each a ``draw_*`` / ``apply_*`` pair that can be switched off:
+spatial (:mod:`~fss.synth.spatial`), contrast (:mod:`~fss.synth.contrast`), gamma
+(:mod:`~fss.synth.gamma`), bias (:mod:`~fss.synth.bias`), resolution and noise
+(:mod:`~fss.synth.resolution`), then normalisation and flip.
+"""
+
+from fss.synth.config import GeneratorConfig, load_config, preset
+from fss.synth.generator import Generator, Sample, SynthSubject, load_subjects
+
+__all__ = ["Generator", "GeneratorConfig", "Sample", "SynthSubject", "load_config", "load_subjects", "preset"]

@@ -1,0 +1,236 @@
+"""Configuration of the generator: one dataclass per stage, the reference defaults, presets, YAML.
+
+Names and defaults follow the reference method (FetalSynthSeg, built on SynthSeg as
+re-implemented by Brain-ID). Ranges are ``(low, high)`` tuples, checked on creation.
+
+Example
+-------
+>>> config = preset("fast")
+>>> config.spatial.integrate_deformation_fields
+False
+>>> GeneratorConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fss.io import atomic_path
+
+
+def _check_range(name: str, value: tuple[float, float], low: float = 0.0) -> None:
+    if len(value) != 2 or not (low <= value[0] <= value[1]):
+        raise ValueError(f"{name} must be a (low, high) pair with {low} <= low <= high, got {value}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class SubclassConfig:
+    """Stage 1: number of intensity subclasses drawn per meta-label, uniformly in [min, max]."""
+
+    min_subclasses: int = 1
+    max_subclasses: int = 4
+
+    def __post_init__(self):
+        if not 1 <= self.min_subclasses <= self.max_subclasses:
+            raise ValueError(f"need 1 <= min_subclasses <= max_subclasses, got {self.min_subclasses}, {self.max_subclasses}")
+
+
+@dataclass(frozen=True)
+class SpatialConfig:
+    """Stage 2: affine and nonlinear deformation, drawn once for seeds and labels.
+
+    Angles in degrees, shear and scaling as fractions, nonlinear std in output voxels.
+    """
+
+    enabled: bool = True
+    max_rotation: float = 20.0
+    max_shear: float = 0.02
+    max_scaling: float = 0.1
+    random_shift: bool = True
+    nonlinear: bool = True
+    nonlin_scale_min: float = 0.03
+    nonlin_scale_max: float = 0.06
+    nonlin_std_max: float = 4.0
+    integrate_deformation_fields: bool = True
+    n_steps_svf_integration: int = 8
+
+    def __post_init__(self):
+        _check_range("nonlin_scale_min/max", (self.nonlin_scale_min, self.nonlin_scale_max))
+        if min(self.max_rotation, self.max_shear, self.max_scaling, self.nonlin_std_max) < 0:
+            raise ValueError("max_rotation, max_shear, max_scaling and nonlin_std_max must not be negative")
+        if self.max_scaling >= 1:
+            raise ValueError(f"max_scaling must be below 1, got {self.max_scaling}")
+        if self.n_steps_svf_integration < 0:
+            raise ValueError(f"n_steps_svf_integration must not be negative, got {self.n_steps_svf_integration}")
+
+
+@dataclass(frozen=True)
+class ContrastConfig:
+    """Stage 3: a Gaussian per seed label, mean and std drawn uniformly (0-300 intensity scale)."""
+
+    enabled: bool = True
+    mean_range: tuple[float, float] = (25.0, 225.0)
+    std_range: tuple[float, float] = (5.0, 25.0)
+    background_zero_probability: float = 0.5
+
+    def __post_init__(self):
+        _check_range("mean_range", self.mean_range)
+        _check_range("std_range", self.std_range)
+        _check_probability("background_zero_probability", self.background_zero_probability)
+
+
+@dataclass(frozen=True)
+class GammaConfig:
+    """Stage 4: intensity -> 300 * (intensity / 300) ** exp(N(0, gamma_std))."""
+
+    enabled: bool = True
+    gamma_std: float = 0.1
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    """Stage 5: smooth multiplicative bias, exp of a coarse Gaussian field of size bf_scale * output size."""
+
+    enabled: bool = True
+    bf_scale_min: float = 0.004
+    bf_scale_max: float = 0.02
+    bf_std_min: float = 0.01
+    bf_std_max: float = 0.02
+
+    def __post_init__(self):
+        _check_range("bf_scale_min/max", (self.bf_scale_min, self.bf_scale_max))
+        _check_range("bf_std_min/max", (self.bf_std_min, self.bf_std_max))
+
+
+@dataclass(frozen=True)
+class ResolutionConfig:
+    """Stage 6: blur to a random isotropic resolution (mm), resample there, add noise, resample back."""
+
+    enabled: bool = True
+    preserve_resol: float = 0.2
+    min_resampling_iso_res: float = 0.5
+    max_resampling_iso_res: float = 1.5
+    noise_std_min: float = 5.0
+    noise_std_max: float = 15.0
+
+    def __post_init__(self):
+        _check_probability("preserve_resol", self.preserve_resol)
+        _check_range("min/max_resampling_iso_res", (self.min_resampling_iso_res, self.max_resampling_iso_res), low=1e-3)
+        _check_range("noise_std_min/max", (self.noise_std_min, self.noise_std_max))
+
+
+@dataclass(frozen=True)
+class FlipConfig:
+    """Stage 7: left-right flip of image and labels together."""
+
+    enabled: bool = True
+    probability: float = 0.5
+
+    def __post_init__(self):
+        _check_probability("flip probability", self.probability)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """All stages, and the output size in voxels (``None``: the input's size)."""
+
+    output_shape: tuple[int, int, int] | None = None
+    subclasses: SubclassConfig = field(default_factory=SubclassConfig)
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    gamma: GammaConfig = field(default_factory=GammaConfig)
+    bias: BiasConfig = field(default_factory=BiasConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    flip: FlipConfig = field(default_factory=FlipConfig)
+
+    def __post_init__(self):
+        if self.output_shape is not None and (len(self.output_shape) != 3 or min(self.output_shape) < 2):
+            raise ValueError(f"output_shape must be three sizes of at least 2 voxels, got {self.output_shape}")
+
+    def to_dict(self) -> dict:
+        """Plain nested dictionary (lists for tuples), as written to YAML."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GeneratorConfig:
+        """Build from a nested dictionary; unknown keys are an error that names them."""
+        unknown = set(values) - set(_stage_types()) - {"output_shape"}
+        if unknown:
+            raise ValueError(f"unknown configuration sections {sorted(unknown)}; known: output_shape, {', '.join(_stage_types())}")
+        kwargs = {}
+        for name, stage_type in _stage_types().items():
+            section = dict(values.get(name) or {})
+            known = {f.name for f in dataclasses.fields(stage_type)}
+            extra = set(section) - known
+            if extra:
+                raise ValueError(f"unknown {name} options {sorted(extra)}; known: {', '.join(sorted(known))}")
+            kwargs[name] = stage_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+        shape = values.get("output_shape")
+        return cls(output_shape=tuple(shape) if shape is not None else None, **kwargs)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write as YAML (atomically)."""
+        with atomic_path(path, overwrite) as temporary:
+            temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GeneratorConfig:
+        """Read a YAML file written by :meth:`save` (missing options take the reference defaults)."""
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def _stage_types() -> dict[str, type]:
+    return {
+        "subclasses": SubclassConfig,
+        "spatial": SpatialConfig,
+        "contrast": ContrastConfig,
+        "gamma": GammaConfig,
+        "bias": BiasConfig,
+        "resolution": ResolutionConfig,
+        "flip": FlipConfig,
+    }
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+PRESETS = {
+    "reference": GeneratorConfig(),
+    # For CPU teaching runs: the velocity field is used as a displacement (no integration),
+    # which removes most of the spatial stage's cost; everything else is the reference.
+    "fast": GeneratorConfig(spatial=SpatialConfig(integrate_deformation_fields=False)),
+}
+
+
+def preset(name: str) -> GeneratorConfig:
+    """A named configuration: ``"reference"`` (the reference defaults) or ``"fast"``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def load_config(name_or_path: str | os.PathLike) -> GeneratorConfig:
+    """A preset name or a YAML file."""
+    if str(name_or_path) in PRESETS:
+        return preset(str(name_or_path))
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ValueError(f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
+    return GeneratorConfig.load(path)

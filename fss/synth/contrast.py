@@ -1,0 +1,56 @@
+"""Contrast stage: a random Gaussian intensity distribution for every seed label (a lookup table, no loop over labels)."""
+
+from __future__ import annotations
+
+import torch
+
+from fss.synth.config import ContrastConfig
+from fss.synth.draws import bernoulli, seeds_from, uniform
+
+N_SEED_VALUES = 64
+"""Seed values 0..63 index the lookup tables (seeds use ``10 * M + j`` <= 43)."""
+
+
+def draw_contrast(config: ContrastConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+    """Draw per-sample intensity tables, or None when the stage is off.
+
+    Returns
+    -------
+    dict
+        ``means`` and ``stds`` (B, 64): the Gaussian of each seed value (0-300 scale;
+        the background mean, value 0, is 0 with probability ``background_zero_probability``);
+        ``noise_seed`` (B,) for the per-voxel draws.
+    """
+    if not config.enabled:
+        return None
+    shape = (batch_size, N_SEED_VALUES)
+    means = uniform(generator, shape, *config.mean_range)
+    stds = uniform(generator, shape, *config.std_range)
+    zero_background = bernoulli(generator, (batch_size,), config.background_zero_probability)
+    means[:, 0] = torch.where(zero_background, 0.0, means[:, 0])
+    return {"means": means, "stds": stds, "noise_seed": seeds_from(generator, batch_size)}
+
+
+def apply_contrast(seed_map: torch.Tensor, params: dict) -> torch.Tensor:
+    """Draw each voxel from its seed label's Gaussian, clipped at 0.
+
+    Parameters
+    ----------
+    seed_map : torch.Tensor, (B, D, H, W), integer
+        Seed values (0..63).
+    params : dict
+        From :func:`draw_contrast`.
+
+    Returns
+    -------
+    torch.Tensor, (B, 1, D, H, W) float32
+    """
+    device = seed_map.device
+    batch = len(seed_map)
+    lookup = seed_map.long() + N_SEED_VALUES * torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    image = params["means"].float().to(device).flatten()[lookup]
+    spread = params["stds"].float().to(device).flatten()[lookup]
+    for b, seed in enumerate(params["noise_seed"].tolist()):
+        noise = torch.randn(seed_map.shape[1:], generator=torch.Generator(device).manual_seed(seed), device=device)
+        image[b].addcmul_(spread[b], noise)
+    return image.clamp_(min=0)[:, None]

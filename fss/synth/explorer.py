@@ -1,0 +1,89 @@
+"""An interactive explorer of the generator for notebooks: a slider per stage and a "new sample" button."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib.pyplot as plt
+
+from fss.synth.config import GeneratorConfig
+from fss.synth.generator import Generator
+from fss.viz import plot_planes
+
+SLIDERS = {
+    # (stage, option): (description, minimum, maximum, step)
+    ("spatial", "max_rotation"): ("rotation (deg)", 0.0, 45.0, 1.0),
+    ("spatial", "nonlin_std_max"): ("deformation (vox)", 0.0, 8.0, 0.5),
+    ("contrast", "std_range"): ("within-label std", 0.0, 50.0, 1.0),
+    ("gamma", "gamma_std"): ("gamma std", 0.0, 0.5, 0.01),
+    ("bias", "bf_std_max"): ("bias std", 0.0, 0.5, 0.01),
+    ("resolution", "max_resampling_iso_res"): ("worst resolution (mm)", 0.5, 4.0, 0.1),
+    ("resolution", "noise_std_max"): ("noise std", 0.0, 40.0, 1.0),
+}
+
+
+def configured(config: GeneratorConfig, values: dict[tuple[str, str], float]) -> GeneratorConfig:
+    """``config`` with the explorer's slider values put in (a range option gets its upper end moved)."""
+    stages = {}
+    for (stage, option), value in values.items():
+        section = stages.get(stage, getattr(config, stage))
+        if option == "std_range":
+            changes = {option: (min(section.std_range[0], value), value)}
+        elif option == "bf_std_max":
+            changes = {"bf_std_min": min(section.bf_std_min, value), option: value}
+        elif option == "max_resampling_iso_res":
+            changes = {"min_resampling_iso_res": min(section.min_resampling_iso_res, value), option: value}
+        elif option == "noise_std_max":
+            changes = {"noise_std_min": min(section.noise_std_min, value), option: value}
+        else:
+            changes = {option: value}
+        stages[stage] = dataclasses.replace(section, **changes)
+    return dataclasses.replace(config, **stages)
+
+
+class Explorer:
+    """Sliders for each stage's main parameter and a button that draws a new sample.
+
+    Parameters
+    ----------
+    generator : Generator
+        Its subjects and device are used; its configuration gives the starting values.
+    seed : int
+        First sample's seed; the button moves to the next one.
+    """
+
+    def __init__(self, generator: Generator, seed: int = 0):
+        import ipywidgets as widgets
+
+        self.generator = generator
+        self.seed = seed
+        self.sliders = {}
+        for (stage, option), (description, low, high, step) in SLIDERS.items():
+            section = getattr(generator.config, stage)
+            start = section.std_range[1] if option == "std_range" else getattr(section, option)
+            self.sliders[(stage, option)] = widgets.FloatSlider(
+                value=float(start), min=low, max=high, step=step, description=description, continuous_update=False, style={"description_width": "initial"}
+            )
+        self.button = widgets.Button(description="new sample")
+        self.output = widgets.Output()
+        for slider in self.sliders.values():
+            slider.observe(lambda change: self.draw(), names="value")
+        self.button.on_click(lambda _: self.draw(next_seed=True))
+        self.widget = widgets.VBox([widgets.HBox([widgets.VBox(list(self.sliders.values())), self.button]), self.output])
+
+    def draw(self, next_seed: bool = False) -> None:
+        """Draw a sample with the current slider values and show it."""
+        if next_seed:
+            self.seed += 1
+        config = configured(self.generator.config, {key: slider.value for key, slider in self.sliders.items()})
+        generator = Generator(self.generator.subjects, config, device=self.generator.device)
+        sample = generator.sample(1, seed=self.seed)
+        with self.output:
+            self.output.clear_output(wait=True)
+            plot_planes(sample.image[0, 0].cpu().numpy(), title=f"seed {self.seed}")
+            plt.show()
+
+    def show(self):
+        """The widget, for display; draws the first sample."""
+        self.draw()
+        return self.widget

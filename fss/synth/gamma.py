@@ -1,0 +1,24 @@
+"""Gamma stage: intensity -> 300 * (intensity / 300) ** exp(N(0, gamma_std))."""
+
+from __future__ import annotations
+
+import torch
+
+from fss.synth.config import GammaConfig
+from fss.synth.draws import normal
+
+SCALE = 300.0
+"""Intensity scale of the contrast stage."""
+
+
+def draw_gamma(config: GammaConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+    """``log_gamma`` (B,) from N(0, gamma_std), or None when the stage is off."""
+    if not config.enabled:
+        return None
+    return {"log_gamma": normal(generator, (batch_size,), config.gamma_std)}
+
+
+def apply_gamma(image: torch.Tensor, params: dict) -> torch.Tensor:
+    """Gamma-transform ``image`` (B, 1, D, H, W), non-negative, in place."""
+    exponent = torch.exp(params["log_gamma"]).float().to(image.device).view(-1, 1, 1, 1, 1)
+    return image.div_(SCALE).pow_(exponent).mul_(SCALE)

@@ -1,0 +1,180 @@
+"""Spatial stage: affine and nonlinear deformation of seeds and labels through one sampling grid, and flips.
+
+Every output voxel gets one position in the input volume (input voxel indices):
+
+    x = offset + A (p + u(p) - c_out) + c_out + shift
+
+with p the output voxel, c_out the output centre, ``offset`` the integer offset that
+centres the output window in the input, A the affine (rotation, shear, scaling, in
+mm so that anisotropic voxels are handled) and u a smooth random displacement.
+Image and labels are both read at the rounded positions (nearest neighbour), so
+they are always deformed identically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fss.synth.config import SpatialConfig
+from fss.synth.draws import seeds_from, uniform
+
+INTEGRATION_DOWNSAMPLING = 4
+"""The velocity field is integrated on a grid this many times coarser than the output, then upsampled:
+the field is smooth (drawn on a grid of a few voxels), so nothing is lost and integration costs 1/64."""
+
+
+def draw_spatial(config: SpatialConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+    """Draw the spatial parameters of ``batch_size`` samples (CPU tensors), or None when the stage is off.
+
+    Returns
+    -------
+    dict
+        ``rotation`` (B, 3) degrees, ``shear`` (B, 3), ``scaling`` (B, 3), ``shift`` (B, 3) in
+        [-1, 1] (fraction of the room the input leaves around the output window), and with the
+        nonlinear part ``nonlin_scale`` (B,), ``nonlin_std`` (B,) output voxels, ``nonlin_seed`` (B,).
+    """
+    if not config.enabled:
+        return None
+    b = batch_size
+    params = {
+        "rotation": uniform(generator, (b, 3), -config.max_rotation, config.max_rotation),
+        "shear": uniform(generator, (b, 3), -config.max_shear, config.max_shear),
+        "scaling": uniform(generator, (b, 3), 1 - config.max_scaling, 1 + config.max_scaling),
+        "shift": uniform(generator, (b, 3), -1, 1) if config.random_shift else torch.zeros(b, 3, dtype=torch.float64),
+    }
+    if config.nonlinear:
+        params["nonlin_scale"] = uniform(generator, (b,), config.nonlin_scale_min, config.nonlin_scale_max)
+        params["nonlin_std"] = uniform(generator, (b,), 0, config.nonlin_std_max)
+        params["nonlin_seed"] = seeds_from(generator, b)
+    return params
+
+
+def affine_matrices(rotation: torch.Tensor, shear: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) matrices ``R @ Sh @ S`` from rotations (degrees, about axes 0, 1, 2), shears and scalings."""
+    angles = torch.deg2rad(rotation.double())
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones_like(cos[:, 0]), torch.zeros_like(cos[:, 0])
+
+    def rotation_about(axis: int) -> torch.Tensor:
+        c, s = cos[:, axis], sin[:, axis]
+        i, j = [a for a in range(3) if a != axis]
+        matrix = torch.stack([one, zero, zero, zero, one, zero, zero, zero, one], dim=1).reshape(-1, 3, 3).clone()
+        matrix[:, i, i], matrix[:, i, j], matrix[:, j, i], matrix[:, j, j] = c, -s, s, c
+        return matrix
+
+    shearing = torch.eye(3, dtype=torch.float64).repeat(len(rotation), 1, 1)
+    shearing[:, 0, 1], shearing[:, 0, 2], shearing[:, 1, 2] = shear[:, 0].double(), shear[:, 1].double(), shear[:, 2].double()
+    return rotation_about(2) @ rotation_about(1) @ rotation_about(0) @ shearing @ torch.diag_embed(scaling.double())
+
+
+def integration_shape(output_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Grid on which displacement fields are built and integrated (at least 2 nodes per axis)."""
+    return tuple(max(2, math.ceil(n / INTEGRATION_DOWNSAMPLING)) for n in output_shape)
+
+
+def velocity_fields(params: dict, output_shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """Smooth random fields, (B, 3, *integration_shape), in output voxels.
+
+    Each sample's field is drawn on a coarse grid of ``nonlin_scale * output size`` nodes
+    (at least 2) with standard deviation ``nonlin_std``, and upsampled trilinearly.
+    """
+    fields = []
+    grid = integration_shape(output_shape)
+    for scale, std, seed in zip(params["nonlin_scale"].tolist(), params["nonlin_std"].tolist(), params["nonlin_seed"].tolist()):
+        coarse_shape = [max(2, math.ceil(scale * n)) for n in output_shape]
+        coarse = torch.randn((1, 3, *coarse_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float32) * std
+        fields.append(F.interpolate(coarse.to(device), size=grid, mode="trilinear", align_corners=True))
+    return torch.cat(fields)
+
+
+def identity_grid(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """(1, *shape, 3) normalised ``grid_sample`` coordinates of the nodes themselves (x, y, z = last, middle, first axis)."""
+    axes = [torch.linspace(-1, 1, n, device=device) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)[None]
+
+
+def integrate_velocity(velocity: torch.Tensor, output_shape: tuple[int, int, int], steps: int) -> torch.Tensor:
+    """Displacement of the flow of a stationary velocity field, by scaling and squaring.
+
+    Parameters
+    ----------
+    velocity : torch.Tensor, shape (B, 3, *G)
+        Velocity in output voxels per unit time, on a grid G spanning the output.
+    output_shape : (3,) ints
+        Output size, which sets the voxel units.
+    steps : int
+        Squarings; the field is first divided by ``2 ** steps``.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, 3, *G)
+        Displacement in output voxels; the map ``p -> p + u(p)`` is invertible.
+    """
+    to_normalized = torch.tensor([2 / (n - 1) for n in output_shape], device=velocity.device).view(1, 3, 1, 1, 1)
+    displacement = velocity * to_normalized / 2**steps
+    identity = identity_grid(tuple(velocity.shape[2:]), velocity.device)
+    for _ in range(steps):
+        where = identity + displacement.permute(0, 2, 3, 4, 1).flip(-1)
+        displacement = displacement + F.grid_sample(displacement, where, mode="bilinear", padding_mode="border", align_corners=True)
+    return displacement / to_normalized
+
+
+def sampling_positions(
+    params: dict | None,
+    config: SpatialConfig,
+    output_shape: tuple[int, int, int],
+    input_shapes: torch.Tensor,
+    spacings: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    """Where each output voxel reads the input: (B, 3, *output_shape) float32 input voxel indices.
+
+    Parameters
+    ----------
+    params : dict or None
+        From :func:`draw_spatial`; None means no deformation (a centred crop or pad).
+    config : SpatialConfig
+        For the integration settings.
+    output_shape : (3,) ints
+    input_shapes : torch.Tensor, (B, 3)
+        Shape of each sample's input volume.
+    spacings : torch.Tensor, (B, 3)
+        Voxel size (mm) of each sample's input; the output has the same voxel size.
+    device : torch.device
+    """
+    batch = len(input_shapes)
+    grid = integration_shape(output_shape)
+    out = torch.tensor(output_shape, dtype=torch.float64)
+    centre_out = (out - 1) / 2
+    offset = torch.div(input_shapes.double() - out, 2, rounding_mode="floor")
+    axes = [torch.linspace(0, n - 1, g, device=device) for n, g in zip(output_shape, grid)]
+    nodes = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None]  # (1, 3, *G), output voxels
+    if params is None:
+        matrix = torch.eye(3, dtype=torch.float64).repeat(batch, 1, 1)
+        shift = torch.zeros(batch, 3, dtype=torch.float64)
+        displaced = nodes.expand(batch, -1, -1, -1, -1)
+    else:
+        mm = torch.diag_embed(spacings.double())
+        matrix = torch.linalg.inv(mm) @ affine_matrices(params["rotation"], params["shear"], params["scaling"]) @ mm
+        shift = params["shift"].double() * (input_shapes.double() - out).clamp(min=0) / 2
+        displaced = nodes
+        if "nonlin_seed" in params:
+            velocity = velocity_fields(params, output_shape, device)
+            if config.integrate_deformation_fields and config.n_steps_svf_integration > 0:
+                velocity = integrate_velocity(velocity, output_shape, config.n_steps_svf_integration)
+            displaced = nodes + velocity
+    translation = (offset + centre_out + shift - (matrix @ centre_out[:, None])[..., 0]).float().to(device)
+    positions = torch.einsum("bij,bj...->bi...", matrix.float().to(device), displaced.expand(batch, -1, -1, -1, -1))
+    positions = positions + translation.view(batch, 3, 1, 1, 1)
+    return F.interpolate(positions, size=tuple(output_shape), mode="trilinear", align_corners=True)
+
+
+def flip(volume: torch.Tensor, flips: torch.Tensor, dim: int) -> torch.Tensor:
+    """Flip the samples of ``volume`` (batch first) marked in ``flips`` (B,) along ``dim``."""
+    flips = flips.to(volume.device)
+    if not bool(flips.any()):
+        return volume
+    return torch.where(flips.view(-1, *[1] * (volume.ndim - 1)), volume.flip(dim), volume)

@@ -1,0 +1,244 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from fss.labels import to_meta_labels
+from fss.seeds import compose_seed_map, make_seeds
+from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
+from fss.synth.config import BiasConfig, ContrastConfig, FlipConfig, GammaConfig, ResolutionConfig, SpatialConfig, SubclassConfig
+from fss.synth.contrast import apply_contrast, draw_contrast
+from fss.synth.dataset import SyntheticBatches, SyntheticStream
+from fss.synth.generator import params_from_records, params_to_records
+from fss.synth.spatial import integrate_velocity, sampling_positions
+
+SHAPE = (24, 28, 20)
+OFF = GeneratorConfig(
+    spatial=SpatialConfig(enabled=False),
+    contrast=ContrastConfig(enabled=False),
+    gamma=GammaConfig(enabled=False),
+    bias=BiasConfig(enabled=False),
+    resolution=ResolutionConfig(enabled=False),
+    flip=FlipConfig(enabled=False),
+)
+
+
+def make_subject(name="sub-a", shift=0):
+    """A small asymmetric 'brain': nested FeTA tissues, an image with two populations per tissue, seeds K = 1..4."""
+    rng = np.random.default_rng(shift)
+    labels = np.zeros(SHAPE, np.int16)
+    labels[3:21, 4:24, 3:17] = 1
+    labels[5:19, 6:22, 5:15] = 2
+    labels[7:17, 8:20, 6:14] = 3
+    labels[8:11, 10:13, 8:11] = 4
+    labels[12 + shift : 15 + shift, 15:18, 7:10] = 6
+    labels[9:12, 16:19, 11:13] = 5
+    labels[14:16, 9:11, 11:13] = 7
+    image = (40 * labels + rng.normal(0, 5, SHAPE) + 20 * (rng.random(SHAPE) < 0.5)).astype(np.float32)
+    image[labels == 0] = 0
+    image[0:2] = 30 + rng.random((2, *SHAPE[1:])) * 10  # some non-brain signal
+    affine = np.diag([0.8, 0.8, 0.8, 1.0])
+    seeds = make_seeds(nib.Nifti1Image(image, affine), nib.Nifti1Image(labels, affine), max_subclasses=4, seed=0)
+    return SynthSubject(name, seeds, labels)
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return make_subject()
+
+
+def test_shapes_dtypes_and_ranges(subject):
+    generator = Generator([subject], preset("reference"), device="cpu")
+    sample = generator.sample(3, seed=1)
+    assert sample.image.shape == (3, 1, *SHAPE) and sample.image.dtype == torch.float32
+    assert sample.labels.shape == (3, *SHAPE) and sample.labels.dtype == torch.int64
+    assert sample.seed_map.shape == (3, *SHAPE) and sample.seed_map.dtype == torch.uint8
+    assert float(sample.image.min()) >= 0 and torch.allclose(sample.image.amax(dim=(1, 2, 3, 4)), torch.ones(3))
+    assert set(sample.labels.unique().tolist()) <= set(range(8)) and len(sample.labels.unique()) >= 6
+
+
+def test_smaller_output_is_a_crop(subject):
+    config = GeneratorConfig(output_shape=(16, 16, 12))
+    sample = Generator([subject], config, device="cpu").sample(2, seed=0)
+    assert sample.image.shape == (2, 1, 16, 16, 12) and sample.labels.shape == (2, 16, 16, 12)
+
+
+def test_seeds_and_labels_are_deformed_identically(subject):
+    sample = Generator([subject], preset("reference"), device="cpu").sample(4, seed=3)
+    meta_of_seeds = (sample.seed_map // 10).long()
+    meta_of_labels = torch.from_numpy(to_meta_labels(sample.labels.numpy()).astype(np.int64))
+    brain = sample.labels > 0
+    assert torch.equal(meta_of_seeds[brain], meta_of_labels[brain])
+    assert set(meta_of_seeds[~brain].unique().tolist()) <= {0, 4}
+
+
+def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject):
+    config = GeneratorConfig(contrast=ContrastConfig(std_range=(0.0, 0.0)), gamma=GammaConfig(enabled=False),
+                             bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False))
+    generator = Generator([subject], config, device="cpu")
+    sample = generator.sample(2, seed=5)
+    for b in range(2):
+        means = sample.params["contrast"]["means"][b].float()
+        expected = means[sample.seed_map[b].long()]
+        assert torch.equal(sample.image[b, 0], expected / expected.max())
+    plain = generator.apply({**sample.params, "contrast": None})
+    assert torch.equal(plain.image[:, 0], sample.seed_map.float() / sample.seed_map.float().amax(dim=(1, 2, 3), keepdim=True))
+
+
+def test_every_stage_off_is_the_identity(subject):
+    sample = Generator([subject], OFF, device="cpu").sample(2, seed=0)
+    for b in range(2):
+        assert torch.equal(sample.labels[b], torch.from_numpy(subject.labels.astype(np.int64)))
+        ks = dict(zip(range(1, 5), sample.params["subclasses"][b].tolist()))
+        composed = compose_seed_map(subject.seeds, {m: ks[m] for m in subject.seeds.meta_labels})
+        assert torch.equal(sample.seed_map[b], torch.from_numpy(composed))
+
+
+def test_same_seed_bit_identical_replay_and_json(subject):
+    generator = Generator([subject, make_subject("sub-b", shift=2)], preset("reference"), device="cpu")
+    first, second = generator.sample(2, seed=11), generator.sample(2, seed=11)
+    assert torch.equal(first.image, second.image) and torch.equal(first.labels, second.labels)
+    replayed = generator.replay(first.params)
+    assert torch.equal(replayed.image, first.image)
+    records = json.loads(json.dumps(params_to_records(first.params)))
+    from_json = generator.replay(params_from_records(records))
+    assert torch.equal(from_json.image, first.image) and torch.equal(from_json.labels, first.labels)
+    assert not torch.equal(generator.sample(2, seed=12).image, first.image)
+
+
+def test_contrast_means_fall_inside_the_configured_range():
+    config = ContrastConfig(mean_range=(25.0, 225.0), std_range=(5.0, 25.0))
+    seed_map = torch.arange(44, dtype=torch.uint8).repeat_interleave(2000).view(1, 44, 50, 40)
+    generator = torch.Generator().manual_seed(0)
+    means, zero_background = [], []
+    for _ in range(50):
+        params = draw_contrast(config, 1, generator)
+        image = apply_contrast(seed_map, params)[0, 0]
+        per_label = torch.stack([image[seed_map[0] == v].mean() for v in range(1, 44)])
+        means.append(per_label)
+        zero_background.append(float(image[seed_map[0] == 0].mean()) < 20)  # half-normal of std <= 25 around 0
+    means = torch.cat(means)
+    assert float(means.min()) >= 25 - 1.5 and float(means.max()) <= 225 + 1.5  # a label mean of 2000 voxels
+    assert float(means.min()) < 35 and float(means.max()) > 215, "draws should cover the range"
+    assert 0.3 < np.mean(zero_background) < 0.7
+
+
+def test_integrated_deformation_has_a_positive_jacobian():
+    torch.manual_seed(0)
+    shape = (64, 64, 64)
+    velocity = torch.nn.functional.interpolate(torch.randn(1, 3, 4, 4, 4) * 4.0, size=(16, 16, 16), mode="trilinear", align_corners=True)
+    displacement = integrate_velocity(velocity, shape, steps=8)
+    spacing = [(n - 1) / (g - 1) for n, g in zip(shape, displacement.shape[2:])]
+    gradients = [torch.gradient(displacement[0, i], spacing=spacing) for i in range(3)]
+    jacobian = torch.stack([torch.stack(g) for g in gradients]) + torch.eye(3).view(3, 3, 1, 1, 1)
+    determinant = torch.linalg.det(jacobian.permute(2, 3, 4, 0, 1))
+    assert float(determinant.min()) > 0
+    assert float(displacement.abs().max()) > 1, "the test field should deform noticeably"
+
+
+def test_full_sampling_field_is_invertible(subject):
+    config = SpatialConfig(nonlin_std_max=4.0)
+    generator = Generator([subject], GeneratorConfig(spatial=config), device="cpu")
+    params = generator.draw(4, seed=2)
+    positions = sampling_positions(params["spatial"], config, SHAPE, torch.tensor([SHAPE] * 4), torch.full((4, 3), 0.8), torch.device("cpu"))
+    for b in range(4):
+        jacobian = torch.stack([torch.stack(torch.gradient(positions[b, i])) for i in range(3)])
+        assert float(torch.linalg.det(jacobian.permute(2, 3, 4, 0, 1)).min()) > 0
+
+
+def test_flip_moves_labels_with_the_image(subject):
+    config = GeneratorConfig(spatial=SpatialConfig(enabled=False), gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False),
+                             resolution=ResolutionConfig(enabled=False), contrast=ContrastConfig(std_range=(0.0, 0.0)),
+                             flip=FlipConfig(probability=1.0))
+    sample = Generator([subject], config, device="cpu").sample(1, seed=0)
+    assert torch.equal(sample.labels[0], torch.from_numpy(subject.labels.astype(np.int64)).flip(0))
+    means = sample.params["contrast"]["means"][0].float()
+    expected = means[sample.seed_map[0].long()]
+    assert torch.equal(sample.image[0, 0], expected / expected.max()), "image and labels must be flipped together"
+
+
+def test_streams_and_batches_never_repeat(subject):
+    generator = Generator([subject], preset("fast"), device="cpu")
+    stream = iter(SyntheticStream(generator, seed=4))
+    a, b = next(stream), next(stream)
+    assert a[0].shape == (1, *SHAPE) and not torch.equal(a[0], b[0])
+    loader = torch.utils.data.DataLoader(SyntheticStream(generator, seed=4), batch_size=1, num_workers=2)
+    images = [image for image, _ in zip(loader, range(4))]
+    assert all(not torch.equal(images[i][0], images[j][0]) for i in range(4) for j in range(i + 1, 4))
+    batches = SyntheticBatches(generator, batch_size=2, seed=4)
+    first = next(batches)
+    assert first.image.shape == (2, 1, *SHAPE)
+    resumed = next(SyntheticBatches(generator, batch_size=2, seed=4, start=0))
+    assert torch.equal(resumed.image, first.image)
+    assert not torch.equal(next(SyntheticBatches(generator, 2, seed=4, rank=1)).image, first.image)
+
+
+def test_configuration_yaml_round_trip_and_validation(tmp_path):
+    config = GeneratorConfig(output_shape=(64, 64, 48), spatial=SpatialConfig(max_rotation=10.0))
+    path = config.save(tmp_path / "synth.yaml")
+    assert GeneratorConfig.load(path) == config
+    assert load_config(path) == config and load_config("fast") == preset("fast")
+    (tmp_path / "bad.yaml").write_text("spatial:\n  max_rotaton: 5\n")
+    with pytest.raises(ValueError, match=r"unknown spatial options \['max_rotaton'\]"):
+        GeneratorConfig.load(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="mean_range must be a"):
+        ContrastConfig(mean_range=(200.0, 100.0))
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_config("turbo")
+
+
+def test_generator_refuses_bad_subjects(subject):
+    other = make_subject("sub-c")
+    other.labels = other.labels[:20]
+    with pytest.raises(ValueError, match="different shapes"):
+        Generator([subject, other], preset("fast"), device="cpu")
+    with pytest.raises(ValueError, match="at most 4"):
+        Generator([subject], GeneratorConfig(subclasses=SubclassConfig(max_subclasses=5)), device="cpu")
+
+
+@pytest.mark.gpu
+def test_cpu_and_cuda_agree_statistically(subject):
+    config = preset("reference")
+    cpu = Generator([subject], config, device="cpu")
+    cuda = Generator([subject], config, device="cuda")
+    params = cpu.draw(8, seed=0)
+    on_cpu, on_cuda = cpu.apply(params), cuda.apply(params)
+    assert on_cuda.image.device.type == "cuda"
+    agreement = (on_cpu.labels == on_cuda.labels.cpu()).float().mean()
+    assert agreement > 0.995, f"labels agree on {agreement:.4f} of voxels"
+    brain = on_cpu.labels > 0
+    for b in range(8):
+        cpu_mean, cuda_mean = on_cpu.image[b, 0][brain[b]].mean(), on_cuda.image[b, 0].cpu()[brain[b]].mean()
+        assert abs(cpu_mean - cuda_mean) < 0.05, (b, float(cpu_mean), float(cuda_mean))
+
+
+def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
+    from fss.cli import main
+    from fss.seeds import labels_path, save_seeds
+    from fss.io import save_nifti
+    from fss.synth import load_subjects
+    from fss.synth.export import sample_paths
+
+    subject = make_subject()
+    save_seeds(subject.seeds, tmp_path / "seeds", "a", "sub-a_dseg")
+    save_nifti(subject.labels, subject.seeds.affine, labels_path(tmp_path / "seeds", "a", "sub-a_dseg"))
+    args = ["synth", "--seeds", str(tmp_path / "seeds"), "--n", "3", "--out", str(tmp_path / "out"), "--config", "fast",
+            "--seed", "7", "--output-shape", "16", "20", "16", "--device", "cpu"]
+    assert main(args) == 0
+    assert "3 samples from 1 subjects" in capsys.readouterr().out
+    paths = sample_paths(tmp_path / "out", 2)
+    image, labels = nib.load(paths["image"]), nib.load(paths["labels"])
+    assert image.shape == labels.shape == (16, 20, 16) and np.allclose(image.affine, labels.affine)
+    assert np.allclose(image.header.get_zooms(), 0.8)
+    record = json.loads(paths["params"].read_text())
+    assert record["subject"] == "sub-a"
+    generator = Generator(load_subjects(tmp_path / "seeds"), load_config(tmp_path / "out" / "synth_config.yaml"), device="cpu")
+    replayed = generator.replay(params_from_records([record["params"]]))
+    np.testing.assert_array_equal(replayed.labels[0].numpy(), np.asarray(labels.dataobj))
+    np.testing.assert_allclose(replayed.image[0, 0].numpy(), np.asarray(image.dataobj), atol=1e-6)
+
+    assert main(args) == 1
+    assert "9 output files exist" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
