@@ -21,6 +21,7 @@ import time
 import nibabel as nib
 import numpy as np
 import torch
+from memory import reset_peak_resident, resident_mb
 
 from fss import datasets
 from fss.device import describe_device
@@ -45,21 +46,6 @@ def subjects(setting: str) -> tuple[list[SynthSubject], tuple[int, int, int] | N
     labels = nib.Nifti1Image(to_feta(np.asarray(atlas.dataobj), record.convention), atlas.affine)
     seeds = make_seeds(load_nifti(record.image), labels, max_subclasses=4, seed=0)
     return [SynthSubject(record.name, seeds, np.asarray(labels.dataobj))], (128, 160, 128)
-
-
-def resident_mb(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_resident() -> None:
-    """Start the kernel's peak-RSS counter afresh (Linux: writing 5 to clear_refs)."""
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
 
 
 def measure(setting: str, batch: int, device: str, repeats: int, preset_name: str) -> dict:

@@ -20,6 +20,7 @@ from fss.labels import CONVENTIONS
 from fss.seeds import write_seeds
 from fss.synth import Generator, load_config, load_subjects
 from fss.synth.export import write_samples
+from fss.train import TrainConfig, train
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -104,6 +105,16 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    config = TrainConfig.load(args.config, args.set)
+    out = Path(args.out or Path("outputs") / "training" / Path(args.config).stem)
+    metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until)
+    if metrics:
+        print(f"{metrics['iterations']} iterations in {metrics['seconds']:.0f} s; validation Dice {metrics['final_mean_dice']:.3f} "
+              f"(best {metrics['best_mean_dice']:.3f}); checkpoints and curves in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fss`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
@@ -141,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     synth.add_argument("--overwrite", action="store_true", help="replace existing samples")
     synth.set_defaults(run=_synth)
+
+    training = commands.add_parser("train", help="train a U-Net (also under torchrun for several GPUs)")
+    training.add_argument("--config", default="cpu-demo", help="cpu-demo, gpu or a YAML file (default cpu-demo)")
+    training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. --set iterations=100")
+    training.add_argument("--out", help="output folder (default outputs/training/<config>)")
+    training.add_argument("--resume", action="store_true", help="continue the run in --out")
+    training.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+    training.add_argument("--until", type=int, help="stop after this iteration (resume later)")
+    training.set_defaults(run=_train)
 
     info = commands.add_parser("info", help="versions, compute device and data location")
     info.set_defaults(run=_info)

@@ -101,6 +101,35 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
     return type(image)(data, affine, image.header)
 
 
+NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5, "of": "voxels above 0"}
+"""How fss scales intensities (recorded in checkpoints): see :func:`normalize_intensities`."""
+
+
+def normalize_intensities(image: np.ndarray | torch.Tensor, low: float = 0.5, high: float = 99.5) -> torch.Tensor:
+    """Robust min-max scaling to [0, 1], the one intensity normalisation of fss.
+
+    The ``low`` and ``high`` percentiles of the voxels above 0 (the foreground of a
+    skull-stripped or zero-padded scan) map to 0 and 1; values beyond are clipped.
+
+    Parameters
+    ----------
+    image : array or tensor, any shape
+        Intensities.
+
+    Returns
+    -------
+    torch.Tensor, same shape, float32 in [0, 1] (all zeros for an image without positive voxels).
+    """
+    x = _as_tensor(image, None).float()
+    foreground = x[x > 0]
+    if foreground.numel() == 0:
+        return torch.zeros_like(x)
+    if foreground.numel() > 1_000_000:  # percentiles of a fixed subsample: same result every time, less memory
+        foreground = foreground[:: foreground.numel() // 1_000_000]
+    bounds = torch.quantile(foreground, torch.tensor([low / 100, high / 100], device=x.device))
+    return ((x - bounds[0]) / (bounds[1] - bounds[0]).clamp(min=1e-6)).clamp_(0, 1)
+
+
 @dataclass(frozen=True, eq=False)
 class WorkingGrid:
     """Geometry linking an input volume's grid to the working grid, both ways.

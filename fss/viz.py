@@ -14,6 +14,8 @@ from matplotlib.patches import Patch
 from fss.labels import META_LABELS, TISSUES
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from fss.seeds import Mixture
 
 FETA_COLORS: dict[int, tuple[str, str]] = {t.value: (t.short, t.color) for t in TISSUES[1:]}
@@ -178,4 +180,37 @@ def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, title
         if titles is not None:
             ax.set_title(titles[index], fontsize=8)
     figure.legend(handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize=8)
+    return figure
+
+
+def plot_training(log: "pd.DataFrame") -> Figure:
+    """Training loss and validation Dice against iterations.
+
+    Parameters
+    ----------
+    log : pandas.DataFrame
+        Rows of ``fss.train``'s ``log.csv``: ``iteration``, ``loss``, and at validation
+        steps ``dice_<tissue>`` and ``mean_dice``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    left.plot(log["iteration"], log["loss"], color="0.7", linewidth=0.8, label="loss")
+    window = max(1, len(log) // 20)
+    left.plot(log["iteration"], log["loss"].rolling(window, min_periods=1).mean(), color="k", label=f"running mean ({window})")
+    left.set_xlabel("iteration")
+    left.set_ylabel("Dice + cross-entropy loss")
+    left.legend(fontsize=8)
+    validated = log.dropna(subset=["mean_dice"]) if "mean_dice" in log else log.iloc[:0]
+    for value, (short, color) in FETA_COLORS.items():
+        if f"dice_{short}" in validated:
+            right.plot(validated["iteration"], validated[f"dice_{short}"], "o-", color=color if short != "WM" else "0.6", markersize=3, label=short)
+    if len(validated):
+        right.plot(validated["iteration"], validated["mean_dice"], "k-", linewidth=2, label="mean")
+    right.set_xlabel("iteration")
+    right.set_ylabel("validation Dice")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=7, ncol=2)
     return figure

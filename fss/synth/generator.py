@@ -112,15 +112,15 @@ class Sample:
     ----------
     image : torch.Tensor, (B, 1, D, H, W) float32 in [0, 1]
     labels : torch.Tensor, (B, D, H, W) int64, FeTA
-    seed_map : torch.Tensor, (B, D, H, W) uint8
-        The deformed seed map the image was drawn from (values ``10 * M + j``).
+    seed_map : torch.Tensor or None, (B, D, H, W) uint8
+        The deformed seed map the image was drawn from (values ``10 * M + j``); None for real images.
     params : dict
         Everything that was drawn; :meth:`Generator.replay` re-makes the batch from it.
     """
 
     image: torch.Tensor
     labels: torch.Tensor
-    seed_map: torch.Tensor
+    seed_map: torch.Tensor | None
     params: dict
 
 
@@ -180,10 +180,7 @@ class Generator:
             "subclasses": integers(generator, (batch_size, 4), config.subclasses.min_subclasses, config.subclasses.max_subclasses),
             "spatial": draw_spatial(config.spatial, batch_size, generator),
             "contrast": draw_contrast(config.contrast, batch_size, generator),
-            "gamma": draw_gamma(config.gamma, batch_size, generator),
-            "bias": draw_bias(config.bias, batch_size, generator),
-            "resolution": draw_resolution(config.resolution, batch_size, generator),
-            "flip": bernoulli(generator, (batch_size,), config.flip.probability) if config.flip.enabled else None,
+            **draw_acquisition(config, batch_size, generator),
         }
 
     def apply(self, params: dict) -> Sample:
@@ -199,15 +196,9 @@ class Generator:
             image = apply_contrast(seed_map, params["contrast"])
         else:
             image = seed_map[:, None].float()
-        if params["gamma"] is not None:
-            image = apply_gamma(image, params["gamma"])
-        if params["bias"] is not None:
-            image = apply_bias(image, params["bias"])
-        if params["resolution"] is not None:
-            image = apply_resolution(image, params["resolution"], spacings)
-        image = image / image.amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=torch.finfo(image.dtype).tiny)
+        image = finish(image, params, spacings)
         if params["flip"] is not None:
-            image, labels, seed_map = flip(image, params["flip"], 2), flip(labels, params["flip"], 1), flip(seed_map, params["flip"], 1)
+            labels, seed_map = flip(labels, params["flip"], 1), flip(seed_map, params["flip"], 1)
         return Sample(image, labels, seed_map, params)
 
     def sample(self, batch_size: int = 1, seed: Seed = 0) -> Sample:
@@ -238,6 +229,28 @@ class Generator:
         tables = seed_value_tables(subclasses).to(self.device)
         lookup = (packed & (N_CODES - 1)).to(self._index_dtype) + N_CODES * torch.arange(batch, device=self.device, dtype=self._index_dtype).view(batch, 1, 1, 1)
         return tables.flatten()[lookup]
+
+
+def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.Generator) -> dict:
+    """Parameters of the stages after the contrast (gamma, bias, resolution, flip), shared with real-image augmentation."""
+    return {
+        "gamma": draw_gamma(config.gamma, batch_size, generator),
+        "bias": draw_bias(config.bias, batch_size, generator),
+        "resolution": draw_resolution(config.resolution, batch_size, generator),
+        "flip": bernoulli(generator, (batch_size,), config.flip.probability) if config.flip.enabled else None,
+    }
+
+
+def finish(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.Tensor:
+    """Gamma, bias, resolution and noise, normalisation by the maximum to [0, 1], flip: (B, 1, D, H, W) on the 0-300 scale in."""
+    if params["gamma"] is not None:
+        image = apply_gamma(image, params["gamma"])
+    if params["bias"] is not None:
+        image = apply_bias(image, params["bias"])
+    if params["resolution"] is not None:
+        image = apply_resolution(image, params["resolution"], spacings)
+    image = image / image.amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=torch.finfo(image.dtype).tiny)
+    return flip(image, params["flip"], 2) if params["flip"] is not None else image
 
 
 def params_to_records(params: dict) -> list[dict]:

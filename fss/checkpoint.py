@@ -1,0 +1,142 @@
+"""Model checkpoints: weights in safetensors, metadata in JSON beside them, nothing pickled.
+
+``<name>.safetensors`` holds the weights and, in its header, the sha256 of the metadata;
+``<name>.json`` holds the metadata and the sha256 of the weights. Loading checks both,
+so a changed file of either kind is refused, as is metadata that does not describe the
+weights (architecture, label convention, classes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from fss import __version__
+from fss.io import atomic_path
+from fss.labels import N_CLASSES, TISSUES
+from fss.unet import UNet
+
+FORMAT = "fss-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, altered, or not for this model."""
+
+
+def paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths of checkpoint ``stem`` (a path without suffix, or either file)."""
+    stem = Path(stem)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree fss runs from, if it is a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_checkpoint(model: UNet, stem: str | os.PathLike, metadata: dict, dtype: torch.dtype = torch.float32, overwrite: bool = True) -> Path:
+    """Write ``model``'s weights and ``metadata`` (atomically).
+
+    Parameters
+    ----------
+    model : UNet
+    stem : path
+        Checkpoint path without suffix.
+    metadata : dict
+        JSON-ready facts about the model (spacing, normalisation, training, validation Dice, ...);
+        format, architecture, label convention, classes, package version and commit are added
+        (and win over keys of the same name).
+    dtype : torch.dtype
+        Storage type of floating-point weights (float16 halves the size).
+
+    Returns
+    -------
+    Path
+        The weights file.
+    """
+    weights_path, metadata_path = paths(stem)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    document = {
+        **metadata,
+        "format": FORMAT,
+        "architecture": {"name": "UNet", **model.config},
+        "label_convention": "feta",
+        "classes": [t.short for t in TISSUES],
+        "weights_dtype": str(dtype).removeprefix("torch."),
+        "fss_version": __version__,
+        "git_commit": git_commit(),
+    }
+    text = json.dumps(document, indent=1, sort_keys=True)
+    with atomic_path(weights_path, overwrite) as temporary:
+        save_file(state, str(temporary), metadata={"format": FORMAT, "metadata_sha256": hashlib.sha256(text.encode()).hexdigest()})
+    document["weights_sha256"] = _sha256(weights_path)
+    with atomic_path(metadata_path, overwrite) as temporary:
+        temporary.write_text(json.dumps(document, indent=1, sort_keys=True))
+    return weights_path
+
+
+def read_metadata(stem: str | os.PathLike) -> dict:
+    """The checked metadata of a checkpoint (weights not loaded into a model).
+
+    Raises
+    ------
+    CheckpointError
+        If a file is missing, the weights or metadata were changed, or the metadata is not a
+        FeTA U-Net checkpoint of this format.
+    """
+    weights_path, metadata_path = paths(stem)
+    for path in (weights_path, metadata_path):
+        if not path.exists():
+            raise CheckpointError(f"{path}: missing (a checkpoint is a .safetensors file with its .json beside it)")
+    try:
+        document = json.loads(metadata_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{metadata_path}: not valid JSON ({error})") from error
+    if document.get("format") != FORMAT:
+        raise CheckpointError(f"{metadata_path}: format {document.get('format')!r}, expected {FORMAT!r}")
+    if document.get("weights_sha256") != _sha256(weights_path):
+        raise CheckpointError(f"{weights_path}: its sha256 differs from the one in {metadata_path.name}; the weights were changed or belong to another checkpoint")
+    with safe_open(str(weights_path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    recorded = {k: v for k, v in document.items() if k != "weights_sha256"}
+    if header.get("metadata_sha256") != hashlib.sha256(json.dumps(recorded, indent=1, sort_keys=True).encode()).hexdigest():
+        raise CheckpointError(f"{metadata_path}: the metadata was changed after the checkpoint was written; refusing to use it")
+    if document.get("label_convention") != "feta" or document.get("architecture", {}).get("n_classes") != N_CLASSES:
+        raise CheckpointError(f"{metadata_path}: not a FeTA {N_CLASSES}-class segmentation model")
+    return document
+
+
+def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """Build the U-Net a checkpoint describes and load its weights (float32), after the checks of :func:`read_metadata`.
+
+    Returns
+    -------
+    (model, metadata) : the model in eval mode on ``device``, and the metadata dictionary.
+    """
+    document = read_metadata(stem)
+    architecture = {k: v for k, v in document["architecture"].items() if k != "name"}
+    model = UNet(**architecture)
+    weights_path, _ = paths(stem)
+    state = load_file(str(weights_path))
+    expected = model.state_dict()
+    wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
+    if wrong or set(state) - set(expected):
+        raise CheckpointError(f"{weights_path}: weights do not match the architecture in the metadata ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval(), document

@@ -1,0 +1,80 @@
+"""Standard augmentation of real image / label pairs, built from the generator's own stages.
+
+The baseline that domain randomisation is measured against: the same spatial transform
+(image linear, labels nearest), then gamma, bias field, blur with noise, normalisation and
+flip, drawn and applied exactly as for synthetic images, but on the real intensities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fss.device import resolve_device
+from fss.synth.config import GeneratorConfig
+from fss.synth.draws import Seed, as_generator, integers
+from fss.synth.gamma import SCALE
+from fss.synth.generator import Sample, draw_acquisition, finish
+from fss.synth.spatial import draw_spatial, flip, sampling_positions
+
+
+class Augmenter:
+    """Augmented batches of real volumes.
+
+    Parameters
+    ----------
+    images : sequence of arrays, each (X, Y, Z)
+        Intensities normalised to [0, 1] (:func:`fss.io.normalize_intensities`).
+    labels : sequence of arrays, each (X, Y, Z)
+        FeTA label maps on the same grids.
+    spacings : sequence of (3,) voxel sizes in mm
+    config : GeneratorConfig
+        Its spatial, gamma, bias, resolution and flip stages and output size are used.
+    device : str or torch.device
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacings: Sequence[Sequence[float]], config: GeneratorConfig, device: str | torch.device = "auto"):
+        if not len(images) == len(labels) == len(spacings) > 0:
+            raise ValueError("give one label map and one spacing for every image, and at least one image")
+        self.config = config
+        self.device = resolve_device(device)
+        self.volumes = [torch.stack([torch.as_tensor(i, dtype=torch.float32), torch.as_tensor(l, dtype=torch.float32)])[None].to(self.device) for i, l in zip(images, labels)]
+        shapes = {tuple(v.shape[2:]) for v in self.volumes}
+        if config.output_shape is None and len(shapes) > 1:
+            raise ValueError(f"images have different shapes {sorted(shapes)}: set output_shape in the configuration")
+        self.output_shape = tuple(config.output_shape or next(iter(shapes)))
+        self._shapes = torch.tensor([v.shape[2:] for v in self.volumes], dtype=torch.int64)
+        self._spacings = torch.tensor(np.array(spacings, dtype=float), dtype=torch.float64)
+
+    def draw(self, batch_size: int = 1, seed: Seed = 0) -> dict:
+        """Parameters of ``batch_size`` augmented samples (CPU tensors)."""
+        generator = as_generator(seed)
+        return {
+            "subject": integers(generator, (batch_size,), 0, len(self.volumes) - 1),
+            "spatial": draw_spatial(self.config.spatial, batch_size, generator),
+            **draw_acquisition(self.config, batch_size, generator),
+        }
+
+    def apply(self, params: dict) -> Sample:
+        """The augmented batch that ``params`` describe (``seed_map`` is None)."""
+        subject = params["subject"]
+        spacings = self._spacings[subject]
+        positions = sampling_positions(params["spatial"], self.config.spatial, self.output_shape, self._shapes[subject], spacings, self.device)
+        images, labels = [], []
+        for b, s in enumerate(subject.tolist()):
+            sizes = torch.tensor(self.volumes[s].shape[2:], device=self.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
+            grid = (2 * positions[b : b + 1] / (sizes - 1) - 1).permute(0, 2, 3, 4, 1).flip(-1)
+            images.append(F.grid_sample(self.volumes[s][:, :1], grid, mode="bilinear", padding_mode="zeros", align_corners=True))
+            labels.append(F.grid_sample(self.volumes[s][:, 1:], grid, mode="nearest", padding_mode="zeros", align_corners=True))
+        image = finish(torch.cat(images) * SCALE, params, spacings)
+        labels = torch.cat(labels)[:, 0].round().long()
+        if params["flip"] is not None:
+            labels = flip(labels, params["flip"], 1)
+        return Sample(image, labels, None, params)
+
+    def sample(self, batch_size: int = 1, seed: Seed = 0) -> Sample:
+        """Draw and apply."""
+        return self.apply(self.draw(batch_size, seed))

@@ -1,0 +1,400 @@
+"""Training the U-Net on synthetic, real or mixed batches, with validation on real volumes.
+
+One loop serves the three data modes: ``synthetic`` (every batch drawn by :mod:`fss.synth`
+from seeds on the training device), ``real`` (CRL atlas images with standard augmentation,
+:class:`fss.synth.augment.Augmenter`) and ``mixed`` (a synthetic batch with probability
+``synthetic_probability``). Under ``torchrun`` the same entry point trains with
+DistributedDataParallel, each rank drawing its own batches.
+
+Everything written goes to one output folder: ``last`` and ``best`` checkpoints
+(:mod:`fss.checkpoint`), ``last_state.*`` to resume, ``log.csv``, ``curves.png``,
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from fss import datasets
+from fss.checkpoint import load_checkpoint, save_checkpoint
+from fss.device import resolve_device
+from fss.infer import predict_working
+from fss.io import NORMALIZATION, WorkingGrid, atomic_path, load_nifti, normalize_intensities
+from fss.labels import TISSUES, to_feta
+from fss.metrics import dice_per_tissue
+from fss.seeds import Seeds, load_seeds, make_seeds
+from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config
+from fss.synth.augment import Augmenter
+from fss.synth.dataset import SyntheticBatches
+from fss.synth.draws import derive_seed
+from fss.unet import UNet, count_parameters
+from fss.viz import plot_training
+
+MODES = ("synthetic", "real", "mixed")
+CONFIGS = ("cpu-demo", "gpu")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in every checkpoint)."""
+
+    mode: str = "synthetic"
+    synthetic_probability: float = 0.5
+    iterations: int = 300
+    batch_size: int = 1
+    crop_shape: tuple[int, int, int] = (64, 80, 64)
+    spacing: float = 1.6
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup: int = 20
+    generator: str | dict = "reference"
+    training_ages: tuple[int, ...] | None = None
+    validation_ages: tuple[int, ...] = (23, 27, 31, 35)
+    validation_every: int = 50
+    seeds_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0 <= self.synthetic_probability <= 1:
+            raise ValueError(f"synthetic_probability must be in [0, 1], got {self.synthetic_probability}")
+        multiple = 2 ** (len(self.channels) - 1)
+        if len(self.crop_shape) != 3 or any(side % multiple for side in self.crop_shape):
+            raise ValueError(f"crop_shape {tuple(self.crop_shape)} must be three sides that are multiples of {multiple} for {len(self.channels)} levels")
+        overlap = set(self.training_ages or ()) & set(self.validation_ages)
+        if overlap:
+            raise ValueError(f"ages {sorted(overlap)} are both in training and validation")
+        for name in ("crop_shape", "channels", "validation_ages"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.training_ages is not None:
+            self.training_ages = tuple(self.training_ages)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+        """A packaged configuration (``cpu-demo``, ``gpu``) or a YAML file, with ``key=value`` overrides (YAML values)."""
+        if str(name_or_path) in CONFIGS:
+            text = resources.files("fss").joinpath("configs", f"{name_or_path}.yaml").read_text()
+        elif Path(name_or_path).exists():
+            text = Path(name_or_path).read_text()
+        else:
+            raise ValueError(f"{name_or_path!r} is neither a packaged configuration ({', '.join(CONFIGS)}) nor a YAML file")
+        values = yaml.safe_load(text) or {}
+        for override in overrides or []:
+            key, separator, value = override.partition("=")
+            if not separator:
+                raise ValueError(f"expected key=value, got {override!r}")
+            values[key.strip()] = yaml.safe_load(value)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def generator_config(self) -> GeneratorConfig:
+        """The generator's configuration, cropping to ``crop_shape``."""
+        base = GeneratorConfig.from_dict(self.generator) if isinstance(self.generator, dict) else load_config(self.generator)
+        return dataclasses.replace(base, output_shape=self.crop_shape)
+
+
+@dataclass
+class Volume:
+    """A CRL atlas volume on the training grid: normalised image, FeTA labels, optional seeds."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    spacing: float
+    seeds: Seeds | None = None
+
+
+def prepare_crl(ages: tuple[int, ...], spacing: float, with_seeds: bool, seeds_dir: str | None = None, seed: int = 0) -> list[Volume]:
+    """CRL atlas volumes resampled to ``spacing`` mm (image linear, labels and seeds nearest).
+
+    Seeds are read from ``seeds_dir`` (subjects ``sub-crlGA<age>``, as notebook 01 writes them)
+    when given, else fitted on the resampled image (K = 1..4).
+    """
+    volumes = []
+    for record in datasets.fetch_crl_atlas(ages=ages):
+        image = load_nifti(record.image)
+        grid = WorkingGrid.from_image(image, spacing)
+        intensities = grid.to_working(np.asarray(image.dataobj, dtype=np.float32))
+        labels = grid.to_working(to_feta(np.asarray(load_nifti(record.labels).dataobj), record.convention), "nearest").numpy()
+        seeds = None
+        if with_seeds and seeds_dir:
+            loaded = load_seeds(seeds_dir, f"crlGA{record.gestational_age}")
+            layers = {k: {m: grid.to_working(layer, "nearest").numpy() for m, layer in by_meta.items()} for k, by_meta in loaded.layers.items()}
+            seeds = Seeds(layers, grid.affine)
+        elif with_seeds:
+            seeds = make_seeds(nib.Nifti1Image(intensities.numpy(), grid.affine), nib.Nifti1Image(labels, grid.affine), max_subclasses=4, seed=seed)
+        volumes.append(Volume(record.name, normalize_intensities(intensities).numpy(), labels, grid.affine, spacing, seeds))
+    return volumes
+
+
+def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus (1 - mean soft Dice over the foreground classes).
+
+    Parameters
+    ----------
+    logits : torch.Tensor, (B, C, D, H, W)
+    labels : torch.Tensor, (B, D, H, W) int64
+    """
+    cross_entropy = F.cross_entropy(logits, labels)
+    probabilities = torch.softmax(logits, dim=1)[:, 1:]
+    target = F.one_hot(labels, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].to(probabilities.dtype)
+    dims = (0, 2, 3, 4)
+    dice = (2 * (probabilities * target).sum(dims) + 1e-5) / (probabilities.sum(dims) + target.sum(dims) + 1e-5)
+    return cross_entropy + 1 - dice.mean()
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """Linear warm-up over ``warmup`` iterations, then polynomial (power 0.9) decay to 0."""
+    warm = min(1.0, (iteration + 1) / max(config.warmup, 1))
+    return config.learning_rate * warm * (1 - iteration / config.iterations) ** 0.9
+
+
+def validate(model: UNet, volumes: list[Volume]) -> pd.DataFrame:
+    """Per-tissue Dice of ``model`` on each volume: rows are volumes, columns tissues."""
+    rows = {}
+    for volume in volumes:
+        probabilities = predict_working(model, volume.image)
+        rows[volume.name] = dice_per_tissue(probabilities.argmax(0).cpu().numpy(), volume.labels)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+class _Distributed:
+    """Rank and world size under ``torchrun`` (1 process otherwise)."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _batches(config: TrainConfig, training: list[Volume], device: torch.device, rank: int, start: int):
+    """Endless (image, labels) batches for the configured mode, step by step from ``start``."""
+    generator_config = config.generator_config()
+    synthetic = real = None
+    if config.mode in ("synthetic", "mixed"):
+        subjects = [SynthSubject(v.name, v.seeds, v.labels) for v in training]
+        synthetic = SyntheticBatches(Generator(subjects, generator_config, device), config.batch_size, config.seed, rank, start)
+    if config.mode in ("real", "mixed"):
+        real = Augmenter([v.image for v in training], [v.labels for v in training], [[v.spacing] * 3 for v in training], generator_config, device)
+    step = start
+    while True:
+        use_synthetic = config.mode == "synthetic" or (
+            config.mode == "mixed" and np.random.default_rng(derive_seed(config.seed, rank, step, 1)).random() < config.synthetic_probability
+        )
+        if use_synthetic:
+            synthetic.step = step
+            batch = next(synthetic)
+        else:
+            batch = real.sample(config.batch_size, derive_seed(config.seed, rank, step, 2))
+        yield batch.image, batch.labels
+        step += 1
+
+
+def _save_state(out: Path, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Optimizer tensors in safetensors, the rest in JSON (nothing pickled)."""
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"{index}.{name}": value.detach().cpu().contiguous() for index, values in optimizer_state["state"].items() for name, value in values.items()}
+    with atomic_path(out / "last_state.safetensors", overwrite=True) as temporary:
+        save_file(tensors, str(temporary))
+    with atomic_path(out / "last_state.json", overwrite=True) as temporary:
+        temporary.write_text(json.dumps({**state, "param_groups": optimizer_state["param_groups"]}, indent=1))
+
+
+def _load_state(out: Path, optimizer: torch.optim.Optimizer) -> dict:
+    state = json.loads((out / "last_state.json").read_text())
+    by_index: dict[int, dict] = {}
+    for key, value in load_file(str(out / "last_state.safetensors")).items():
+        index, name = key.split(".", 1)
+        by_index.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": by_index, "param_groups": state.pop("param_groups")})
+    return state
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    until: int | None = None,
+    training: list[Volume] | None = None,
+    validation: list[Volume] | None = None,
+) -> dict:
+    """Train a U-Net as ``config`` says; returns the metrics also written to ``out/metrics.json`` (empty on other ranks).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : path
+        Output folder (see the module docstring).
+    resume : bool
+        Continue from ``out/last`` and its optimizer state, at the saved iteration.
+    overwrite : bool
+        Start afresh in a folder that already holds a run.
+    progress : bool
+        Show a progress bar (main process only).
+    until : int, optional
+        Stop after this iteration (state saved), to continue later with ``resume``; the
+        schedule still runs to ``config.iterations``.
+    training, validation : list of Volume, optional
+        Volumes to train and validate on instead of the CRL atlas ages of ``config``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
+    """
+    out = Path(out)
+    device = resolve_device(config.device)
+    distributed = _Distributed(device)
+    if device.type == "cuda" and distributed.world > 1:
+        device = torch.device("cuda", distributed.local_rank)
+        torch.cuda.set_device(device)
+    if (out / "last_state.json").exists() and not (resume or overwrite):
+        raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
+    if resume and not (out / "last_state.json").exists():
+        raise FileNotFoundError(f"nothing to resume in {out} (no last_state.json)")
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    model = UNet(channels=config.channels, dropout=config.dropout).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    start, best, log = 0, -1.0, []
+    if resume:
+        loaded, _ = load_checkpoint(out / "last", device)
+        model.load_state_dict(loaded.state_dict())
+        state = _load_state(out, optimizer)
+        start, best = state["iteration"], state["best_mean_dice"]
+        log = pd.read_csv(out / "log.csv").to_dict("records")
+    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
+
+    if training is None:
+        training_ages = config.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in config.validation_ages)
+        training = prepare_crl(training_ages, config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed)
+    if validation is None:
+        validation = prepare_crl(config.validation_ages, config.spacing, False) if distributed.main else []
+    batches = _batches(config, training, device, distributed.rank, start)
+    metadata = {
+        "spacing_mm": config.spacing,
+        "normalization": NORMALIZATION,
+        "training": config.to_dict(),
+        "data": {"training": [v.name for v in training], "validation": [v.name for v in validation], "mode": config.mode},
+        "parameters": count_parameters(model),
+    }
+
+    first_batch_sum = None
+    seconds_before = log[-1]["seconds"] if log else 0.0
+    started = time.perf_counter()
+    stop = min(until or config.iterations, config.iterations)
+    bar = tqdm(range(start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=start, total=config.iterations)
+    for iteration in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, iteration)
+        image, labels = next(batches)
+        if first_batch_sum is None:
+            first_batch_sum = float(image.sum())
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = trained(image)
+        loss = dice_ce_loss(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        row = {"iteration": iteration + 1, "loss": loss.item(), "learning_rate": optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
+        last = iteration + 1 == stop
+        if distributed.main and ((iteration + 1) % config.validation_every == 0 or last):
+            scores = validate(model, validation)
+            mean = float(np.nanmean(scores.to_numpy()))
+            row.update({f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, mean_dice=mean)
+            checkpoint = {**metadata, "iterations": iteration + 1, "validation_dice": {k: float(v) for k, v in scores.mean().items()}, "mean_validation_dice": mean}
+            save_checkpoint(model, out / "last", checkpoint)
+            if mean > best:
+                best = mean
+                save_checkpoint(model, out / "best", checkpoint)
+            _save_state(out, optimizer, {"iteration": iteration + 1, "best_mean_dice": best})
+            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{mean:.3f}")
+        log.append(row)
+        if distributed.main and ((iteration + 1) % config.validation_every == 0 or last):
+            frame = pd.DataFrame(log)
+            with atomic_path(out / "log.csv", overwrite=True) as temporary:
+                frame.to_csv(temporary, index=False)
+        distributed.barrier()
+
+    metrics = {}
+    if distributed.main:
+        frame = pd.DataFrame(log)
+        figure = plot_training(frame)
+        with atomic_path(out / "curves.png", overwrite=True) as temporary:
+            figure.savefig(temporary, dpi=80)
+        plt.close(figure)
+        final = frame.dropna(subset=["mean_dice"]).iloc[-1]
+        metrics = {
+            "mode": config.mode,
+            "iterations": stop,
+            "seconds": float(frame["seconds"].iloc[-1]),
+            "iterations_per_second": (stop - start) / max(time.perf_counter() - started, 1e-9),
+            "final_mean_dice": float(final["mean_dice"]),
+            "final_dice": {t.short: float(final[f"dice_{t.short}"]) for t in TISSUES[1:]},
+            "best_mean_dice": best,
+            "parameters": count_parameters(model),
+            "device": str(device),
+            "world_size": distributed.world,
+        }
+    if distributed.world > 1:
+        checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+        gathered = [None] * distributed.world
+        dist.all_gather_object(gathered, (checksum, first_batch_sum))
+        if distributed.main:
+            metrics["replica_checksums"] = [g[0] for g in gathered]
+            metrics["first_batch_sums"] = [g[1] for g in gathered]
+    if distributed.main:
+        with atomic_path(out / "metrics.json", overwrite=True) as temporary:
+            temporary.write_text(json.dumps(metrics, indent=1))
+    if distributed.world > 1:
+        dist.destroy_process_group()
+    return metrics
+

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+import torch
+
+from fss.checkpoint import CheckpointError, load_checkpoint, paths, read_metadata, save_checkpoint
+from fss.unet import UNet
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(channels=(4, 8, 16)).eval()
+    save_checkpoint(model, tmp_path / "model", {"spacing_mm": 1.6, "mean_validation_dice": 0.5})
+    return model, tmp_path / "model"
+
+
+def test_round_trip(saved):
+    model, stem = saved
+    loaded, metadata = load_checkpoint(stem)
+    x = torch.rand(1, 1, 8, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+    assert metadata["architecture"] == {"name": "UNet", "in_channels": 1, "n_classes": 8, "channels": [4, 8, 16], "dropout": 0.0}
+    assert metadata["label_convention"] == "feta" and metadata["spacing_mm"] == 1.6 and metadata["fss_version"]
+
+
+def test_tampered_metadata_is_refused(saved):
+    _, stem = saved
+    weights, metadata_path = paths(stem)
+    document = json.loads(metadata_path.read_text())
+    document["mean_validation_dice"] = 0.99
+    metadata_path.write_text(json.dumps(document, indent=1, sort_keys=True))
+    with pytest.raises(CheckpointError, match="metadata was changed"):
+        load_checkpoint(stem)
+
+
+def test_tampered_or_swapped_weights_are_refused(saved, tmp_path):
+    _, stem = saved
+    weights, _ = paths(stem)
+    save_checkpoint(UNet(channels=(4, 8, 16)), tmp_path / "other", {})
+    weights.write_bytes((tmp_path / "other.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        read_metadata(stem)
+
+
+def test_missing_file_and_a_model_for_other_labels(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "nothing")
+    save_checkpoint(UNet(n_classes=4, channels=(4, 8)), tmp_path / "four", {})
+    with pytest.raises(CheckpointError, match="not a FeTA 8-class segmentation model"):
+        load_checkpoint(tmp_path / "four")
+
+
+def test_float16_storage_halves_the_size(tmp_path):
+    model = UNet(channels=(8, 16, 32))
+    save_checkpoint(model, tmp_path / "full", {})
+    save_checkpoint(model, tmp_path / "half", {}, dtype=torch.float16)
+    full, half = paths(tmp_path / "full")[0].stat().st_size, paths(tmp_path / "half")[0].stat().st_size
+    assert half < 0.6 * full
+    loaded, metadata = load_checkpoint(tmp_path / "half")
+    assert metadata["weights_dtype"] == "float16" and next(loaded.parameters()).dtype == torch.float32

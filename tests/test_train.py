@@ -1,0 +1,113 @@
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fss.checkpoint import load_checkpoint
+from fss.seeds import make_seeds
+from fss.train import TrainConfig, Volume, dice_ce_loss, learning_rate, train
+
+AFFINE = np.diag([1.6, 1.6, 1.6, 1.0])
+
+
+def ball_volume(name="ball", seed=0):
+    """A 32^3 'brain' as a T2w-like image: a CSF shell around cortex around white matter."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(32) - 15.5] * 3, indexing="ij"))
+    radius = np.sqrt(((grid / np.array([1.0, 1.15, 0.95]).reshape(3, 1, 1, 1)) ** 2).sum(0))
+    labels = np.zeros((32, 32, 32), np.int16)
+    labels[radius < 14] = 1
+    labels[radius < 12] = 2
+    labels[radius < 9] = 3
+    means = np.array([0, 250, 110, 160], float)
+    image = (means[labels] + rng.normal(0, 8, labels.shape)).clip(0).astype(np.float32)
+    image[labels == 0] = 0
+    seeds = make_seeds(nib.Nifti1Image(image, AFFINE), nib.Nifti1Image(labels, AFFINE), max_subclasses=4, seed=0)
+    return Volume(name, image / image.max(), labels, AFFINE, 1.6, seeds)
+
+
+def tiny_config(**changes):
+    values = dict(mode="synthetic", iterations=400, batch_size=2, crop_shape=(32, 32, 32), spacing=1.6, channels=(8, 16, 32),
+                  learning_rate=0.01, warmup=10, generator="fast", validation_every=100, device="cpu", seed=0)
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.mark.slow
+def test_learns_one_subject_from_synthetic_images_alone(tmp_path):
+    volume = ball_volume()
+    metrics = train(tiny_config(), tmp_path, progress=False, training=[volume], validation=[volume])
+    assert metrics["final_mean_dice"] > 0.9, metrics["final_dice"]
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert log["loss"].iloc[-20:].mean() < 0.5 * log["loss"].iloc[:20].mean()
+    model, metadata = load_checkpoint(tmp_path / "best")
+    assert metadata["mean_validation_dice"] == metrics["best_mean_dice"] and metadata["spacing_mm"] == 1.6
+    assert (tmp_path / "curves.png").exists()
+
+
+def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
+    volume = ball_volume()
+    config = tiny_config(iterations=6, validation_every=3, batch_size=1, channels=(4, 8))
+    straight = train(config, tmp_path / "straight", progress=False, training=[volume], validation=[volume])
+    train(config, tmp_path / "split", progress=False, until=3, training=[volume], validation=[volume])
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, tmp_path / "split", progress=False, training=[volume], validation=[volume])
+    resumed = train(config, tmp_path / "split", resume=True, progress=False, training=[volume], validation=[volume])
+    assert resumed["iterations"] == straight["iterations"] == 6
+    a, b = pd.read_csv(tmp_path / "straight" / "log.csv"), pd.read_csv(tmp_path / "split" / "log.csv")
+    assert b["iteration"].tolist() == list(range(1, 7))
+    np.testing.assert_allclose(b["learning_rate"], a["learning_rate"])
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    first, _ = load_checkpoint(tmp_path / "straight" / "last")
+    second, _ = load_checkpoint(tmp_path / "split" / "last")
+    for p, q in zip(first.parameters(), second.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_real_and_mixed_modes_run(tmp_path):
+    volume = ball_volume()
+    for mode in ("real", "mixed"):
+        metrics = train(tiny_config(mode=mode, iterations=2, validation_every=2, channels=(4, 8)), tmp_path / mode, progress=False, training=[volume], validation=[volume])
+        assert metrics["mode"] == mode and 0 <= metrics["final_mean_dice"] <= 1
+
+
+def test_loss_and_schedule():
+    labels = torch.randint(0, 8, (1, 8, 8, 8))
+    perfect = torch.nn.functional.one_hot(labels, 8).permute(0, 4, 1, 2, 3).float() * 20
+    assert float(dice_ce_loss(perfect, labels)) < 0.01
+    assert float(dice_ce_loss(torch.zeros(1, 8, 8, 8, 8), labels)) > 1
+    config = tiny_config(iterations=100, warmup=10, learning_rate=1.0)
+    assert learning_rate(config, 0) == pytest.approx(0.1) and learning_rate(config, 9) == pytest.approx((1 - 9 / 100) ** 0.9)
+    assert learning_rate(config, 99) < 0.05
+
+
+def test_configurations(tmp_path):
+    demo = TrainConfig.load("cpu-demo", ["iterations=7", "mode=mixed"])
+    assert demo.iterations == 7 and demo.mode == "mixed" and demo.spacing == 1.6
+    assert TrainConfig.load("gpu").spacing == 0.8
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.load("cpu-demo", ["iteration=7"])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        TrainConfig(crop_shape=(30, 32, 32), channels=(8, 16, 32, 64))
+    with pytest.raises(ValueError, match=r"ages \[27\] are both"):
+        TrainConfig(training_ages=(26, 27), validation_ages=(27,))
+
+
+@pytest.mark.slow
+def test_two_processes_with_gloo_keep_identical_replicas(mirror, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fss.cli", "train",
+               "--config", "cpu-demo", "--out", str(out), "--set", "iterations=3", "--set", "validation_every=3",
+               "--set", "spacing=3.2", "--set", "crop_shape=[32,32,32]", "--set", "channels=[4,8]",
+               "--set", "training_ages=[21,22]", "--set", "validation_ages=[23]"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["replica_checksums"][0] == metrics["replica_checksums"][1], "replicas drifted apart"
+    assert metrics["first_batch_sums"][0] != metrics["first_batch_sums"][1], "ranks drew the same batch"
