@@ -26,7 +26,7 @@ def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str |
     torch.Tensor, (n_classes, X, Y, Z) float32 on ``device``: softmax probabilities. The volume is
     padded with zeros to the model's multiple and cropped back.
     """
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     x = torch.as_tensor(image, dtype=torch.float32, device=device)[None, None]
     pad = [(-n) % model.multiple for n in x.shape[2:]]
     padding = []
@@ -35,7 +35,7 @@ def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str |
     x = F.pad(x, padding)
     was_training = model.training
     model.eval()
-    with torch.autocast(device_type=device.type if isinstance(device, torch.device) else torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(x).float()
     model.train(was_training)
     crop = [slice(p // 2, p // 2 + n) for p, n in zip(pad, image.shape)]
