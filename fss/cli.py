@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import sys
@@ -11,12 +12,22 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from fss import __version__, datasets
 from fss.bids import find_t2w_images
 from fss.device import describe_device
+from fss.checkpoint import load_checkpoint
+from fss.device import resolve_device
+from fss.infer import segment
+from fss.io import atomic_path, load_nifti, save_nifti
 from fss.labels import CONVENTIONS
+from fss.metrics import evaluate, summarize, tissue_volumes
+from fss.viz import plot_planes
 from fss.seeds import write_seeds
 from fss.synth import Generator, load_config, load_subjects
 from fss.synth.export import write_samples
@@ -115,6 +126,86 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_files(path: Path) -> dict[str, Path]:
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): p for p in sorted([*path.rglob("*.nii.gz"), *path.rglob("*.nii")])}
+    return {path.name: path}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    predictions, references = _label_files(Path(args.prediction)), _label_files(Path(args.reference))
+    if len(predictions) == 1 and len(references) == 1:
+        pairs = [(next(iter(predictions)), next(iter(predictions.values())), next(iter(references.values())))]
+    else:
+        pairs = [(name, predictions[name], references[name]) for name in predictions if name in references]
+        unmatched = sorted(set(predictions) ^ set(references))
+        if unmatched:
+            print(f"not evaluated (no counterpart): {', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}")
+    if not pairs:
+        raise ValueError(f"no label maps of the same name in {args.prediction} and {args.reference}")
+    table = evaluate([p for _, p, _ in pairs], [r for _, _, r in pairs], names=[n for n, _, _ in pairs])
+    with atomic_path(args.output, args.overwrite) as temporary:
+        table.to_csv(temporary, sep="\t", index=False)
+    print(f"{len(pairs)} image(s); mean per tissue (HD95 in mm):")
+    print(summarize(table).round(3).to_string())
+    print(f"all values: {args.output}")
+    return 0
+
+
+def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
+    """(name, input, output label map) for every image, and the folder of volumes.tsv."""
+    if len(inputs) == 1 and Path(inputs[0]).is_file() and output.name.endswith((".nii", ".nii.gz")):
+        return [(Path(inputs[0]).name, Path(inputs[0]), output)], output.parent
+    jobs = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for found in find_t2w_images(item):
+                relative = found.image.relative_to(item)
+                name = found.stem.removesuffix("_T2w") + "_dseg.nii.gz"
+                jobs.append((relative.as_posix(), found.image, output / relative.parent / name))
+        else:
+            stem = item.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_T2w")
+            jobs.append((item.name, item, output / f"{stem}_dseg.nii.gz"))
+    return jobs, output
+
+
+def _segment(args: argparse.Namespace) -> int:
+    if not args.checkpoint:
+        raise ValueError("give --checkpoint: a model trained with fss train (for example outputs/training/cpu-demo/best)")
+    output = Path(args.output)
+    jobs, folder = _segment_jobs(args.inputs, output)
+    table_path = folder / "volumes.tsv"
+    if table_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    if any(Path(i).is_dir() for i in args.inputs):
+        description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                       "GeneratedBy": [{"Name": "fss", "Version": __version__}]}
+        with atomic_path(output / "dataset_description.json", overwrite=True) as temporary:
+            temporary.write_text(json.dumps(description, indent=1))
+    model = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    rows, failed = [], 0
+    for name, source, target in tqdm(jobs, desc="segment", unit="image"):
+        try:
+            if target.exists() and not args.overwrite:
+                raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+            labels, _ = segment(source, model, device=args.device, tta=args.tta)
+            save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
+            rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
+            if args.qc:
+                figure = plot_planes(*(np.asarray(nib.as_closest_canonical(i).dataobj) for i in (load_nifti(source), labels)), title=name)
+                with atomic_path(target.parent / (target.name.removesuffix(".nii.gz") + "_qc.png"), overwrite=args.overwrite) as temporary:
+                    figure.savefig(temporary, dpi=80)
+                plt.close(figure)
+        except (ValueError, OSError) as error:
+            failed += 1
+            tqdm.write(f"{name}: failed: {error}")
+    if rows:
+        with atomic_path(table_path, overwrite=args.overwrite) as temporary:
+            pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
+    print(f"{len(rows)} of {len(jobs)} images segmented; volumes in {table_path}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fss`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
@@ -161,6 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
     training.add_argument("--until", type=int, help="stop after this iteration (resume later)")
     training.set_defaults(run=_train)
+
+    segmentation = commands.add_parser("segment", help="segment T2w scans (files, or BIDS folders) into FeTA tissues")
+    segmentation.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files or BIDS folders")
+    segmentation.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    segmentation.add_argument("--checkpoint", help="trained model (path without suffix, or its .safetensors)")
+    segmentation.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    segmentation.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
+    segmentation.add_argument("--qc", action="store_true", help="write a three-plane overlay PNG per image")
+    segmentation.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segmentation.set_defaults(run=_segment)
+
+    evaluation = commands.add_parser("evaluate", help="Dice, HD95 and volume similarity of label maps against references")
+    evaluation.add_argument("prediction", help="a label map, or a folder of them")
+    evaluation.add_argument("reference", help="the reference label map, or a folder with the same file names")
+    evaluation.add_argument("-o", "--output", default="metrics.tsv", help="table of every value (default metrics.tsv)")
+    evaluation.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    evaluation.set_defaults(run=_evaluate)
 
     info = commands.add_parser("info", help="versions, compute device and data location")
     info.set_defaults(run=_info)

@@ -1,25 +1,69 @@
-"""Running a trained U-Net on volumes."""
+"""Running a trained U-Net: on the working grid, and on a scan in its own grid (``segment``)."""
 
 from __future__ import annotations
 
+import os
+
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fss.checkpoint import load_checkpoint
+from fss.device import resolve_device
+from fss.io import WorkingGrid, load_nifti, normalize_intensities
 from fss.unet import UNet
+
+MAX_WHOLE_VOXELS = 192**3
+"""Larger working volumes are segmented by a sliding window, to bound memory."""
+
+
+def _forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities (1, C, *S) of a (1, 1, *S) input whose sides are multiples of the model's."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        return torch.softmax(model(x).float(), dim=1)
+
+
+def _gaussian_weights(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """Window weights: a Gaussian with sigma = 1/8 of each side, so tile borders count little."""
+    axes = [torch.exp(-0.5 * ((torch.arange(n, device=device) - (n - 1) / 2) / (n / 8)) ** 2) for n in shape]
+    return (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).clamp(min=1e-3)
+
+
+def _sliding(model: UNet, x: torch.Tensor, window: int, overlap: float = 0.5) -> torch.Tensor:
+    """Probabilities of a large (1, 1, *S) input from overlapping windows, Gaussian-weighted."""
+    shape = tuple(x.shape[2:])
+    size = [min(window, n) for n in shape]
+    step = [max(1, int(s * (1 - overlap))) for s in size]
+    starts = [sorted({*range(0, n - s + 1, st), n - s}) for n, s, st in zip(shape, size, step)]
+    weights = _gaussian_weights(tuple(size), x.device)
+    total = torch.zeros(1, model.config["n_classes"], *shape, device=x.device)
+    norm = torch.zeros(shape, device=x.device)
+    for a in starts[0]:
+        for b in starts[1]:
+            for c in starts[2]:
+                region = (slice(a, a + size[0]), slice(b, b + size[1]), slice(c, c + size[2]))
+                total[(slice(None), slice(None), *region)] += _forward(model, x[(slice(None), slice(None), *region)]) * weights
+                norm[region] += weights
+    return total / norm
 
 
 @torch.no_grad()
-def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str | torch.device | None = None, tta: bool = False, window: int | None = None) -> torch.Tensor:
     """Class probabilities of one volume already on the model's working grid.
 
     Parameters
     ----------
     model : UNet
     image : array or tensor, (X, Y, Z)
-        Normalised intensities ([0, 1]) at the model's spacing.
+        Normalised intensities ([0, 1]) at the model's spacing, RAS+.
     device : torch device, optional
         Default: the model's.
+    tta : bool
+        Average with the prediction of the left-right flipped volume (first axis).
+    window : int, optional
+        Side of the sliding window (a multiple of the model's); default whole volume when it
+        has at most ``MAX_WHOLE_VOXELS`` voxels, else 160.
 
     Returns
     -------
@@ -33,10 +77,73 @@ def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str |
     for p in reversed(pad):
         padding += [p // 2, p - p // 2]
     x = F.pad(x, padding)
+    if window is None and x[0, 0].numel() > MAX_WHOLE_VOXELS:
+        window = 160
     was_training = model.training
     model.eval()
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model(x).float()
+
+    def run(volume):
+        return _forward(model, volume) if window is None else _sliding(model, volume, window)
+
+    probabilities = run(x)
+    if tta:
+        probabilities = (probabilities + run(x.flip(2)).flip(2)) / 2
     model.train(was_training)
     crop = [slice(p // 2, p // 2 + n) for p, n in zip(pad, image.shape)]
-    return torch.softmax(logits, dim=1)[0][(slice(None), *crop)]
+    return probabilities[0][(slice(None), *crop)]
+
+
+def segment(
+    image: str | os.PathLike | nib.spatialimages.SpatialImage,
+    checkpoint: str | os.PathLike | tuple[UNet, dict],
+    device: str | torch.device = "auto",
+    tta: bool = False,
+    margin_mm: float = 8.0,
+) -> tuple[nib.Nifti1Image, torch.Tensor]:
+    """Segment a scan into FeTA tissues, on the scan's own grid.
+
+    The scan is brought to the checkpoint's working grid (RAS+, its spacing), cut to the
+    foreground with a margin, normalised as in training, segmented (sliding window when large,
+    optional left-right test-time augmentation), and the probabilities are mapped back exactly
+    onto the input grid.
+
+    Parameters
+    ----------
+    image : path or nibabel image
+        A 3-D T2-weighted scan (see :func:`fss.io.load_nifti` for what is accepted).
+    checkpoint : path, or (model, metadata) from :func:`fss.checkpoint.load_checkpoint`
+    device : str or torch.device
+    tta : bool
+        Average with the left-right flipped prediction.
+    margin_mm : float
+        Margin kept around the foreground (voxels above 0).
+
+    Returns
+    -------
+    labels : nibabel.Nifti1Image
+        int16 FeTA label map, same shape and affine as the input.
+    probabilities : torch.Tensor, (8, X, Y, Z)
+        Class probabilities on the input grid (CPU).
+
+    Raises
+    ------
+    ValueError
+        For an unusable scan (see ``load_nifti``) or one without any positive voxel.
+    """
+    device = resolve_device(device)
+    model, metadata = load_checkpoint(checkpoint, device) if not isinstance(checkpoint, tuple) else checkpoint
+    scan = load_nifti(image)
+    data = np.asarray(scan.dataobj, dtype=np.float32)
+    full = WorkingGrid.from_image(scan, float(metadata["spacing_mm"]))
+    foreground = full.to_working(data) > 0
+    if not foreground.any():
+        raise ValueError("the image has no voxel above 0: nothing to segment")
+    grid = full.around(foreground, margin_mm=margin_mm, multiple=model.multiple)
+    working = normalize_intensities(grid.to_working(data))
+    probabilities = predict_working(model, working, device, tta=tta).cpu()
+    back = grid.to_input(probabilities, "linear", fill=0)
+    back[0] = 1 - back[1:].sum(0)
+    labels = back.argmax(0).to(torch.int16).numpy()
+    result = nib.Nifti1Image(labels, scan.affine)
+    result.header.set_xyzt_units("mm")
+    return result, back

@@ -1,0 +1,93 @@
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from fss.cli import main
+from fss.metrics import dice, evaluate, hausdorff95, summarize, tissue_metrics, volume_similarity
+
+
+def brute_force_hd95(a, b, spacing):
+    """Pairwise distances between all surface voxels: the definition, written independently."""
+    def surface(mask):
+        points = []
+        for index in np.argwhere(mask):
+            neighbours = [tuple(index + offset) for offset in np.eye(3, dtype=int).tolist() + (-np.eye(3, dtype=int)).tolist()]
+            if any(min(n) < 0 or any(c >= s for c, s in zip(n, mask.shape)) or not mask[n] for n in neighbours):
+                points.append(index)
+        return np.array(points) * np.asarray(spacing)
+    pa, pb = surface(a), surface(b)
+    distances = np.linalg.norm(pa[:, None] - pb[None], axis=-1)
+    return max(np.percentile(distances.min(1), 95), np.percentile(distances.min(0), 95))
+
+
+def test_overlap_and_volume_on_known_cubes():
+    a = np.zeros((20, 20, 20), bool)
+    b = a.copy()
+    a[5:15, 5:15, 5:15] = True
+    b[5:15, 5:15, 7:17] = True
+    assert dice(a, b) == pytest.approx(0.8)
+    c = a.copy()
+    c[5:15, 5:15, 13:15] = False
+    assert volume_similarity(a, c) == pytest.approx(1 - 200 / 1800)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.5, 0.8, 3.0)])
+def test_hd95_matches_the_definition_with_anisotropic_spacing(spacing):
+    rng = np.random.default_rng(0)
+    a = np.zeros((14, 12, 10), bool)
+    b = a.copy()
+    a[3:10, 2:9, 2:7] = True
+    b[4:11, 3:9, 3:8] = True
+    b[rng.random(b.shape) < 0.02] = True
+    assert hausdorff95(a, b, spacing) == pytest.approx(brute_force_hd95(a, b, spacing))
+    shifted = np.roll(a, 2, axis=2)
+    assert hausdorff95(a, shifted, spacing) == pytest.approx(2 * spacing[2])
+
+
+def test_empty_labels_follow_the_documented_convention():
+    empty, full = np.zeros((5, 5, 5), bool), np.zeros((5, 5, 5), bool)
+    full[1:3, 1:3, 1:3] = True
+    assert all(np.isnan(f(empty, empty)) for f in (dice, volume_similarity))
+    assert np.isnan(hausdorff95(empty, empty, (1, 1, 1)))
+    assert dice(full, empty) == 0 and volume_similarity(full, empty) == 0
+    assert hausdorff95(full, empty, (1, 1, 1)) == np.inf
+
+
+def test_tidy_table_and_summary(tmp_path):
+    reference = np.zeros((16, 16, 16), np.int16)
+    reference[2:14, 2:14, 2:14] = 1
+    reference[4:12, 4:12, 4:12] = 3
+    prediction = reference.copy()
+    prediction[4:6, 4:12, 4:12] = 1
+    affine = np.diag([0.8, 0.8, 1.6, 1])
+    paths = []
+    for name, data in (("pred.nii.gz", prediction), ("ref.nii.gz", reference)):
+        nib.save(nib.Nifti1Image(data, affine), tmp_path / name)
+        paths.append(tmp_path / name)
+    table = evaluate([paths[0]], [paths[1]], names=["case"])
+    assert list(table.columns) == ["image", "tissue", "metric", "value"] and len(table) == 7 * 3
+    wm = table[(table.tissue == "WM") & (table.metric == "dice")].value.item()
+    assert wm == pytest.approx(2 * 6 * 64 / (6 * 64 + 8 * 64))
+    summary = summarize(table)
+    assert summary.loc["WM", "dice"] == pytest.approx(wm) and np.isnan(summary.loc["BS", "dice"])
+    with pytest.raises(ValueError, match="different grids"):
+        nib.save(nib.Nifti1Image(reference, np.eye(4)), tmp_path / "other.nii.gz")
+        evaluate([paths[0]], [tmp_path / "other.nii.gz"])
+
+
+def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path, capsys):
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 2
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "sub-01_dseg.nii.gz")
+    out = tmp_path / "metrics.tsv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 image(s)" in printed and "GM" in printed
+    table = pd.read_csv(out, sep="\t")
+    assert table[(table.tissue == "GM") & (table.metric == "dice")].value.item() == 1.0
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
