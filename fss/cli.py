@@ -192,7 +192,8 @@ def _segment(args: argparse.Namespace) -> int:
             save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
             if args.qc:
-                figure = plot_planes(*(np.asarray(nib.as_closest_canonical(i).dataobj) for i in (load_nifti(source), labels)), title=name)
+                canonical = [nib.as_closest_canonical(i) for i in (load_nifti(source), labels)]
+                figure = plot_planes(*(np.asarray(i.dataobj) for i in canonical), spacing=canonical[0].header.get_zooms()[:3], title=name)
                 with atomic_path(target.parent / (target.name.removesuffix(".nii.gz") + "_qc.png"), overwrite=args.overwrite) as temporary:
                     figure.savefig(temporary, dpi=80)
                 plt.close(figure)

@@ -46,6 +46,7 @@ def plot_planes(
     title: str | None = None,
     alpha: float = 0.45,
     colors: Mapping[int, tuple[str, str]] = FETA_COLORS,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> Figure:
     """Sagittal, coronal and axial slices of a RAS+ volume, optionally with labels on top.
 
@@ -65,6 +66,8 @@ def plot_planes(
         Opacity of the label overlay.
     colors : mapping
         ``{value: (legend name, colour)}``; default the FeTA tissues, see also :func:`seed_colors`.
+    spacing : (3,) floats
+        Voxel size in mm, so that anisotropic voxels are drawn with their true proportions.
 
     Returns
     -------
@@ -94,10 +97,12 @@ def plot_planes(
     figure, axes = plt.subplots(1, 3, figsize=(10, 3.8), layout="constrained")
     for axis, (ax, plane) in enumerate(zip(axes, PLANES)):
         picked = tuple(center[a] if a == axis else slice(None) for a in range(3))
-        ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest")
+        across, up = [a for a in range(3) if a != axis]
+        aspect = spacing[up] / spacing[across]
+        ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest", aspect=aspect)
         if labels is not None:
             overlay = np.ma.masked_equal(labels[picked].T, 0)
-            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest")
+            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
         ax.set_title(f"{plane} {center[axis]}")
         ax.set_axis_off()
     if labels is not None:
