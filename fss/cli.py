@@ -18,20 +18,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from fss import __version__, datasets
+from fss import __version__, datasets, pretrained
 from fss.bids import find_t2w_images
-from fss.device import describe_device
 from fss.checkpoint import load_checkpoint
-from fss.device import resolve_device
+from fss.device import describe_device, resolve_device
 from fss.infer import segment
 from fss.io import atomic_path, load_nifti, save_nifti
-from fss.labels import CONVENTIONS
+from fss.labels import CONVENTIONS, TISSUES
 from fss.metrics import evaluate, summarize, tissue_volumes
-from fss.viz import plot_planes
 from fss.seeds import write_seeds
 from fss.synth import Generator, load_config, load_subjects
 from fss.synth.export import write_samples
 from fss.train import TrainConfig, train
+from fss.viz import plot_planes
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -169,30 +168,48 @@ def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path
     return jobs, output
 
 
+def _write_derivative_files(output: Path) -> None:
+    """The files that make ``output`` a BIDS derivative: description, label table, and what validators should skip."""
+    description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                   "GeneratedBy": [{"Name": "fss", "Version": __version__, "CodeURL": "https://github.com/fetalsynthseg/fss"}]}
+    table = pd.DataFrame({"index": [t.value for t in TISSUES], "name": [t.short for t in TISSUES],
+                          "description": [t.name for t in TISSUES], "color": [t.color for t in TISSUES]})
+    files = {
+        "dataset_description.json": json.dumps(description, indent=1),
+        "dseg.tsv": table.to_csv(sep="\t", index=False),
+        ".bidsignore": "volumes.tsv\n*_qc.png\n",
+    }
+    for name, text in files.items():
+        with atomic_path(output / name, overwrite=True) as temporary:
+            temporary.write_text(text)
+
+
 def _segment(args: argparse.Namespace) -> int:
-    if not args.checkpoint:
-        raise ValueError("give --checkpoint: a model trained with fss train (for example outputs/training/cpu-demo/best)")
     output = Path(args.output)
     jobs, folder = _segment_jobs(args.inputs, output)
     table_path = folder / "volumes.tsv"
     if table_path.exists() and not args.overwrite:
         raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    else:
+        try:
+            model = pretrained.load(pretrained.DEFAULT, resolve_device(args.device))
+        except KeyError as error:
+            raise ValueError(f"{error.args[0]}: give --checkpoint, a model trained with fss train") from error
     if any(Path(i).is_dir() for i in args.inputs):
-        description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                       "GeneratedBy": [{"Name": "fss", "Version": __version__}]}
-        with atomic_path(output / "dataset_description.json", overwrite=True) as temporary:
-            temporary.write_text(json.dumps(description, indent=1))
-    model = load_checkpoint(args.checkpoint, resolve_device(args.device))
+        _write_derivative_files(output)
     rows, failed = [], 0
     for name, source, target in tqdm(jobs, desc="segment", unit="image"):
         try:
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-            labels, _ = segment(source, model, device=args.device, tta=args.tta)
+            scan = load_nifti(source)
+            labels, _ = segment(scan, model, device=args.device, tta=args.tta)
             save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
             if args.qc:
-                canonical = [nib.as_closest_canonical(i) for i in (load_nifti(source), labels)]
+                canonical = [nib.as_closest_canonical(i) for i in (scan, labels)]
                 figure = plot_planes(*(np.asarray(i.dataobj) for i in canonical), spacing=canonical[0].header.get_zooms()[:3], title=name)
                 with atomic_path(target.parent / (target.name.removesuffix(".nii.gz") + "_qc.png"), overwrite=args.overwrite) as temporary:
                     figure.savefig(temporary, dpi=80)
@@ -257,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation = commands.add_parser("segment", help="segment T2w scans (files, or BIDS folders) into FeTA tissues")
     segmentation.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files or BIDS folders")
     segmentation.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    segmentation.add_argument("--checkpoint", help="trained model (path without suffix, or its .safetensors)")
+    segmentation.add_argument("--checkpoint", help=f"trained model (path without suffix, or its .safetensors); default: the packaged {pretrained.DEFAULT}")
     segmentation.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     segmentation.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
     segmentation.add_argument("--qc", action="store_true", help="write a three-plane overlay PNG per image")

@@ -135,11 +135,11 @@ def segment(
     scan = load_nifti(image)
     data = np.asarray(scan.dataobj, dtype=np.float32)
     full = WorkingGrid.from_image(scan, float(metadata["spacing_mm"]))
-    foreground = full.to_working(data) > 0
-    if not foreground.any():
+    resampled = full.to_working(data)
+    if not (resampled > 0).any():
         raise ValueError("the image has no voxel above 0: nothing to segment")
-    grid = full.around(foreground, margin_mm=margin_mm, multiple=model.multiple)
-    working = normalize_intensities(grid.to_working(data))
+    grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple)
+    working = normalize_intensities(full.cut(resampled, grid))
     probabilities = predict_working(model, working, device, tta=tta).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)
     back[0] = 1 - back[1:].sum(0)

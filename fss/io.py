@@ -277,6 +277,30 @@ class WorkingGrid:
         x = _resample(x, coords, mode)
         return _reorient_from_ras(x, self.orientation)
 
+    def cut(self, data: np.ndarray | torch.Tensor, box: WorkingGrid, fill: float = 0) -> torch.Tensor:
+        """Cut the box of another working grid of the same input and spacing out of data on this one.
+
+        Equal to ``box.to_working(original)`` when ``data = self.to_working(original)``, without
+        resampling the input again.
+
+        Parameters
+        ----------
+        data : array or tensor, shape ``(..., *self.shape)``
+        box : WorkingGrid
+            E.g. from :meth:`around`; same input grid and spacing as this one.
+        fill : float
+            Value of the parts of ``box`` outside this one.
+
+        Returns
+        -------
+        torch.Tensor, shape ``(..., *box.shape)``
+        """
+        if box.input_shape != self.input_shape or box.spacing != self.spacing or not np.array_equal(box.input_affine, self.input_affine):
+            raise ValueError("the box belongs to another input grid or spacing")
+        x = _as_tensor(data, None)
+        _check_spatial(x, self.box_shape, "working")
+        return _take_box(x, [int(b - a) for a, b in zip(self.box_start, box.box_start)], box.box_shape, fill)
+
     def around(self, foreground: np.ndarray | torch.Tensor, margin_mm: float = 4.0, multiple: int = 16) -> WorkingGrid:
         """A working grid whose box tightly holds ``foreground`` plus a margin.
 

@@ -48,7 +48,7 @@ from fss.unet import UNet, count_parameters
 from fss.viz import plot_training
 
 MODES = ("synthetic", "real", "mixed")
-CONFIGS = ("cpu-demo", "gpu")
+CONFIGS = ("cpu-demo", "cpu-model", "gpu")
 
 
 @dataclass

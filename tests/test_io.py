@@ -147,6 +147,9 @@ def test_crop_to_foreground_pads_to_multiple_and_inverts_exactly():
     assert min(grid.box_start) < 0, "the box should extend past the field of view (padding)"
     work = grid.to_working(labels, "nearest", fill=0)
     assert tuple(work.shape) == grid.shape
+    torch.testing.assert_close(full.cut(full.to_working(labels, "nearest"), grid), work, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="another input grid"):
+        WorkingGrid.from_image(image, 2 * SPACING).cut(work, grid)
     assert int((work > 0).sum()) == int((labels > 0).sum()), "the box must hold the whole foreground"
     np.testing.assert_array_equal(grid.to_input(work, "nearest").numpy(), labels)
     # the box's affine puts each voxel where it was

@@ -3,39 +3,15 @@ import os
 import subprocess
 import sys
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from fss.checkpoint import load_checkpoint
-from fss.seeds import make_seeds
-from fss.train import TrainConfig, Volume, dice_ce_loss, learning_rate, train
+from fss.train import TrainConfig, dice_ce_loss, learning_rate, train
 
-AFFINE = np.diag([1.6, 1.6, 1.6, 1.0])
-
-
-def ball_volume(name="ball", seed=0):
-    """A 32^3 'brain' as a T2w-like image: a CSF shell around cortex around white matter."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(32) - 15.5] * 3, indexing="ij"))
-    radius = np.sqrt(((grid / np.array([1.0, 1.15, 0.95]).reshape(3, 1, 1, 1)) ** 2).sum(0))
-    labels = np.zeros((32, 32, 32), np.int16)
-    labels[radius < 14] = 1
-    labels[radius < 12] = 2
-    labels[radius < 9] = 3
-    means = np.array([0, 250, 110, 160], float)
-    image = (means[labels] + rng.normal(0, 8, labels.shape)).clip(0).astype(np.float32)
-    image[labels == 0] = 0
-    seeds = make_seeds(nib.Nifti1Image(image, AFFINE), nib.Nifti1Image(labels, AFFINE), max_subclasses=4, seed=0)
-    return Volume(name, image / image.max(), labels, AFFINE, 1.6, seeds)
-
-
-def tiny_config(**changes):
-    values = dict(mode="synthetic", iterations=400, batch_size=2, crop_shape=(32, 32, 32), spacing=1.6, channels=(8, 16, 32),
-                  learning_rate=0.01, warmup=10, generator="fast", validation_every=100, device="cpu", seed=0)
-    return TrainConfig(**{**values, **changes})
+from ball import ball_volume, tiny_config
 
 
 @pytest.mark.slow

@@ -1,0 +1,87 @@
+"""Models trained by the fss developers and shipped inside the package (``fss/weights/``).
+
+Each model is a checkpoint (safetensors weights + JSON metadata, see :mod:`fss.checkpoint`);
+``MODEL_CARD.md`` at the repository root describes how each was trained and how well it does.
+
+Example
+-------
+>>> from fss import pretrained
+>>> pretrained.available()  # doctest: +SKIP
+['fss-synth-cpu']
+>>> model, metadata = pretrained.load(pretrained.DEFAULT)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+from fss.checkpoint import load_checkpoint, save_checkpoint
+from fss.unet import UNet
+
+WEIGHTS = Path(str(files("fss") / "weights"))
+"""Folder of the packaged checkpoints."""
+
+DEFAULT = "fss-synth-cpu"
+"""The model that ``fss segment`` and the notebooks use when none is given."""
+
+
+def available() -> list[str]:
+    """Names of the packaged models (those with both their weights and metadata present)."""
+    return sorted(p.stem for p in WEIGHTS.glob("*.json") if p.with_suffix(".safetensors").exists())
+
+
+def path(name: str = DEFAULT) -> Path:
+    """Checkpoint stem of packaged model ``name`` (for :func:`fss.checkpoint.load_checkpoint`).
+
+    Raises
+    ------
+    KeyError
+        If no packaged model has that name; the message lists those that exist.
+    """
+    if name not in available():
+        raise KeyError(f"no packaged model {name!r}; available: {', '.join(available()) or 'none'}")
+    return WEIGHTS / name
+
+
+def load(name: str = DEFAULT, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """The packaged model ``name`` in eval mode on ``device``, with its metadata (checked as any checkpoint)."""
+    return load_checkpoint(path(name), device)
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    name: str,
+    facts: dict,
+    folder: str | os.PathLike = WEIGHTS,
+    dtype: torch.dtype = torch.float16,
+    overwrite: bool = False,
+) -> Path:
+    """Write a trained checkpoint as packaged model ``name`` (how the shipped models were made).
+
+    Parameters
+    ----------
+    checkpoint : path
+        A checkpoint written by :func:`fss.train.train` (e.g. ``run/best``).
+    name : str
+        The model's name, also its file stem.
+    facts : dict
+        JSON-ready facts for the model card kept in the metadata (training time, machine, ...).
+    folder : path
+        Where to write (default: the package's weights folder).
+    dtype : torch.dtype
+        Storage type of the weights (float16 halves the size; loading gives float32).
+    overwrite : bool
+        Replace a model of that name.
+
+    Returns
+    -------
+    Path
+        The weights file.
+    """
+    model, metadata = load_checkpoint(checkpoint)
+    metadata = {k: v for k, v in metadata.items() if k != "weights_sha256"}
+    return save_checkpoint(model, Path(folder) / name, {**metadata, **facts, "name": name}, dtype=dtype, overwrite=overwrite)

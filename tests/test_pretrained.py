@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from fss import datasets, pretrained
+from fss.checkpoint import save_checkpoint
+from fss.infer import predict_working, segment
+from fss.io import load_nifti
+from fss.labels import to_feta
+from fss.metrics import dice_per_tissue
+from fss.unet import UNet
+
+
+def test_export_stores_half_precision_weights_that_predict_alike(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = UNet(channels=(4, 8))
+    save_checkpoint(model, tmp_path / "run" / "best", {"spacing_mm": 1.6, "iterations": 10})
+    monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")
+    with pytest.raises(KeyError, match="no packaged model 'tiny'; available: none"):
+        pretrained.load("tiny")
+    written = pretrained.export(tmp_path / "run" / "best", "tiny", {"training_minutes": 1.5}, folder=tmp_path / "weights")
+    assert pretrained.available() == ["tiny"]
+    half, metadata = pretrained.load("tiny")
+    assert metadata["name"] == "tiny" and metadata["training_minutes"] == 1.5 and metadata["iterations"] == 10
+    assert metadata["weights_dtype"] == "float16" and next(half.parameters()).dtype == torch.float32
+    assert written.stat().st_size < 0.6 * (tmp_path / "run" / "best.safetensors").stat().st_size
+    volume = torch.rand(16, 16, 16)
+    torch.testing.assert_close(predict_working(half, volume), predict_working(model, volume), atol=5e-3, rtol=0)
+    with pytest.raises(FileExistsError):
+        pretrained.export(tmp_path / "run" / "best", "tiny", {}, folder=tmp_path / "weights")
+
+
+@pytest.mark.slow
+def test_shipped_model_segments_a_held_out_atlas_age(mirror):
+    model, metadata = pretrained.load(pretrained.DEFAULT)
+    held_out = {"crl-GA23", "crl-GA27", "crl-GA31", "crl-GA35"}
+    assert set(metadata["data"]["validation"]) == held_out and not held_out & set(metadata["data"]["training"])
+    assert metadata["weights_dtype"] == "float16" and (pretrained.WEIGHTS / f"{pretrained.DEFAULT}.safetensors").stat().st_size < 25e6
+    [record] = datasets.fetch_crl_atlas(ages=[31])
+    labels, _ = segment(record.image, (model, metadata), device="cpu")
+    reference = to_feta(np.asarray(load_nifti(record.labels).dataobj), record.convention)
+    scores = dice_per_tissue(np.asarray(labels.dataobj), reference)
+    assert np.mean(list(scores.values())) > 0.75, scores  # 0.83 when measured for the model card
