@@ -13,7 +13,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -30,7 +29,7 @@ from fss.seeds import write_seeds
 from fss.synth import Generator, load_config, load_subjects
 from fss.synth.export import write_samples
 from fss.train import TrainConfig, train
-from fss.viz import plot_planes
+from fss.viz import plot_segmentation
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -190,11 +189,12 @@ def _segment(args: argparse.Namespace) -> int:
     table_path = folder / "volumes.tsv"
     if table_path.exists() and not args.overwrite:
         raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    device = resolve_device(args.device)
     if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, resolve_device(args.device))
+        model = load_checkpoint(args.checkpoint, device)
     else:
         try:
-            model = pretrained.load(pretrained.DEFAULT, resolve_device(args.device))
+            model = pretrained.load(pretrained.DEFAULT, device)
         except KeyError as error:
             raise ValueError(f"{error.args[0]}: give --checkpoint, a model trained with fss train") from error
     if any(Path(i).is_dir() for i in args.inputs):
@@ -205,12 +205,11 @@ def _segment(args: argparse.Namespace) -> int:
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
             scan = load_nifti(source)
-            labels, _ = segment(scan, model, device=args.device, tta=args.tta)
+            labels, _ = segment(scan, model, device=device, tta=args.tta)
             save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
             if args.qc:
-                canonical = [nib.as_closest_canonical(i) for i in (scan, labels)]
-                figure = plot_planes(*(np.asarray(i.dataobj) for i in canonical), spacing=canonical[0].header.get_zooms()[:3], title=name)
+                figure = plot_segmentation(scan, labels, title=name)
                 with atomic_path(target.parent / (target.name.removesuffix(".nii.gz") + "_qc.png"), overwrite=args.overwrite) as temporary:
                     figure.savefig(temporary, dpi=80)
                 plt.close(figure)

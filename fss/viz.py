@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
+import nibabel as nib
 import numpy as np
 from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
@@ -111,6 +112,16 @@ def plot_planes(
     if title:
         figure.suptitle(title, fontsize=9)
     return figure
+
+
+def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage, title: str | None = None) -> Figure:
+    """:func:`plot_planes` of a scan and its FeTA label map on the scan's grid, in any orientation.
+
+    Both are turned to the closest RAS+ orientation (voxels unchanged) and drawn at their true
+    voxel proportions.
+    """
+    scan, labels = nib.as_closest_canonical(scan), nib.as_closest_canonical(labels)
+    return plot_planes(np.asarray(scan.dataobj), np.asarray(labels.dataobj), spacing=scan.header.get_zooms()[:3], title=title)
 
 
 def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures: Mapping[int, Mixture], bins: int = 120) -> Figure:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fss.cli import main
-from fss.metrics import dice, evaluate, hausdorff95, summarize, tissue_metrics, volume_similarity
+from fss.metrics import dice, evaluate, hausdorff95, summarize, volume_similarity
 
 
 def brute_force_hd95(a, b, spacing):
