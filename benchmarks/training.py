@@ -1,8 +1,8 @@
 """Training speed: iterations per second and peak memory, synthetic batches made on the training device.
 
-Each iteration draws a batch with the generator, runs the U-Net forward and backward and
-steps the optimizer, as :func:`fss.train.train` does (bfloat16 autocast on CUDA). Settings
-come from a packaged configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA.
+Each iteration draws a batch with the generator, then runs :func:`fss.train.training_step`
+(forward, backward, AdamW step; bfloat16 autocast on CUDA), as training does. Settings come
+from a packaged configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA.
 
 Run: python benchmarks/training.py [--devices cpu cuda] [--iterations 20]
 """
@@ -17,7 +17,7 @@ from memory import resident_mb
 from fss.device import describe_device, resolve_device
 from fss.synth import Generator, SynthSubject
 from fss.synth.dataset import SyntheticBatches
-from fss.train import TrainConfig, dice_ce_loss, prepare_crl
+from fss.train import TrainConfig, prepare_crl, training_step
 from fss.unet import UNet, count_parameters
 
 
@@ -32,12 +32,7 @@ def measure(config_name: str, device: torch.device, iterations: int) -> dict:
 
     def step():
         batch = next(batches)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(batch.image)
-        loss = dice_ce_loss(logits.float(), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, batch.image, batch.labels)
 
     for _ in range(3):
         step()

@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seeds", required=True, help="dataset root holding derivatives/seeds/ (from fss seeds or notebook 01)")
     synth.add_argument("--n", type=int, default=20, help="number of samples (default 20)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--config", default="reference", help="preset (reference, fast) or YAML file (default reference)")
+    synth.add_argument("--config", default="reference", help="preset (reference, literal) or YAML file (default reference)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--subjects", nargs="+", help="subjects to use (default: all with seeds)")
     synth.add_argument("--output-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="output size in voxels (default: the input's)")

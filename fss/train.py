@@ -13,10 +13,12 @@ Everything written goes to one output folder: ``last`` and ``best`` checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -249,6 +251,129 @@ def _load_state(out: Path, optimizer: torch.optim.Optimizer) -> dict:
     return state
 
 
+@contextlib.contextmanager
+def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms inside the block if ``enabled`` (else cuDNN's autotuner on CUDA), all undone on exit.
+
+    Sets ``torch.use_deterministic_algorithms``, ``torch.backends.cudnn.benchmark`` and, for
+    cuBLAS, ``CUBLAS_WORKSPACE_CONFIG``; the caller's values come back when the block ends.
+    """
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
+        if enabled:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        if saved[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[3]
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image: torch.Tensor, labels: torch.Tensor) -> float:
+    """One optimisation step on a batch (bfloat16 autocast on CUDA, loss in float32); returns the loss.
+
+    Parameters
+    ----------
+    image : torch.Tensor, (B, 1, D, H, W)
+    labels : torch.Tensor, (B, D, H, W) int64
+    """
+    with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=image.device.type == "cuda"):
+        logits = model(image)
+    loss = dice_ce_loss(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@dataclass
+class _Run:
+    """What a training run holds between iterations."""
+
+    model: UNet
+    trained: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    validation: list[Volume]
+    metadata: dict
+    start: int
+    best: float
+    log: list[dict]
+
+
+def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, distributed: _Distributed,
+            training: list[Volume] | None, validation: list[Volume] | None) -> _Run:
+    """Model (initialised from ``config.seed``), optimizer, data and, when resuming, the saved state."""
+    torch.manual_seed(config.seed)
+    model = UNet(channels=config.channels, dropout=config.dropout).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    start, best, log = 0, -1.0, []
+    if resume:
+        loaded, _ = load_checkpoint(out / "last", device)
+        model.load_state_dict(loaded.state_dict())
+        state = _load_state(out, optimizer)
+        start, best = state["iteration"], state["best_mean_dice"]
+        log = pd.read_csv(out / "log.csv").to_dict("records")
+    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
+    if training is None:
+        training_ages = config.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in config.validation_ages)
+        training = prepare_crl(training_ages, config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed)
+    if validation is None:
+        validation = prepare_crl(config.validation_ages, config.spacing, False) if distributed.main else []
+    metadata = {
+        "spacing_mm": config.spacing,
+        "normalization": NORMALIZATION,
+        "training": config.to_dict(),
+        "data": {"training": [v.name for v in training], "validation": [v.name for v in validation], "mode": config.mode},
+        "parameters": count_parameters(model),
+    }
+    batches = _batches(config, training, device, distributed.rank, start)
+    return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log)
+
+
+def _checkpoint(run: _Run, out: Path, iteration: int) -> dict:
+    """Validate, save ``last`` (and ``best`` when it improved) and the optimizer state; the Dice columns of the log."""
+    scores = validate(run.model, run.validation)
+    mean = float(np.nanmean(scores.to_numpy()))
+    checkpoint = {**run.metadata, "iterations": iteration, "validation_dice": {k: float(v) for k, v in scores.mean().items()}, "mean_validation_dice": mean}
+    save_checkpoint(run.model, out / "last", checkpoint)
+    if mean > run.best:
+        run.best = mean
+        save_checkpoint(run.model, out / "best", checkpoint)
+    _save_state(out, run.optimizer, {"iteration": iteration, "best_mean_dice": run.best})
+    return {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
+
+
+def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per_second: float, device: torch.device, world: int) -> dict:
+    """Curves and the metrics of the run (also the return value of :func:`train`)."""
+    frame = pd.DataFrame(run.log)
+    figure = plot_training(frame)
+    with atomic_path(out / "curves.png", overwrite=True) as temporary:
+        figure.savefig(temporary, dpi=80)
+    plt.close(figure)
+    final = frame.dropna(subset=["mean_dice"]).iloc[-1]
+    return {
+        "mode": config.mode,
+        "iterations": stop,
+        "seconds": float(frame["seconds"].iloc[-1]),
+        "iterations_per_second": iterations_per_second,
+        "final_mean_dice": float(final["mean_dice"]),
+        "final_dice": {t.short: float(final[f"dice_{t.short}"]) for t in TISSUES[1:]},
+        "best_mean_dice": run.best,
+        "parameters": count_parameters(run.model),
+        "device": str(device),
+        "world_size": world,
+    }
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -260,6 +385,10 @@ def train(
     validation: list[Volume] | None = None,
 ) -> dict:
     """Train a U-Net as ``config`` says; returns the metrics also written to ``out/metrics.json`` (empty on other ranks).
+
+    The global torch random state and the determinism flags are the caller's again on return:
+    the run seeds its own (``config.seed``) and sets deterministic algorithms only while it
+    runs (``config.deterministic``, see :func:`determinism`).
 
     Parameters
     ----------
@@ -293,108 +422,44 @@ def train(
         raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
     if resume and not (out / "last_state.json").exists():
         raise FileNotFoundError(f"nothing to resume in {out} (no last_state.json)")
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     out.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(config.seed)
-    model = UNet(channels=config.channels, dropout=config.dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start, best, log = 0, -1.0, []
-    if resume:
-        loaded, _ = load_checkpoint(out / "last", device)
-        model.load_state_dict(loaded.state_dict())
-        state = _load_state(out, optimizer)
-        start, best = state["iteration"], state["best_mean_dice"]
-        log = pd.read_csv(out / "log.csv").to_dict("records")
-    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
-
-    if training is None:
-        training_ages = config.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in config.validation_ages)
-        training = prepare_crl(training_ages, config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed)
-    if validation is None:
-        validation = prepare_crl(config.validation_ages, config.spacing, False) if distributed.main else []
-    batches = _batches(config, training, device, distributed.rank, start)
-    metadata = {
-        "spacing_mm": config.spacing,
-        "normalization": NORMALIZATION,
-        "training": config.to_dict(),
-        "data": {"training": [v.name for v in training], "validation": [v.name for v in validation], "mode": config.mode},
-        "parameters": count_parameters(model),
-    }
-
-    first_batch_sum = None
-    seconds_before = log[-1]["seconds"] if log else 0.0
-    started = time.perf_counter()
-    stop = min(until or config.iterations, config.iterations)
-    bar = tqdm(range(start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=start, total=config.iterations)
-    for iteration in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, iteration)
-        image, labels = next(batches)
-        if first_batch_sum is None:
-            first_batch_sum = float(image.sum())
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = trained(image)
-        loss = dice_ce_loss(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        row = {"iteration": iteration + 1, "loss": loss.item(), "learning_rate": optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
-        last = iteration + 1 == stop
-        if distributed.main and ((iteration + 1) % config.validation_every == 0 or last):
-            scores = validate(model, validation)
-            mean = float(np.nanmean(scores.to_numpy()))
-            row.update({f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, mean_dice=mean)
-            checkpoint = {**metadata, "iterations": iteration + 1, "validation_dice": {k: float(v) for k, v in scores.mean().items()}, "mean_validation_dice": mean}
-            save_checkpoint(model, out / "last", checkpoint)
-            if mean > best:
-                best = mean
-                save_checkpoint(model, out / "best", checkpoint)
-            _save_state(out, optimizer, {"iteration": iteration + 1, "best_mean_dice": best})
-            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{mean:.3f}")
-        log.append(row)
-        if distributed.main and ((iteration + 1) % config.validation_every == 0 or last):
-            frame = pd.DataFrame(log)
-            with atomic_path(out / "log.csv", overwrite=True) as temporary:
-                frame.to_csv(temporary, index=False)
-        distributed.barrier()
-
-    metrics = {}
-    if distributed.main:
-        frame = pd.DataFrame(log)
-        figure = plot_training(frame)
-        with atomic_path(out / "curves.png", overwrite=True) as temporary:
-            figure.savefig(temporary, dpi=80)
-        plt.close(figure)
-        final = frame.dropna(subset=["mean_dice"]).iloc[-1]
-        metrics = {
-            "mode": config.mode,
-            "iterations": stop,
-            "seconds": float(frame["seconds"].iloc[-1]),
-            "iterations_per_second": (stop - start) / max(time.perf_counter() - started, 1e-9),
-            "final_mean_dice": float(final["mean_dice"]),
-            "final_dice": {t.short: float(final[f"dice_{t.short}"]) for t in TISSUES[1:]},
-            "best_mean_dice": best,
-            "parameters": count_parameters(model),
-            "device": str(device),
-            "world_size": distributed.world,
-        }
-    if distributed.world > 1:
-        checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-        gathered = [None] * distributed.world
-        dist.all_gather_object(gathered, (checksum, first_batch_sum))
-        if distributed.main:
-            metrics["replica_checksums"] = [g[0] for g in gathered]
-            metrics["first_batch_sums"] = [g[1] for g in gathered]
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
+        run = _set_up(config, out, resume, device, distributed, training, validation)
+        first_batch_sum = None
+        seconds_before = run.log[-1]["seconds"] if run.log else 0.0
+        started = time.perf_counter()
+        stop = min(until or config.iterations, config.iterations)
+        bar = tqdm(range(run.start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=run.start, total=config.iterations)
+        for iteration in bar:
+            for group in run.optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration)
+            image, labels = next(run.batches)
+            if first_batch_sum is None:
+                first_batch_sum = float(image.sum())
+            loss = training_step(run.trained, run.optimizer, image, labels)
+            row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
+            if distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop):
+                row.update(_checkpoint(run, out, iteration + 1))
+                bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
+                run.log.append(row)
+                with atomic_path(out / "log.csv", overwrite=True) as temporary:
+                    pd.DataFrame(run.log).to_csv(temporary, index=False)
+            else:
+                run.log.append(row)
+            distributed.barrier()
+        iterations_per_second = (stop - run.start) / max(time.perf_counter() - started, 1e-9)
+        metrics = _finish(run, out, config, stop, iterations_per_second, device, distributed.world) if distributed.main else {}
+        if distributed.world > 1:
+            checksum = float(sum(p.detach().double().sum() for p in run.model.parameters()))
+            gathered = [None] * distributed.world
+            dist.all_gather_object(gathered, (checksum, first_batch_sum))
+            if distributed.main:
+                metrics["replica_checksums"] = [g[0] for g in gathered]
+                metrics["first_batch_sums"] = [g[1] for g in gathered]
     if distributed.main:
         with atomic_path(out / "metrics.json", overwrite=True) as temporary:
             temporary.write_text(json.dumps(metrics, indent=1))
     if distributed.world > 1:
         dist.destroy_process_group()
     return metrics
-

@@ -51,5 +51,5 @@ def ball_volume(name: str = "ball", seed: int = 0, spacing: float = SPACING) -> 
 def tiny_config(**changes) -> TrainConfig:
     """A configuration that learns the toy brain in a few hundred CPU iterations."""
     values = dict(mode="synthetic", iterations=400, batch_size=2, crop_shape=(32, 32, 32), spacing=SPACING, channels=(8, 16, 32),
-                  learning_rate=0.01, warmup=10, generator="fast", validation_every=100, device="cpu", seed=0)
+                  learning_rate=0.01, warmup=10, generator="reference", validation_every=100, device="cpu", seed=0)
     return TrainConfig(**{**values, **changes})

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import nibabel as nib
@@ -8,11 +9,12 @@ import torch
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
-from fss.synth.config import BiasConfig, ContrastConfig, FlipConfig, GammaConfig, ResolutionConfig, SpatialConfig, SubclassConfig
+from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, ResolutionConfig, SpatialConfig, SubclassConfig
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches, SyntheticStream
 from fss.synth.generator import params_from_records, params_to_records
-from fss.synth.spatial import integrate_velocity, sampling_positions
+from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
+from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
 
 SHAPE = (24, 28, 20)
 OFF = GeneratorConfig(
@@ -75,8 +77,8 @@ def test_seeds_and_labels_are_deformed_identically(subject):
 
 
 def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject):
-    config = GeneratorConfig(contrast=ContrastConfig(std_range=(0.0, 0.0)), gamma=GammaConfig(enabled=False),
-                             bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False))
+    config = GeneratorConfig(spatial=SpatialConfig(image_interpolation="nearest"), contrast=ContrastConfig(std_range=(0.0, 0.0)),
+                             gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False))
     generator = Generator([subject], config, device="cpu")
     sample = generator.sample(2, seed=5)
     for b in range(2):
@@ -85,6 +87,33 @@ def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject)
         assert torch.equal(sample.image[b, 0], expected / expected.max())
     plain = generator.apply({**sample.params, "contrast": None})
     assert torch.equal(plain.image[:, 0], sample.seed_map.float() / sample.seed_map.float().amax(dim=(1, 2, 3), keepdim=True))
+
+
+def test_linear_image_is_the_source_mixture_resampled_linearly_with_partial_volume_at_edges(subject):
+    config = GeneratorConfig(contrast=ContrastConfig(std_range=(0.0, 0.0), background_zero_probability=0.0), gamma=GammaConfig(enabled=False),
+                             bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False), flip=FlipConfig(enabled=False))
+    generator = Generator([subject], config, device="cpu")
+    sample = generator.sample(2, seed=5)
+    positions = sampling_positions(sample.params["spatial"], config.spatial, SHAPE, torch.tensor([SHAPE] * 2), torch.full((2, 3), 0.8), torch.device("cpu"))
+    for b in range(2):
+        ks = dict(zip(range(1, 5), sample.params["subclasses"][b].tolist()))
+        means = sample.params["contrast"]["means"][b]
+        source = means[torch.from_numpy(compose_seed_map(subject.seeds, {m: ks[m] for m in subject.seeds.meta_labels})).long()].numpy()
+        # trilinear interpolation by hand, outside the volume the background mean
+        index = positions[b].double().numpy()
+        low = np.floor(index).astype(int)
+        expected = np.zeros(SHAPE)
+        for corner in np.ndindex(2, 2, 2):
+            at = low + np.array(corner).reshape(3, 1, 1, 1)
+            weight = np.prod([1 - np.abs(index[a] - at[a]) for a in range(3)], axis=0)
+            inside = np.all([(at[a] >= 0) & (at[a] < SHAPE[a]) for a in range(3)], axis=0)
+            values = np.where(inside, source[tuple(np.clip(at[a], 0, SHAPE[a] - 1) for a in range(3))], float(means[0]))
+            expected += weight * values
+        image = sample.image[b, 0].double().numpy()
+        np.testing.assert_allclose(image, expected / expected.max(), atol=1e-5)
+        # edges carry partial volume: voxels between the two tissue levels that nearest reading never makes
+        levels = np.unique(source / expected.max())
+        assert np.mean(np.abs(image[..., None] - levels).min(-1) > 1e-3) > 0.05
 
 
 def test_every_stage_off_is_the_identity(subject):
@@ -138,14 +167,15 @@ def test_integrated_deformation_has_a_positive_jacobian():
     assert float(displacement.abs().max()) > 1, "the test field should deform noticeably"
 
 
-def test_full_sampling_field_is_invertible(subject):
-    config = SpatialConfig(nonlin_std_max=4.0)
-    generator = Generator([subject], GeneratorConfig(spatial=config), device="cpu")
-    params = generator.draw(4, seed=2)
-    positions = sampling_positions(params["spatial"], config, SHAPE, torch.tensor([SHAPE] * 4), torch.full((4, 3), 0.8), torch.device("cpu"))
-    for b in range(4):
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_deforms_without_folding_space(name):
+    config = preset(name).spatial
+    shape, draws = (64, 80, 64), 40  # where a preset without integration folded space in 1 of 40 draws
+    params = draw_spatial(config, draws, torch.Generator().manual_seed(0))
+    positions = sampling_positions(params, config, shape, torch.tensor([shape] * draws), torch.full((draws, 3), 0.8), torch.device("cpu"))
+    for b in range(draws):
         jacobian = torch.stack([torch.stack(torch.gradient(positions[b, i])) for i in range(3)])
-        assert float(torch.linalg.det(jacobian.permute(2, 3, 4, 0, 1)).min()) > 0
+        assert float(torch.linalg.det(jacobian.permute(2, 3, 4, 0, 1)).min()) > 0, f"draw {b} folds space"
 
 
 def test_flip_moves_labels_with_the_image(subject):
@@ -156,11 +186,11 @@ def test_flip_moves_labels_with_the_image(subject):
     assert torch.equal(sample.labels[0], torch.from_numpy(subject.labels.astype(np.int64)).flip(0))
     means = sample.params["contrast"]["means"][0].float()
     expected = means[sample.seed_map[0].long()]
-    assert torch.equal(sample.image[0, 0], expected / expected.max()), "image and labels must be flipped together"
+    assert torch.allclose(sample.image[0, 0], expected / expected.max(), atol=1e-5), "image and labels must be flipped together"
 
 
 def test_streams_and_batches_never_repeat(subject):
-    generator = Generator([subject], preset("fast"), device="cpu")
+    generator = Generator([subject], preset("reference"), device="cpu")
     stream = iter(SyntheticStream(generator, seed=4))
     a, b = next(stream), next(stream)
     assert a[0].shape == (1, *SHAPE) and not torch.equal(a[0], b[0])
@@ -179,7 +209,7 @@ def test_configuration_yaml_round_trip_and_validation(tmp_path):
     config = GeneratorConfig(output_shape=(64, 64, 48), spatial=SpatialConfig(max_rotation=10.0))
     path = config.save(tmp_path / "synth.yaml")
     assert GeneratorConfig.load(path) == config
-    assert load_config(path) == config and load_config("fast") == preset("fast")
+    assert load_config(path) == config and load_config("literal") == preset("literal")
     (tmp_path / "bad.yaml").write_text("spatial:\n  max_rotaton: 5\n")
     with pytest.raises(ValueError, match=r"unknown spatial options \['max_rotaton'\]"):
         GeneratorConfig.load(tmp_path / "bad.yaml")
@@ -187,13 +217,44 @@ def test_configuration_yaml_round_trip_and_validation(tmp_path):
         ContrastConfig(mean_range=(200.0, 100.0))
     with pytest.raises(ValueError, match="neither a preset"):
         load_config("turbo")
+    with pytest.raises(ValueError, match="image_interpolation must be one of"):
+        SpatialConfig(image_interpolation="cubic")
+    with pytest.raises(ValueError, match="native_noise_grid"):
+        ResolutionConfig(native_noise_grid=0.5)
+
+
+def test_reference_preset_acquires_at_the_reference_effective_resolutions_and_literal_reads_them_as_written():
+    reference, literal = preset("reference").resolution, preset("literal").resolution
+    assert (reference.min_resampling_iso_res, reference.max_resampling_iso_res) == (0.354, 1.061)
+    assert (literal.min_resampling_iso_res, literal.max_resampling_iso_res) == (0.5, 1.5)
+    size, blurred = acquired_voxel_size(draw_resolution(reference, 20_000, torch.Generator().manual_seed(0)), 0.5)
+    modelled, modelled_blurred = acquired_voxel_size(draw_resolution(literal, 20_000, torch.Generator().manual_seed(0)), 0.5, REFERENCE_MM)
+    assert abs(float(size.max()) - float(modelled.max())) < 0.01
+    assert abs(float(blurred.double().mean()) - float(modelled_blurred.double().mean())) < 0.01  # 63% blurred in both
+    assert abs(float(blurred.double().mean()) - 0.634) < 0.02
+
+
+def test_native_noise_comes_from_a_finer_grid_and_is_weaker_only_where_the_resolution_is_kept():
+    shape = (40, 40, 40)
+    noise = {}
+    for grid in (1.0, 1.414):
+        config = ResolutionConfig(preserve_resol=1.0, native_noise_grid=grid, noise_std_min=10.0, noise_std_max=10.0)
+        params = draw_resolution(config, 1, torch.Generator().manual_seed(3))
+        noise[grid] = apply_resolution(torch.full((1, 1, *shape), 100.0), params, torch.full((1, 3), 0.5))[0, 0] - 100
+    inner = (slice(2, -2),) * 3
+    white, fine = noise[1.0][inner], noise[1.414][inner]
+    assert abs(float(white.std()) - 10) < 0.3 and abs(float(fine.std()) - 5.4) < 0.8  # the reference keeps about 0.54 of it
+    blurred = draw_resolution(ResolutionConfig(preserve_resol=0.0, native_noise_grid=1.414), 1, torch.Generator().manual_seed(3))
+    low = apply_resolution(torch.full((1, 1, *shape), 100.0), blurred, torch.full((1, 3), 0.5))
+    same = apply_resolution(torch.full((1, 1, *shape), 100.0), {**blurred, "native_noise_grid": torch.ones(1, dtype=torch.float64)}, torch.full((1, 3), 0.5))
+    assert torch.equal(low, same), "the grid only concerns images that keep their resolution"
 
 
 def test_generator_refuses_bad_subjects(subject):
     other = make_subject("sub-c")
     other.labels = other.labels[:20]
     with pytest.raises(ValueError, match="different shapes"):
-        Generator([subject, other], preset("fast"), device="cpu")
+        Generator([subject, other], preset("reference"), device="cpu")
     with pytest.raises(ValueError, match="at most 4"):
         Generator([subject], GeneratorConfig(subclasses=SubclassConfig(max_subclasses=5)), device="cpu")
 
@@ -224,7 +285,7 @@ def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     subject = make_subject()
     save_seeds(subject.seeds, tmp_path / "seeds", "a", "sub-a_dseg")
     save_nifti(subject.labels, subject.seeds.affine, labels_path(tmp_path / "seeds", "a", "sub-a_dseg"))
-    args = ["synth", "--seeds", str(tmp_path / "seeds"), "--n", "3", "--out", str(tmp_path / "out"), "--config", "fast",
+    args = ["synth", "--seeds", str(tmp_path / "seeds"), "--n", "3", "--out", str(tmp_path / "out"), "--config", "literal",
             "--seed", "7", "--output-shape", "16", "20", "16", "--device", "cpu"]
     assert main(args) == 0
     assert "3 samples from 1 subjects" in capsys.readouterr().out

@@ -45,6 +45,22 @@ def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_training_leaves_the_callers_random_state_and_determinism_flags_alone(tmp_path, monkeypatch):
+    volume = ball_volume()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert not torch.are_deterministic_algorithms_enabled()
+    config = tiny_config(iterations=2, validation_every=2, channels=(4, 8), deterministic=True, dropout=0.1)
+    first = train(config, tmp_path / "a", progress=False, training=[volume], validation=[volume])
+    assert torch.equal(torch.get_rng_state(), state), "the global torch seed changed"
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    torch.manual_seed(7)  # another caller state: the run seeds itself
+    second = train(config, tmp_path / "b", progress=False, training=[volume], validation=[volume])
+    assert pd.read_csv(tmp_path / "a" / "log.csv")["loss"].tolist() == pd.read_csv(tmp_path / "b" / "log.csv")["loss"].tolist()
+    assert first["final_mean_dice"] == second["final_mean_dice"]
+
+
 def test_real_and_mixed_modes_run(tmp_path):
     volume = ball_volume()
     for mode in ("real", "mixed"):

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fss.device import resolve_device
 from fss.synth.config import GeneratorConfig
 from fss.synth.draws import Seed, as_generator, integers
 from fss.synth.gamma import SCALE
 from fss.synth.generator import Sample, draw_acquisition, finish
-from fss.synth.spatial import draw_spatial, flip, sampling_positions
+from fss.synth.spatial import draw_spatial, flip, read_at, sampling_positions
 
 
 class Augmenter:
@@ -65,10 +64,8 @@ class Augmenter:
         positions = sampling_positions(params["spatial"], self.config.spatial, self.output_shape, self._shapes[subject], spacings, self.device)
         images, labels = [], []
         for b, s in enumerate(subject.tolist()):
-            sizes = torch.tensor(self.volumes[s].shape[2:], device=self.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
-            grid = (2 * positions[b : b + 1] / (sizes - 1) - 1).permute(0, 2, 3, 4, 1).flip(-1)
-            images.append(F.grid_sample(self.volumes[s][:, :1], grid, mode="bilinear", padding_mode="zeros", align_corners=True))
-            labels.append(F.grid_sample(self.volumes[s][:, 1:], grid, mode="nearest", padding_mode="zeros", align_corners=True))
+            images.append(read_at(self.volumes[s][:, :1], positions[b : b + 1]))
+            labels.append(read_at(self.volumes[s][:, 1:], positions[b : b + 1], mode="nearest"))
         image = finish(torch.cat(images) * SCALE, params, spacings)
         labels = torch.cat(labels)[:, 0].round().long()
         if params["flip"] is not None:

@@ -5,9 +5,9 @@ re-implemented by Brain-ID). Ranges are ``(low, high)`` tuples, checked on creat
 
 Example
 -------
->>> config = preset("fast")
->>> config.spatial.integrate_deformation_fields
-False
+>>> config = preset("literal")
+>>> config.spatial.image_interpolation
+'nearest'
 >>> GeneratorConfig.from_dict(config.to_dict()) == config
 True
 """
@@ -34,6 +34,14 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
 
 
+IMAGE_INTERPOLATIONS = ("linear", "nearest")
+
+REFERENCE_MM = 0.5 / 0.5**0.5
+"""True millimetres per millimetre of the reference: it reads the spacing of a 0.5 mm volume as
+sqrt(0.5) = 0.707 mm, so the resolutions it draws in its millimetres are 0.707 times as large
+in true ones."""
+
+
 @dataclass(frozen=True)
 class SubclassConfig:
     """Stage 1: number of intensity subclasses drawn per meta-label, uniformly in [min, max]."""
@@ -51,6 +59,11 @@ class SpatialConfig:
     """Stage 2: affine and nonlinear deformation, drawn once for seeds and labels.
 
     Angles in degrees, shear and scaling as fractions, nonlinear std in output voxels.
+    ``image_interpolation`` says how the image reaches the output grid: ``"linear"`` (the
+    reference's order: the intensity mixture is drawn on the source grid and the image
+    resampled linearly, so tissue edges carry partial volume and the texture is smoothed)
+    or ``"nearest"`` (the mixture is drawn on the output grid from the nearest seed: sharp
+    edges, white texture). Labels are always read by nearest neighbour.
     """
 
     enabled: bool = True
@@ -64,8 +77,11 @@ class SpatialConfig:
     nonlin_std_max: float = 4.0
     integrate_deformation_fields: bool = True
     n_steps_svf_integration: int = 8
+    image_interpolation: str = "linear"
 
     def __post_init__(self):
+        if self.image_interpolation not in IMAGE_INTERPOLATIONS:
+            raise ValueError(f"image_interpolation must be one of {IMAGE_INTERPOLATIONS}, got {self.image_interpolation!r}")
         _check_range("nonlin_scale_min/max", (self.nonlin_scale_min, self.nonlin_scale_max))
         if min(self.max_rotation, self.max_shear, self.max_scaling, self.nonlin_std_max) < 0:
             raise ValueError("max_rotation, max_shear, max_scaling and nonlin_std_max must not be negative")
@@ -115,17 +131,29 @@ class BiasConfig:
 
 @dataclass(frozen=True)
 class ResolutionConfig:
-    """Stage 6: blur to a random isotropic resolution (mm), resample there, add noise, resample back."""
+    """Stage 6: blur to a random isotropic resolution (mm), resample there, add noise, resample back.
+
+    The resolutions are effective millimetres: the reference draws 0.5-1.5 of its own
+    millimetres, which are ``REFERENCE_MM`` (0.707) true millimetres each, so its images are
+    acquired at 0.35-1.06 mm; the ``literal`` preset reads 0.5-1.5 mm as written.
+    Images that keep their resolution go through a grid ``native_noise_grid`` times finer
+    and back, linearly, getting their noise there, as the reference's round trip through its
+    1.41x finer grid does (it keeps about 0.54 of the noise's standard deviation and smooths
+    the image slightly); 1 adds the noise voxel by voxel at full strength.
+    """
 
     enabled: bool = True
     preserve_resol: float = 0.2
-    min_resampling_iso_res: float = 0.5
-    max_resampling_iso_res: float = 1.5
+    min_resampling_iso_res: float = round(0.5 * REFERENCE_MM, 3)
+    max_resampling_iso_res: float = round(1.5 * REFERENCE_MM, 3)
     noise_std_min: float = 5.0
     noise_std_max: float = 15.0
+    native_noise_grid: float = round(1 / REFERENCE_MM, 3)
 
     def __post_init__(self):
         _check_probability("preserve_resol", self.preserve_resol)
+        if not 1 <= self.native_noise_grid <= 4:
+            raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
         _check_range("min/max_resampling_iso_res", (self.min_resampling_iso_res, self.max_resampling_iso_res), low=1e-3)
         _check_range("noise_std_min/max", (self.noise_std_min, self.noise_std_max))
 
@@ -213,14 +241,18 @@ def _plain(value):
 
 PRESETS = {
     "reference": GeneratorConfig(),
-    # For CPU teaching runs: the velocity field is used as a displacement (no integration),
-    # which removes most of the spatial stage's cost; everything else is the reference.
-    "fast": GeneratorConfig(spatial=SpatialConfig(integrate_deformation_fields=False)),
+    # The reference's parameters read as written (0.5-1.5 mm, full noise at native resolution)
+    # and the mixture drawn on the output grid: fss's generator before it matched the
+    # reference's images, kept to measure what matching them changes.
+    "literal": GeneratorConfig(
+        spatial=SpatialConfig(image_interpolation="nearest"),
+        resolution=ResolutionConfig(min_resampling_iso_res=0.5, max_resampling_iso_res=1.5, native_noise_grid=1.0),
+    ),
 }
 
 
 def preset(name: str) -> GeneratorConfig:
-    """A named configuration: ``"reference"`` (the reference defaults) or ``"fast"``."""
+    """A named configuration: ``"reference"`` (the reference method's images), or ``"literal"``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

@@ -31,15 +31,18 @@ def draw_contrast(config: ContrastConfig, batch_size: int, generator: torch.Gene
     return {"means": means, "stds": stds, "noise_seed": seeds_from(generator, batch_size)}
 
 
-def apply_contrast(seed_map: torch.Tensor, params: dict) -> torch.Tensor:
+def apply_contrast(seed_map: torch.Tensor, params: dict, relabel: torch.Tensor | None = None) -> torch.Tensor:
     """Draw each voxel from its seed label's Gaussian, clipped at 0.
 
     Parameters
     ----------
     seed_map : torch.Tensor, (B, D, H, W), integer
-        Seed values (0..63).
+        Seed values (0..63), or other values that ``relabel`` maps to seed values.
     params : dict
         From :func:`draw_contrast`.
+    relabel : torch.Tensor, (B, V), optional
+        The seed value of each of the V values that ``seed_map`` holds (e.g. packed voxel codes),
+        so that a voxel's Gaussian is found with one lookup.
 
     Returns
     -------
@@ -47,9 +50,12 @@ def apply_contrast(seed_map: torch.Tensor, params: dict) -> torch.Tensor:
     """
     device = seed_map.device
     batch = len(seed_map)
-    lookup = seed_map.long() + N_SEED_VALUES * torch.arange(batch, device=device).view(batch, 1, 1, 1)
-    image = params["means"].float().to(device).flatten()[lookup]
-    spread = params["stds"].float().to(device).flatten()[lookup]
+    means, stds = params["means"].float(), params["stds"].float()
+    if relabel is not None:
+        means, stds = means.gather(1, relabel.long()), stds.gather(1, relabel.long())
+    lookup = seed_map.long() + means.shape[1] * torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    image = means.to(device).flatten()[lookup]
+    spread = stds.to(device).flatten()[lookup]
     for b, seed in enumerate(params["noise_seed"].tolist()):
         noise = torch.randn(seed_map.shape[1:], generator=torch.Generator(device).manual_seed(seed), device=device)
         image[b].addcmul_(spread[b], noise)

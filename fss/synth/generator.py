@@ -6,7 +6,7 @@ be re-made from its parameters (:meth:`Generator.replay`).
 
 Example
 -------
->>> generator = Generator(load_subjects("outputs/01_seeds"), preset("fast"))  # doctest: +SKIP
+>>> generator = Generator(load_subjects("outputs/01_seeds"), preset("reference"))  # doctest: +SKIP
 >>> sample = generator.sample(batch_size=2, seed=0)  # doctest: +SKIP
 >>> sample.image.shape, sample.labels.dtype  # doctest: +SKIP
 (torch.Size([2, 1, 135, 189, 155]), torch.int64)
@@ -28,11 +28,11 @@ from fss.labels import to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
 from fss.synth.bias import apply_bias, draw_bias
 from fss.synth.config import GeneratorConfig
-from fss.synth.contrast import apply_contrast, draw_contrast
+from fss.synth.contrast import N_SEED_VALUES, apply_contrast, draw_contrast
 from fss.synth.draws import Seed, as_generator, bernoulli, integers
 from fss.synth.gamma import apply_gamma, draw_gamma
 from fss.synth.resolution import apply_resolution, draw_resolution
-from fss.synth.spatial import draw_spatial, flip, sampling_positions
+from fss.synth.spatial import draw_spatial, flip, read_at, sampling_positions
 
 MAX_PACKED_SUBCLASSES = 4
 SUBCLASS_BITS = {2: (3, 1), 3: (4, 2), 4: (6, 2)}
@@ -113,7 +113,9 @@ class Sample:
     image : torch.Tensor, (B, 1, D, H, W) float32 in [0, 1]
     labels : torch.Tensor, (B, D, H, W) int64, FeTA
     seed_map : torch.Tensor or None, (B, D, H, W) uint8
-        The deformed seed map the image was drawn from (values ``10 * M + j``); None for real images.
+        The deformed seed map (values ``10 * M + j``, read by nearest neighbour like the labels); with
+        ``image_interpolation="linear"`` the image was drawn from the undeformed seeds and resampled.
+        None for real images.
     params : dict
         Everything that was drawn; :meth:`Generator.replay` re-makes the batch from it.
     """
@@ -188,14 +190,16 @@ class Generator:
         subject = params["subject"]
         spacings = self._spacings[subject]
         positions = sampling_positions(params["spatial"], self.config.spatial, self.output_shape, self._shapes[subject], spacings, self.device)
-        packed = self._read(positions, subject)
+        linear = params["contrast"] is not None and self.config.spatial.image_interpolation == "linear"
+        image = self._contrast_on_source(positions, params) if linear else None
+        packed = self._read(positions, subject)  # rounds positions in place
         labels = (packed >> LABEL_SHIFT).long()
         seed_map = self._choose_subclasses(packed, params["subclasses"])
         del packed
-        if params["contrast"] is not None:
-            image = apply_contrast(seed_map, params["contrast"])
-        else:
+        if params["contrast"] is None:
             image = seed_map[:, None].float()
+        elif not linear:
+            image = apply_contrast(seed_map, params["contrast"])
         image = finish(image, params, spacings)
         if params["flip"] is not None:
             labels, seed_map = flip(labels, params["flip"], 1), flip(seed_map, params["flip"], 1)
@@ -222,6 +226,25 @@ class Generator:
         index.add_(self._offsets[subject].to(self.device, self._index_dtype).view(view))
         index.masked_fill_(~inside, self._outside)
         return self._volumes[index]
+
+    def _contrast_on_source(self, positions: torch.Tensor, params: dict) -> torch.Tensor:
+        """Each sample's mixture drawn on its subject's own grid, then read linearly at ``positions``: (B, 1, *S).
+
+        Beyond the subject's volume the image holds the background mean (blended with the
+        volume's edge within one voxel of it): the mixture is read relative to that mean.
+        """
+        images = []
+        for b, s in enumerate(params["subject"].tolist()):
+            start = int(self._offsets[s])
+            shape = tuple(self.subjects[s].shape)
+            codes = self._volumes[start : start + int(np.prod(shape))].view(1, *shape) & (N_CODES - 1)
+            contrast = {key: value[b : b + 1] for key, value in params["contrast"].items()}
+            values = seed_value_tables(params["subclasses"][b : b + 1]).clamp_(max=N_SEED_VALUES - 1)  # codes of meta-labels > 4 never occur
+            mixture = apply_contrast(codes, contrast, relabel=values)
+            del codes
+            background = float(contrast["means"][0, 0])
+            images.append(read_at(mixture.sub_(background), positions[b : b + 1]).add_(background))
+        return torch.cat(images)
 
     def _choose_subclasses(self, packed: torch.Tensor, subclasses: torch.Tensor) -> torch.Tensor:
         """Seed value of each voxel for the K that its sample drew for the voxel's meta-label: (B, *S) uint8."""

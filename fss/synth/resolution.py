@@ -21,17 +21,24 @@ def draw_resolution(config: ResolutionConfig, batch_size: int, generator: torch.
     -------
     dict
         ``preserve`` (B,) bool: keep the input resolution; ``resolution`` (B,) mm;
-        ``blur_factor`` (B, 3) in [0.85, 1.15]; ``noise_std`` (B,) on the 0-300 scale; ``noise_seed`` (B,).
+        ``blur_factor`` (B, 3) in [0.85, 1.15]; ``noise_std`` (B,) on the 0-300 scale; ``noise_seed`` (B,);
+        ``native_noise_grid`` (B,): how much finer the grid is on which images that keep their
+        resolution get their noise.
     """
     if not config.enabled:
         return None
     b = batch_size
+    preserve = bernoulli(generator, (b,), config.preserve_resol)
+    resolution = uniform(generator, (b,), config.min_resampling_iso_res, config.max_resampling_iso_res)
+    blur_factor = uniform(generator, (b, 3), 0.85, 1.15)
+    noise_std = uniform(generator, (b,), config.noise_std_min, config.noise_std_max)
     return {
-        "preserve": bernoulli(generator, (b,), config.preserve_resol),
-        "resolution": uniform(generator, (b,), config.min_resampling_iso_res, config.max_resampling_iso_res),
-        "blur_factor": uniform(generator, (b, 3), 0.85, 1.15),
-        "noise_std": uniform(generator, (b,), config.noise_std_min, config.noise_std_max),
+        "preserve": preserve,
+        "resolution": resolution,
+        "blur_factor": blur_factor,
+        "noise_std": noise_std,
         "noise_seed": seeds_from(generator, b),
+        "native_noise_grid": torch.full((b,), config.native_noise_grid, dtype=torch.float64),
     }
 
 
@@ -83,20 +90,47 @@ def apply_resolution(image: torch.Tensor, params: dict, spacings: torch.Tensor) 
     Returns
     -------
     torch.Tensor, (B, 1, D, H, W): ``image`` itself, each sample blurred, resampled to the drawn
-    resolution, made noisy (clipped at 0) and resampled back; only noise when ``preserve``.
+    resolution, made noisy (clipped at 0) and resampled back; where the resolution is kept, not
+    blurred, and the round trip goes through a grid ``native_noise_grid`` times finer (none at 1).
     """
     shape = tuple(image.shape[2:])
     for b in range(len(image)):
         volume = image[b : b + 1]
         resolution = float(params["resolution"][b])
-        resample = not bool(params["preserve"][b])
-        if resample:
+        if not bool(params["preserve"][b]):
             volume = gaussian_blur(volume, blur_sigmas(resolution, params["blur_factor"][b], spacings[b]))
-            low = tuple(max(2, round(n * float(s) / resolution)) for n, s in zip(shape, spacings[b]))
-            volume = F.interpolate(volume, size=low, mode="trilinear", align_corners=True)
+            grid = tuple(max(2, round(n * float(s) / resolution)) for n, s in zip(shape, spacings[b]))
+        else:
+            grid = tuple(round(n * float(params["native_noise_grid"][b])) for n in shape)
+        if grid != shape:
+            volume = F.interpolate(volume, size=grid, mode="trilinear", align_corners=True)
         noise = torch.randn(volume.shape, generator=torch.Generator(image.device).manual_seed(int(params["noise_seed"][b])), device=image.device)
         volume = volume.add_(noise, alpha=float(params["noise_std"][b])).clamp_(min=0)
-        if resample:
+        if grid != shape:
             volume = F.interpolate(volume, size=shape, mode="trilinear", align_corners=True)
         image[b : b + 1] = volume
     return image
+
+
+def acquired_voxel_size(params: dict, spacing: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel size (true mm) that each drawn acquisition gives an input of ``spacing`` mm, and whether it blurs.
+
+    Parameters
+    ----------
+    params : dict
+        From :func:`draw_resolution`.
+    spacing : float
+        Input voxel size (mm).
+    scale : float
+        True millimetres per millimetre of the draws: 1 for fss; ``REFERENCE_MM`` models the
+        reference, whose millimetres and "kept" grid are that much finer than it believes.
+
+    Returns
+    -------
+    size : torch.Tensor, (B,) float64
+        The drawn resolution, or the kept grid's voxel size (``spacing * scale``) where the resolution is kept.
+    blurred : torch.Tensor, (B,) bool
+        The acquisition is coarser than the input (only then is the image blurred).
+    """
+    size = torch.where(params["preserve"], spacing * scale, params["resolution"] * scale)
+    return size, ~params["preserve"] & (params["resolution"] * scale > spacing)

@@ -7,8 +7,9 @@ Every output voxel gets one position in the input volume (input voxel indices):
 with p the output voxel, c_out the output centre, ``offset`` the integer offset that
 centres the output window in the input, A the affine (rotation, shear, scaling, in
 mm so that anisotropic voxels are handled) and u a smooth random displacement.
-Image and labels are both read at the rounded positions (nearest neighbour), so
-they are always deformed identically.
+Labels and seeds are read at the rounded positions (nearest neighbour) and the image
+at the same positions (linearly, or nearest with ``image_interpolation="nearest"``),
+so they are always deformed identically.
 """
 
 from __future__ import annotations
@@ -172,9 +173,43 @@ def sampling_positions(
     return F.interpolate(positions, size=tuple(output_shape), mode="trilinear", align_corners=True)
 
 
+def _normalized_grid(positions: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``grid_sample`` coordinates (1, *S, 3) of ``positions`` (1, 3, *S) in a volume of ``shape`` voxels.
+
+    One matrix product scales each axis to [-1, 1] and orders them x, y, z (last, middle, first
+    axis), writing the channels-last grid directly.
+    """
+    scale = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+    for axis in range(3):
+        scale[axis, 2 - axis] = 2 / (shape[axis] - 1)
+    offset = torch.full((1, 3), -1.0, dtype=positions.dtype, device=positions.device)
+    grid = torch.addmm(offset, positions.reshape(3, -1).T, scale)
+    return grid.view(1, *positions.shape[2:], 3)
+
+
+def read_at(volume: torch.Tensor, positions: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``volume`` (1, C, *V) read at one sample's ``positions`` (1, 3, *S), input voxel indices: (1, C, *S); 0 outside.
+
+    ``grid_sample`` with ``align_corners=True``. On the CPU its 3-D kernel runs one thread per
+    batch item, so the positions are cut into as many slabs as there are threads and read as a
+    batch (each output voxel is computed alike, so the result does not depend on the cut).
+    """
+    grid = _normalized_grid(positions, tuple(volume.shape[2:]))
+    depth = grid.shape[1]
+    slabs = torch.get_num_threads() if volume.device.type == "cpu" else 1
+    while depth % slabs:
+        slabs -= 1
+    channels = volume.shape[1]
+    out = F.grid_sample(volume.expand(slabs, -1, -1, -1, -1), grid.reshape(slabs, depth // slabs, *grid.shape[2:]),
+                        mode=mode, padding_mode="zeros", align_corners=True)
+    return out.transpose(0, 1).reshape(1, channels, *positions.shape[2:])
+
+
 def flip(volume: torch.Tensor, flips: torch.Tensor, dim: int) -> torch.Tensor:
     """Flip the samples of ``volume`` (batch first) marked in ``flips`` (B,) along ``dim``."""
     flips = flips.to(volume.device)
     if not bool(flips.any()):
         return volume
+    if bool(flips.all()):
+        return volume.flip(dim)
     return torch.where(flips.view(-1, *[1] * (volume.ndim - 1)), volume.flip(dim), volume)
