@@ -439,14 +439,14 @@ def train(
                 first_batch_sum = float(image.sum())
             loss = training_step(run.trained, run.optimizer, image, labels)
             row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
-            if distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop):
+            checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop)
+            if checkpointing:
                 row.update(_checkpoint(run, out, iteration + 1))
                 bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
-                run.log.append(row)
+            run.log.append(row)
+            if checkpointing:
                 with atomic_path(out / "log.csv", overwrite=True) as temporary:
                     pd.DataFrame(run.log).to_csv(temporary, index=False)
-            else:
-                run.log.append(row)
             distributed.barrier()
         iterations_per_second = (stop - run.start) / max(time.perf_counter() - started, 1e-9)
         metrics = _finish(run, out, config, stop, iterations_per_second, device, distributed.world) if distributed.main else {}

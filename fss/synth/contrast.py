@@ -52,7 +52,8 @@ def apply_contrast(seed_map: torch.Tensor, params: dict, relabel: torch.Tensor |
     batch = len(seed_map)
     means, stds = params["means"].float(), params["stds"].float()
     if relabel is not None:
-        means, stds = means.gather(1, relabel.long()), stds.gather(1, relabel.long())
+        relabel = relabel.long()
+        means, stds = means.gather(1, relabel), stds.gather(1, relabel)
     lookup = seed_map.long() + means.shape[1] * torch.arange(batch, device=device).view(batch, 1, 1, 1)
     image = means.to(device).flatten()[lookup]
     spread = stds.to(device).flatten()[lookup]
