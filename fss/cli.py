@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     training = commands.add_parser("train", help="train a U-Net (also under torchrun for several GPUs)")
-    training.add_argument("--config", default="cpu-demo", help="cpu-demo, gpu or a YAML file (default cpu-demo)")
+    training.add_argument("--config", default="cpu-demo", help="a packaged configuration (cpu-demo, cpu-model, cpu-model-real, gpu) or a YAML file (default cpu-demo)")
     training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. --set iterations=100")
     training.add_argument("--out", help="output folder (default outputs/training/<config>)")
     training.add_argument("--resume", action="store_true", help="continue the run in --out")

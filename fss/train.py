@@ -50,7 +50,8 @@ from fss.unet import UNet, count_parameters
 from fss.viz import plot_training
 
 MODES = ("synthetic", "real", "mixed")
-CONFIGS = ("cpu-demo", "cpu-model", "gpu")
+CONFIGS = tuple(sorted(p.name.removesuffix(".yaml") for p in resources.files("fss").joinpath("configs").iterdir() if p.name.endswith(".yaml")))
+"""Names of the packaged training configurations (``fss/configs/*.yaml``)."""
 
 
 @dataclass
@@ -98,7 +99,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-        """A packaged configuration (``cpu-demo``, ``gpu``) or a YAML file, with ``key=value`` overrides (YAML values)."""
+        """A packaged configuration (a name in :data:`CONFIGS`) or a YAML file, with ``key=value`` overrides (YAML values)."""
         if str(name_or_path) in CONFIGS:
             text = resources.files("fss").joinpath("configs", f"{name_or_path}.yaml").read_text()
         elif Path(name_or_path).exists():
