@@ -9,6 +9,7 @@ weights (architecture, label convention, classes).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -73,7 +74,7 @@ def save_checkpoint(model: UNet, stem: str | os.PathLike, metadata: dict, dtype:
     weights_path, metadata_path = paths(stem)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
     document = {
-        **metadata,
+        **{k: v for k, v in metadata.items() if k != "weights_sha256"},  # e.g. metadata read from another checkpoint
         "format": FORMAT,
         "architecture": {"name": "UNet", **model.config},
         "label_convention": "feta",
@@ -131,7 +132,14 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     """
     document = read_metadata(stem)
     architecture = {k: v for k, v in document["architecture"].items() if k != "name"}
-    model = UNet(**architecture)
+    expected_keys = set(inspect.signature(UNet).parameters)
+    if set(architecture) != expected_keys:
+        unknown, missing = sorted(set(architecture) - expected_keys), sorted(expected_keys - set(architecture))
+        raise CheckpointError(f"{paths(stem)[1]}: the architecture is not a fss U-Net's (unknown keys {unknown}, missing keys {missing})")
+    try:
+        model = UNet(**architecture)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{paths(stem)[1]}: the architecture {architecture} cannot be built ({error})") from error
     weights_path, _ = paths(stem)
     state = load_file(str(weights_path))
     expected = model.state_dict()

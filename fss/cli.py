@@ -1,40 +1,46 @@
-"""The ``fss`` command line: thin wrappers over the package's functions."""
+"""The ``fss`` command line: thin wrappers over the package's functions.
+
+Each command imports what it needs when it runs, so that ``fss --help`` and mistakes in the
+arguments answer at once instead of after torch, scikit-learn and matplotlib have loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
-
-from fss import __version__, datasets, pretrained
-from fss.bids import find_t2w_images
-from fss.checkpoint import load_checkpoint
-from fss.device import describe_device, resolve_device
-from fss.infer import segment
-from fss.io import atomic_path, load_nifti, save_nifti
-from fss.labels import CONVENTIONS, TISSUES
-from fss.metrics import evaluate, summarize, tissue_volumes
-from fss.seeds import write_seeds
-from fss.synth import Generator, load_config, load_subjects
-from fss.synth.export import write_samples
-from fss.train import TrainConfig, train
-from fss.viz import plot_segmentation
+from fss import __version__, pretrained
+from fss.labels import CONVENTIONS
 
 DATASETS = ("crl", "wu", "reference")
 
 
+class UsageError(ValueError):
+    """The command's arguments cannot work (exit code 2), as opposed to an input that failed (exit code 1)."""
+
+
+@contextlib.contextmanager
+def _arguments() -> Iterator[None]:
+    """A ValueError in the block is about the command's arguments or options: a :class:`UsageError`."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
 def _fetch(args: argparse.Namespace) -> int:
+    from fss import datasets
+
     if args.all:
         paths = datasets.fetch_all(args.data_dir, progress=True)
         print(f"{len(paths)} files verified in {datasets.data_home(args.data_dir)}")
@@ -61,6 +67,9 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from fss import datasets
+    from fss.device import describe_device
+
     packages = ("torch", "numpy", "scipy", "nibabel", "nilearn", "pooch", "matplotlib")
     print(f"fss {__version__} on Python {platform.python_version()} ({platform.platform()})")
     for name in packages:
@@ -77,19 +86,27 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _seeds(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from fss.bids import find_t2w_images
+    from fss.io import nifti_stem
+    from fss.seeds import write_seeds
+
+    if args.bids and (args.image or args.labels):
+        raise UsageError("give a BIDS folder or --image/--labels, not both")
+    if args.labels_from and not args.bids:
+        raise UsageError("--labels-from applies to a BIDS folder")
     if args.bids:
-        if args.image or args.labels:
-            raise ValueError("give a BIDS folder or --image/--labels, not both")
-        found = find_t2w_images(args.bids)
-        jobs = [(item.image, item.labels, item.subject, item.labels.name.removesuffix(".nii.gz")) for item in found if item.labels]
+        found = find_t2w_images(args.bids, args.labels_from)
+        jobs = [(item.image, item.labels, item.subject, nifti_stem(item.labels)) for item in found if item.labels]
+        where = f"in {Path(args.bids) / args.labels_from}" if args.labels_from else "beside it (--labels-from to read a derivatives folder)"
         for item in found:
-            if not item.labels:
-                print(f"{item.image}: no label map found, skipped")
+            print(f"{item.image}: labels {item.labels}" if item.labels else f"{item.image}: no label map found {where}, skipped")
         root = args.out or args.bids
     else:
         if not (args.image and args.labels and args.subject and args.out):
-            raise ValueError("without a BIDS folder, give --image, --labels, --subject and --out")
-        jobs = [(args.image, args.labels, args.subject, Path(args.labels).name.removesuffix(".nii.gz"))]
+            raise UsageError("without a BIDS folder, give --image, --labels, --subject and --out")
+        jobs = [(args.image, args.labels, args.subject, nifti_stem(args.labels))]
         root = args.out
     failed = 0
     for image, labels, subject, stem in tqdm(jobs, desc="seeds", unit="subject"):
@@ -105,19 +122,39 @@ def _seeds(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    if args.output_shape:
-        config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
-    generator = Generator(load_subjects(args.seeds, args.subjects), config, device=args.device)
+    from fss.device import describe_device, resolve_device
+    from fss.synth import Generator, load_config, load_subjects
+    from fss.synth.export import write_samples
+
+    with _arguments():
+        if args.n < 1:
+            raise ValueError(f"--n {args.n}: the number of samples must be at least 1")
+        config = load_config(args.config)
+        if args.output_shape:
+            config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
+        device = resolve_device(args.device)
+    generator = Generator(load_subjects(args.seeds, args.subjects), config, device=device)
     write_samples(generator, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
     print(f"{args.n} samples from {len(generator.subjects)} subjects on {describe_device(generator.device)} in {args.out}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = TrainConfig.load(args.config, args.set)
+    from fss.device import resolve_device
+    from fss.train import TrainConfig, TrainingInterrupted, train
+
+    with _arguments():
+        config = TrainConfig.load(args.config, args.set)
+        resolve_device(config.device)
+        if args.until is not None and args.until < 1:
+            raise ValueError(f"--until {args.until}: give an iteration of at least 1")
     out = Path(args.out or Path("outputs") / "training" / Path(args.config).stem)
-    metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until)
+    try:
+        metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until)
+    except TrainingInterrupted as stopped:
+        print(f"interrupted after iteration {stopped.iteration}; state saved: continue with "
+              f"fss train --config {args.config} --out {out} --resume" + "".join(f" --set {s}" for s in args.set), file=sys.stderr)
+        return 130
     if metrics:
         print(f"{metrics['iterations']} iterations in {metrics['seconds']:.0f} s; validation Dice {metrics['final_mean_dice']:.3f} "
               f"(best {metrics['best_mean_dice']:.3f}); checkpoints and curves in {out}")
@@ -125,23 +162,29 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _label_files(path: Path) -> dict[str, Path]:
-    if path.is_dir():
-        return {p.relative_to(path).as_posix(): p for p in sorted([*path.rglob("*.nii.gz"), *path.rglob("*.nii")])}
+    if path.is_dir():  # hidden files (e.g. the temporary file of an interrupted write) are not label maps
+        return {p.relative_to(path).as_posix(): p for p in sorted([*path.rglob("*.nii.gz"), *path.rglob("*.nii")]) if not p.name.startswith(".")}
     return {path.name: path}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    predictions, references = _label_files(Path(args.prediction)), _label_files(Path(args.reference))
-    if len(predictions) == 1 and len(references) == 1:
-        pairs = [(next(iter(predictions)), next(iter(predictions.values())), next(iter(references.values())))]
-    else:
+    from fss.io import atomic_path, refuse_to_overwrite_inputs
+    from fss.metrics import evaluate, summarize
+
+    prediction, reference = Path(args.prediction), Path(args.reference)
+    predictions, references = _label_files(prediction), _label_files(reference)
+    if prediction.is_dir() or reference.is_dir():  # folders pair by name only
         pairs = [(name, predictions[name], references[name]) for name in predictions if name in references]
         unmatched = sorted(set(predictions) ^ set(references))
         if unmatched:
             print(f"not evaluated (no counterpart): {', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}")
+    else:
+        pairs = [(prediction.name, prediction, reference)]
     if not pairs:
         raise ValueError(f"no label maps of the same name in {args.prediction} and {args.reference}")
-    table = evaluate([p for _, p, _ in pairs], [r for _, _, r in pairs], names=[n for n, _, _ in pairs])
+    with _arguments():
+        refuse_to_overwrite_inputs([args.output], [*predictions.values(), *references.values()])
+    table = evaluate([p for _, p, _ in pairs], [r for _, _, r in pairs], names=[n for n, _, _ in pairs], convention=args.convention)
     with atomic_path(args.output, args.overwrite) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
     print(f"{len(pairs)} image(s); mean per tissue (HD95 in mm):")
@@ -151,24 +194,62 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
-    """(name, input, output label map) for every image, and the folder of volumes.tsv."""
-    if len(inputs) == 1 and Path(inputs[0]).is_file() and output.name.endswith((".nii", ".nii.gz")):
+    """(name, input, output label map) for every image, and the folder of volumes.tsv.
+
+    ``output`` is a label map's file name for a single input file, else a folder; two inputs
+    whose label maps would have one name are refused.
+    """
+    from fss.bids import find_t2w_images
+    from fss.io import nifti_stem
+
+    names_a_file = bool(output.suffix) and not output.is_dir()
+    if len(inputs) == 1 and Path(inputs[0]).is_file() and names_a_file:
+        if not output.name.endswith((".nii", ".nii.gz")):
+            raise UsageError(f"-o {output}: fss writes NIfTI label maps; end the name in .nii.gz or .nii, or give a folder")
         return [(Path(inputs[0]).name, Path(inputs[0]), output)], output.parent
+    if names_a_file:
+        raise UsageError(f"-o {output} looks like a file name, but the inputs are several images or a folder: give an output folder")
     jobs = []
     for item in map(Path, inputs):
         if item.is_dir():
+            if item.resolve() == output.resolve():
+                raise UsageError(f"-o {output} is the input dataset itself: write the segmentations elsewhere, e.g. {output / 'derivatives' / 'fss'}")
             for found in find_t2w_images(item):
                 relative = found.image.relative_to(item)
                 name = found.stem.removesuffix("_T2w") + "_dseg.nii.gz"
                 jobs.append((relative.as_posix(), found.image, output / relative.parent / name))
         else:
-            stem = item.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_T2w")
-            jobs.append((item.name, item, output / f"{stem}_dseg.nii.gz"))
+            jobs.append((item.name, item, output / f"{nifti_stem(item).removesuffix('_T2w')}_dseg.nii.gz"))
+    by_target: dict[Path, list[Path]] = {}
+    for _, source, target in jobs:
+        by_target.setdefault(target.resolve(), []).append(source)
+    clashes = [sources for sources in by_target.values() if len(sources) > 1]
+    if clashes:
+        raise UsageError(f"{', '.join(map(str, clashes[0]))} would all be written to one label map; segment them into separate folders")
     return jobs, output
 
 
 def _write_derivative_files(output: Path) -> None:
-    """The files that make ``output`` a BIDS derivative: description, label table, and what validators should skip."""
+    """The files that make ``output`` a BIDS derivative: description, label table, and what validators should skip.
+
+    Raises
+    ------
+    ValueError
+        If ``output`` holds a dataset description that is not a derivative's (a raw dataset).
+    """
+    import pandas as pd
+
+    from fss.io import atomic_path
+    from fss.labels import TISSUES
+
+    existing = output / "dataset_description.json"
+    if existing.exists():
+        try:
+            kind = json.loads(existing.read_text()).get("DatasetType", "raw")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise ValueError(f"{existing} is not a readable dataset description; fss will not replace it") from error
+        if kind != "derivative":
+            raise UsageError(f"{output} is a {kind} BIDS dataset ({existing}); fss writes derivatives only into a derivative folder")
     description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
                    "GeneratedBy": [{"Name": "fss", "Version": __version__, "CodeURL": "https://github.com/fetalsynthseg/fss"}]}
     table = pd.DataFrame({"index": [t.value for t in TISSUES], "name": [t.short for t in TISSUES],
@@ -183,13 +264,46 @@ def _write_derivative_files(output: Path) -> None:
             temporary.write_text(text)
 
 
+def _qc_path(target: Path) -> Path:
+    from fss.io import nifti_stem
+
+    return target.parent / f"{nifti_stem(target)}_qc.png"
+
+
+def _update_table(path: Path, rows: list[dict], key: str) -> None:
+    """Add ``rows`` to the TSV at ``path`` (created if missing), replacing the rows with the same ``key``; atomic."""
+    import pandas as pd
+
+    from fss.io import atomic_path
+
+    table = pd.DataFrame(rows)
+    if path.exists():
+        previous = pd.read_csv(path, sep="\t")
+        table = pd.concat([previous[~previous[key].isin(table[key])], table], ignore_index=True)
+    with atomic_path(path, overwrite=True) as temporary:
+        table.to_csv(temporary, sep="\t", index=False)
+
+
 def _segment(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from fss.checkpoint import load_checkpoint
+    from fss.device import resolve_device
+    from fss.infer import segment
+    from fss.io import atomic_path, load_nifti, refuse_to_overwrite_inputs, save_nifti
+    from fss.metrics import tissue_volumes
+    from fss.viz import plot_segmentation
+
     output = Path(args.output)
     jobs, folder = _segment_jobs(args.inputs, output)
     table_path = folder / "volumes.tsv"
-    if table_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
-    device = resolve_device(args.device)
+    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc)]
+    with _arguments():
+        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])
+    with _arguments():
+        device = resolve_device(args.device)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device)
     else:
@@ -199,27 +313,30 @@ def _segment(args: argparse.Namespace) -> int:
             raise ValueError(f"{error.args[0]}: give --checkpoint, a model trained with fss train") from error
     if any(Path(i).is_dir() for i in args.inputs):
         _write_derivative_files(output)
-    rows, failed = [], 0
+    rows, failed, kept = [], 0, 0
     for name, source, target in tqdm(jobs, desc="segment", unit="image"):
         try:
             if target.exists() and not args.overwrite:
-                raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+                rows.append({"image": name, "segmentation": str(target), **tissue_volumes(load_nifti(target))})
+                kept += 1
+                tqdm.write(f"{name}: {target} exists, kept (--overwrite to redo)")
+                continue
             scan = load_nifti(source)
             labels, _ = segment(scan, model, device=device, tta=args.tta)
             save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
             if args.qc:
                 figure = plot_segmentation(scan, labels, title=name)
-                with atomic_path(target.parent / (target.name.removesuffix(".nii.gz") + "_qc.png"), overwrite=args.overwrite) as temporary:
+                with atomic_path(_qc_path(target), overwrite=args.overwrite) as temporary:
                     figure.savefig(temporary, dpi=80)
                 plt.close(figure)
         except (ValueError, OSError) as error:
             failed += 1
             tqdm.write(f"{name}: failed: {error}")
     if rows:
-        with atomic_path(table_path, overwrite=args.overwrite) as temporary:
-            pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
-    print(f"{len(rows)} of {len(jobs)} images segmented; volumes in {table_path}" + (f"; {failed} failed" if failed else ""))
+        _update_table(table_path, rows, key="segmentation")
+    print(f"{len(rows) - kept} of {len(jobs)} images segmented" + (f", {kept} kept from before" if kept else "")
+          + f"; volumes in {table_path}" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
 
 
@@ -227,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fss`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
     parser.add_argument("--version", action="version", version=f"fss {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fetch = commands.add_parser("fetch", help="download (or find in $FSS_DATA) and verify public data")
@@ -239,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     seeds = commands.add_parser("seeds", help="intensity-subclass seed maps from images and label maps")
     seeds.add_argument("bids", nargs="?", help="BIDS folder: every sub-*/[ses-*/]anat/*_T2w.nii.gz with a *_dseg.nii.gz label map")
+    seeds.add_argument("--labels-from", metavar="FOLDER", help="where the label maps are, relative to the BIDS folder, e.g. derivatives/manual "
+                       "(default: beside each image in anat/); never a folder of fss's own segmentations")
     seeds.add_argument("--image", help="one T2w image (instead of a BIDS folder)")
     seeds.add_argument("--labels", help="its label map")
     seeds.add_argument("--subject", help="its subject label")
@@ -253,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seeds", required=True, help="dataset root holding derivatives/seeds/ (from fss seeds or notebook 01)")
     synth.add_argument("--n", type=int, default=20, help="number of samples (default 20)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--config", default="reference", help="preset (reference, literal) or YAML file (default reference)")
+    synth.add_argument("--config", default="reference", help="preset (reference, literal, fetal) or YAML file (default reference)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--subjects", nargs="+", help="subjects to use (default: all with seeds)")
     synth.add_argument("--output-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="output size in voxels (default: the input's)")
@@ -284,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("prediction", help="a label map, or a folder of them")
     evaluation.add_argument("reference", help="the reference label map, or a folder with the same file names")
     evaluation.add_argument("-o", "--output", default="metrics.tsv", help="table of every value (default metrics.tsv)")
+    evaluation.add_argument("--convention", choices=sorted(CONVENTIONS), default="feta", help="label convention of the references (predictions of fss are FeTA; default feta)")
     evaluation.add_argument("--overwrite", action="store_true", help="replace an existing table")
     evaluation.set_defaults(run=_evaluate)
 
@@ -293,7 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fss``; returns the exit code (1 on bad input, missing or corrupted data, or a failed subject)."""
+    """Run ``fss``; returns the exit code: 0 all done, 1 an input failed (the others done), 2 a usage error, 130 interrupted.
+
+    Every error reaches the user as one line; ``--debug`` shows the traceback of an unexpected one.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "fetch" and not args.all:
@@ -302,8 +426,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"fetch: name one or more of {', '.join(DATASETS)}, or --all" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     try:
         return args.run(args)
+    except UsageError as error:
+        print(f"fss {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as error:
         print(f"fss {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"fss {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug or an unforeseen input: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"fss {args.command}: unexpected error: {type(error).__name__}: {error} (re-run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

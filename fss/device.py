@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """The torch device for ``device``; ``"auto"`` picks CUDA, then MPS, then CPU.
+
+    Raises
+    ------
+    ValueError
+        For a name torch does not know, or a device this machine does not have.
 
     Example
     -------
@@ -14,7 +21,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     device(type='cpu')
     """
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from error
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available to this torch ({torch.__version__}); use cpu or auto")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: Apple MPS is not available here; use cpu or auto")
+        if chosen.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {device!r}: fss runs on cpu, cuda or mps")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -30,3 +49,22 @@ def describe_device(device: str | torch.device = "auto") -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def memory_bytes(device: str | torch.device = "auto") -> int:
+    """Total memory of ``device`` in bytes: the GPU's for CUDA, else the machine's RAM."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(needed: float, device: str | torch.device, what: str) -> None:
+    """Raise ValueError when ``what`` needs more than ``device``'s memory (``needed`` in bytes, an estimate).
+
+    The message gives both numbers, so that the user can pick a smaller grid or output.
+    """
+    available = memory_bytes(device)
+    if needed > available:
+        raise ValueError(f"{what} needs about {needed / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of "
+                         f"{resolve_device(device).type} memory here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import nibabel as nib
@@ -10,12 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from fss.checkpoint import load_checkpoint
-from fss.device import resolve_device
+from fss.device import check_memory, resolve_device
 from fss.io import WorkingGrid, load_nifti, normalize_intensities
 from fss.unet import UNet
 
 MAX_WHOLE_VOXELS = 192**3
 """Larger working volumes are segmented by a sliding window, to bound memory."""
+
+BYTES_PER_WORKING_VOXEL = 4 * (2 + 2 * 8)
+BYTES_PER_INPUT_VOXEL = 4 * (2 + 2 * 8) + 2
+"""Estimated peak memory of :func:`segment` per voxel (bytes): the image twice and the 8 class
+probabilities twice in float32 on each grid, the int16 labels on the input's."""
 
 
 def _forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
@@ -135,10 +141,15 @@ def segment(
     scan = load_nifti(image)
     data = np.asarray(scan.dataobj, dtype=np.float32)
     full = WorkingGrid.from_image(scan, float(metadata["spacing_mm"]))
+    working_voxels, input_voxels = math.prod(full.resampled_shape), math.prod(full.input_shape)
+    check_memory(BYTES_PER_WORKING_VOXEL * working_voxels + BYTES_PER_INPUT_VOXEL * input_voxels, "cpu",
+                 f"segmenting a {'x'.join(map(str, full.input_shape))} scan on a {'x'.join(map(str, full.resampled_shape))} working grid")
+    if data.max() == data.min():
+        raise ValueError(f"the image is constant (every voxel {data.flat[0]:g}): nothing to segment")
     resampled = full.to_working(data)
     if not (resampled > 0).any():
         raise ValueError("the image has no voxel above 0: nothing to segment")
-    grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple)
+    grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple, minimum=2 * model.multiple)
     working = normalize_intensities(full.cut(resampled, grid))
     probabilities = predict_working(model, working, device, tta=tta).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)

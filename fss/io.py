@@ -19,10 +19,12 @@ Example
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from nibabel.affines import voxel_sizes
 from nibabel.orientations import inv_ornt_aff, io_orientation
 
 Shape3 = tuple[int, int, int]
@@ -55,8 +58,10 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         If the path does not exist.
     ValueError
         If the file is not NIfTI or cannot be read, is not 3-D (or 4-D with one
-        volume), has a single slice along an axis, holds NaN or infinite values,
-        or has a singular affine. The message names the file and the problem.
+        volume), has a single slice along an axis, holds NaN or infinite values, has no
+        orientation (qform and sform codes 0), a singular affine or voxel sizes outside
+        :data:`VOXEL_MM`. The message names the file and the problem. When both the sform
+        and the qform are set and differ, a warning says that the sform is used.
     """
     if isinstance(source, nib.spatialimages.SpatialImage):
         name, image = "in-memory image", source
@@ -73,7 +78,8 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
     try:
         data = np.asanyarray(image.dataobj)
     except Exception as error:
-        raise ValueError(f"{name}: the voxel data cannot be read ({error})") from error
+        reason = " ".join(str(error).split()) or f"{type(error).__name__}: is the file complete?"
+        raise ValueError(f"{name}: the voxel data cannot be read ({reason})") from error
 
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -93,12 +99,28 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
             raise ValueError(f"{name}: {bad} voxels are NaN or infinite")
+    header = image.header
+    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        raise ValueError(f"{name}: the header gives no orientation (qform_code and sform_code are both 0), so left and right are unknown; "
+                         "fix the header (e.g. copy the orientation of the scan it came from)")
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)):
         raise ValueError(f"{name}: the affine is missing or not finite")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ValueError(f"{name}: the affine is singular (determinant 0): {affine[:3, :3].tolist()}")
-    return type(image)(data, affine, image.header)
+    voxel = voxel_sizes(affine)
+    if voxel.min() < VOXEL_MM[0] or voxel.max() > VOXEL_MM[1]:
+        raise ValueError(f"{name}: voxel size {np.round(voxel, 6).tolist()} mm is outside the {VOXEL_MM[0]}-{VOXEL_MM[1]} mm that fss accepts for fetal MRI")
+    if int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0:
+        sform, qform = header.get_sform(), header.get_qform()
+        if not np.allclose(sform, qform, atol=1e-3):
+            warnings.warn(f"{name}: the sform and the qform of the header differ by up to {np.abs(sform - qform).max():.3g} mm; "
+                          "fss uses the sform, as nibabel and most tools do", stacklevel=2)
+    return type(image)(data, affine, header)
+
+
+VOXEL_MM = (0.1, 10.0)
+"""Voxel sizes (mm, along every axis) that :func:`load_nifti` accepts: fetal MRI from 0.1 mm to 10 mm slices."""
 
 
 NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5, "of": "voxels above 0"}
@@ -189,7 +211,7 @@ class WorkingGrid:
     @property
     def ras_spacing(self) -> np.ndarray:
         """(3,) voxel sizes in mm along the RAS+ axes of the input."""
-        return np.linalg.norm(self.ras_affine[:3, :3], axis=0)
+        return voxel_sizes(self.ras_affine)
 
     @property
     def resampled_shape(self) -> Shape3:
@@ -301,7 +323,7 @@ class WorkingGrid:
         _check_spatial(x, self.box_shape, "working")
         return _take_box(x, [int(b - a) for a, b in zip(self.box_start, box.box_start)], box.box_shape, fill)
 
-    def around(self, foreground: np.ndarray | torch.Tensor, margin_mm: float = 4.0, multiple: int = 16) -> WorkingGrid:
+    def around(self, foreground: np.ndarray | torch.Tensor, margin_mm: float = 4.0, multiple: int = 16, minimum: int = 0) -> WorkingGrid:
         """A working grid whose box tightly holds ``foreground`` plus a margin.
 
         Parameters
@@ -313,6 +335,8 @@ class WorkingGrid:
         multiple : int
             Each side of the new box is a multiple of this (e.g. 16 for a U-Net with
             four poolings); the box grows evenly on both sides, padding if needed.
+        minimum : int
+            Smallest side of the box, voxels (grown the same way).
 
         Returns
         -------
@@ -336,7 +360,7 @@ class WorkingGrid:
             present = torch.nonzero(mask.any(dim=others[1]).any(dim=others[0])).flatten()
             lo = max(int(present[0]) - margin, 0)
             hi = min(int(present[-1]) + 1 + margin, self.box_shape[axis])
-            size = math.ceil((hi - lo) / multiple) * multiple
+            size = max(math.ceil((hi - lo) / multiple) * multiple, minimum)
             start.append(self.box_start[axis] + lo - (size - (hi - lo)) // 2)
             shape.append(size)
         return self._with_box(start, shape)
@@ -482,13 +506,38 @@ def _take_box(x: torch.Tensor, start: Sequence[int], shape: Sequence[int], fill:
     return out
 
 
+def nifti_stem(path: str | os.PathLike) -> str:
+    """File name without ``.nii.gz`` or ``.nii``: ``sub-01_T2w.nii.gz`` -> ``sub-01_T2w``."""
+    name = Path(path).name
+    return name.removesuffix(".gz").removesuffix(".nii") if name.endswith((".nii", ".nii.gz")) else name
+
+
+def refuse_to_overwrite_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise if an output would replace an input or hold it, whatever the spelling of the paths.
+
+    Paths are compared resolved (``..``, links, relative and absolute spellings all count), so
+    ``fss segment scan.nii.gz -o ./scan.nii.gz --overwrite`` cannot replace the scan.
+
+    Raises
+    ------
+    ValueError
+        Naming the output and the input it would destroy.
+    """
+    resolved = {Path(i).resolve(): Path(i) for i in inputs}
+    for output in outputs:
+        target = Path(output).resolve()
+        if target in resolved:
+            raise ValueError(f"{output} is also an input ({resolved[target]}): fss never writes over its inputs; choose another output")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     An interrupted or failing write leaves neither a half-written file nor a
     changed ``path``. The temporary name keeps the suffixes of ``path`` (so
-    ``.nii.gz`` is still compressed).
+    ``.nii.gz`` is still compressed); one that a killed process left behind
+    (``.<name>.<random><suffixes>``) is removed by the next write of ``path``.
 
     Raises
     ------
@@ -499,7 +548,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    suffix = "".join(path.suffixes)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):  # of a write killed before it finished
+        leftover.unlink(missing_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(descriptor)
     temporary = Path(temporary)
     try:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from fss.io import load_nifti
@@ -114,6 +115,7 @@ def evaluate(
     predictions: Sequence[str | os.PathLike | nib.spatialimages.SpatialImage],
     references: Sequence[str | os.PathLike | nib.spatialimages.SpatialImage],
     names: Sequence[str] | None = None,
+    convention: str = "feta",
 ) -> pd.DataFrame:
     """Metrics of predicted label maps against references, as one tidy table.
 
@@ -123,6 +125,8 @@ def evaluate(
         FeTA label maps, pairwise on the same grid.
     names : sequence of str, optional
         Image names for the table; default the prediction file names.
+    convention : str
+        Label convention of the references (a key of :data:`fss.labels.CONVENTIONS`); predictions are FeTA.
 
     Returns
     -------
@@ -139,10 +143,14 @@ def evaluate(
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         p, r = load_nifti(prediction), load_nifti(reference)
         name = names[index] if names is not None else (os.fspath(prediction) if not isinstance(prediction, nib.spatialimages.SpatialImage) else f"image {index}")
-        if p.shape != r.shape or not np.allclose(p.affine, r.affine, atol=1e-3):
+        if p.shape != r.shape:
             raise ValueError(f"{name}: prediction and reference are on different grids (shapes {p.shape} and {r.shape})")
-        spacing = np.linalg.norm(p.affine[:3, :3], axis=0)
-        table = tissue_metrics(to_feta(np.asarray(p.dataobj)), to_feta(np.asarray(r.dataobj)), spacing)
+        if not np.allclose(p.affine, r.affine, atol=1e-3):
+            worst = np.abs(p.affine - r.affine).max()
+            raise ValueError(f"{name}: prediction and reference have the same shape but different affines (differing by up to {worst:.3g} mm): "
+                             f"{np.round(p.affine[:3], 3).tolist()} and {np.round(r.affine[:3], 3).tolist()}")
+        spacing = voxel_sizes(p.affine)
+        table = tissue_metrics(to_feta(np.asarray(p.dataobj)), to_feta(np.asarray(r.dataobj), convention), spacing)
         tables.append(table.assign(image=name)[["image", "tissue", "metric", "value"]])
     return pd.concat(tables, ignore_index=True)
 
@@ -154,4 +162,4 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     keeps the mean infinite, so that it is seen.
     """
     order = [t.short for t in TISSUES[1:]]
-    return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean").reindex(order)[list(METRICS)]
+    return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(index=order, columns=list(METRICS))

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a model is loaded, so that listing models stays fast
+    import torch
 
-from fss.checkpoint import load_checkpoint, save_checkpoint
-from fss.unet import UNet
+    from fss.unet import UNet
 
 WEIGHTS = Path(str(files("fss") / "weights"))
 """Folder of the packaged checkpoints."""
@@ -49,6 +50,8 @@ def path(name: str = DEFAULT) -> Path:
 
 def load(name: str = DEFAULT, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
     """The packaged model ``name`` in eval mode on ``device``, with its metadata (checked as any checkpoint)."""
+    from fss.checkpoint import load_checkpoint
+
     return load_checkpoint(path(name), device)
 
 
@@ -57,7 +60,7 @@ def export(
     name: str,
     facts: dict,
     folder: str | os.PathLike = WEIGHTS,
-    dtype: torch.dtype = torch.float16,
+    dtype: str = "float16",
     overwrite: bool = False,
 ) -> Path:
     """Write a trained checkpoint as packaged model ``name`` (how the shipped models were made).
@@ -72,8 +75,8 @@ def export(
         JSON-ready facts for the model card kept in the metadata (training time, machine, ...).
     folder : path
         Where to write (default: the package's weights folder).
-    dtype : torch.dtype
-        Storage type of the weights (float16 halves the size; loading gives float32).
+    dtype : str
+        Storage type of the weights, a torch dtype's name ("float16" halves the size; loading gives float32).
     overwrite : bool
         Replace a model of that name.
 
@@ -82,6 +85,9 @@ def export(
     Path
         The weights file.
     """
+    import torch
+
+    from fss.checkpoint import load_checkpoint, save_checkpoint
+
     model, metadata = load_checkpoint(checkpoint)
-    metadata = {k: v for k, v in metadata.items() if k != "weights_sha256"}
-    return save_checkpoint(model, Path(folder) / name, {**metadata, **facts, "name": name}, dtype=dtype, overwrite=overwrite)
+    return save_checkpoint(model, Path(folder) / name, {**metadata, **facts, "name": name}, dtype=getattr(torch, dtype), overwrite=overwrite)

@@ -47,6 +47,9 @@ MAX_FIT_VOXELS = 20_000
 
 SEEDS_FOLDER = Path("derivatives") / "seeds"
 
+MAX_SUBCLASSES = 9
+"""The most subclasses per meta-label: seed values ``10 * M + j`` (``j < K``) stay within meta-label M's tens."""
+
 
 @dataclass(frozen=True)
 class Mixture:
@@ -196,10 +199,12 @@ def make_seeds(
         If image and labels are on different grids, or labels are not FeTA.
     """
     _check_same_grid(image, labels)
-    if max_subclasses < 1:
-        raise ValueError(f"max_subclasses must be at least 1, got {max_subclasses}")
+    if not 1 <= max_subclasses <= MAX_SUBCLASSES:
+        raise ValueError(f"max_subclasses must be between 1 and {MAX_SUBCLASSES} (seed values 10 * M + j must stay below 10 * (M + 1)), got {max_subclasses}")
     intensities = np.asarray(image.dataobj, dtype=np.float32)
     feta = to_feta(np.asarray(labels.dataobj), "feta")
+    if not feta.any():
+        raise ValueError("the label map is empty (all background): there are no tissues to make seeds from")
     regions = meta_label_regions(intensities, feta)
     seeds = Seeds({}, np.asarray(labels.affine, float))
     for k in range(1, max_subclasses + 1):
@@ -239,7 +244,11 @@ def compose_seed_map(seeds: Seeds, ks: Mapping[int, int]) -> np.ndarray:
 
 
 def _subject_folder(subject: str) -> str:
-    return subject if subject.startswith("sub-") else f"sub-{subject}"
+    """``sub-<label>`` for ``subject`` given with or without its prefix; the label must be a BIDS label (letters and digits)."""
+    label = subject.removeprefix("sub-")
+    if not re.fullmatch(r"[A-Za-z0-9]+", label):
+        raise ValueError(f"subject {subject!r}: a BIDS subject label holds only letters and digits (e.g. sub-01)")
+    return f"sub-{label}"
 
 
 def seed_path(root: str | os.PathLike, subject: str, stem: str, k: int, m: int) -> Path:

@@ -1,8 +1,9 @@
 """Domain-shift stress tests: seeded, realistic degradations of a real image at three severities.
 
 Used to measure robustness: a model is evaluated on each shifted version of an image whose
-labels are known (the labels stay as they are, since nothing moves). Kinds and severities
-(1 mild, 2 moderate, 3 severe):
+labels are known (the labels stay as they are: the anatomy does not move, only its picture
+changes). Kinds, with the parameters of severities 1 (mild), 2 (moderate) and 3 (severe) in
+:data:`SEVERITIES`:
 
 - ``thick_slices``: acquisition with 2, 3 or 4.5 mm slices along the last (inferior-superior)
   axis, as the stacks before super-resolution: Gaussian slice profile (FWHM = thickness),
@@ -12,7 +13,26 @@ labels are known (the labels stay as they are, since nothing moves). Kinds and s
 - ``bias``: smooth multiplicative field, exp of N(0, s) on about 4 nodes per axis, s = 0.2, 0.4, 0.6
   (within the CRL 31-week brain, seed 0, the 5th-95th percentile range of the field is about 0.83-1.05, 0.69-1.1
   and 0.58-1.16);
-- ``gamma``: intensities scaled to [0, 1] raised to the power 1.5, 2 or 3.
+- ``gamma``: intensities scaled to [0, 1] raised to the power 1.5, 2 or 3;
+- ``contrast``: another sequence or field strength. Intensities (scaled to [0, 1] by the
+  maximum) go through a smooth random transfer curve: a monotone cubic (PCHIP) through six
+  evenly spaced knots, each moved at random by up to ``jitter``. At severity 1 (jitter 0.08,
+  less than half the knots' spacing) the curve keeps rising, so tissues keep their order and
+  only their spacing changes (another scanner, another echo time); at severity 2 (0.3)
+  neighbouring tissues may swap; at severity 3 the curve falls (1 - u, jittered by 0.08), so the
+  order is inverted: cerebrospinal fluid becomes darker than white matter, as in a
+  T1-weighted image. The curve acts on intensities only;
+- ``motion``: what super-resolution leaves after fetal motion (:mod:`fss.synth.motion`): 3 mm
+  slabs along the last axis moved within their plane, shifts of standard deviation 0.4, 0.8 or
+  1.6 mm and rotations of 1, 2 or 4 degrees per interleaved pass, passes scaled by 1 +- 0.02, 0.04 or 0.08
+  between the passes;
+- ``low_field``: a 0.55 T-like acquisition, three changes together: softer contrast (the
+  foreground's deviations from its mean scaled by 0.85, 0.7 or 0.55), thicker slices (3, 4 or
+  5 mm, as ``thick_slices``) and lower SNR (15, 10 or 6, Rician).
+
+``contrast`` and ``low_field`` change intensities of the foreground only: voxels near 0 (the
+edge of a skull-stripped brain, the background) fade to their own value, so that the
+background stays black and no bright rim appears where the brain meets it.
 
 Example
 -------
@@ -27,33 +47,91 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nibabel.processing import resample_from_to
+from scipy import ndimage
+from scipy.interpolate import PchipInterpolator
 
 from fss.synth.bias import bias_field
-from fss.synth.resolution import gaussian_blur
+from fss.synth.motion import slab_motion
 
-SEVERITIES: dict[str, tuple[float, float, float]] = {
-    "thick_slices": (2.0, 3.0, 4.5),
-    "resolution": (1.1, 1.5, 2.0),
-    "noise": (20.0, 10.0, 5.0),
-    "bias": (0.2, 0.4, 0.6),
-    "gamma": (1.5, 2.0, 3.0),
+SEVERITIES: dict[str, tuple[dict[str, float], dict[str, float], dict[str, float]]] = {
+    "thick_slices": ({"slice_mm": 2.0}, {"slice_mm": 3.0}, {"slice_mm": 4.5}),
+    "resolution": ({"resolution_mm": 1.1}, {"resolution_mm": 1.5}, {"resolution_mm": 2.0}),
+    "noise": ({"snr": 20.0}, {"snr": 10.0}, {"snr": 5.0}),
+    "bias": ({"log_std": 0.2}, {"log_std": 0.4}, {"log_std": 0.6}),
+    "gamma": ({"exponent": 1.5}, {"exponent": 2.0}, {"exponent": 3.0}),
+    "contrast": ({"jitter": 0.08, "inverted": 0.0}, {"jitter": 0.3, "inverted": 0.0}, {"jitter": 0.08, "inverted": 1.0}),
+    "motion": (
+        {"slab_mm": 3.0, "shift_mm": 0.4, "angle_deg": 1.0, "gain": 0.02},
+        {"slab_mm": 3.0, "shift_mm": 0.8, "angle_deg": 2.0, "gain": 0.04},
+        {"slab_mm": 3.0, "shift_mm": 1.6, "angle_deg": 4.0, "gain": 0.08},
+    ),
+    "low_field": (
+        {"slice_mm": 3.0, "snr": 15.0, "contrast": 0.85},
+        {"slice_mm": 4.0, "snr": 10.0, "contrast": 0.7},
+        {"slice_mm": 5.0, "snr": 6.0, "contrast": 0.55},
+    ),
 }
-"""The parameter of each kind at severities 1, 2 and 3 (mm, mm, SNR, log-field std, exponent)."""
+"""The parameters of each kind at severities 1, 2 and 3 (see the module's documentation)."""
 
 FWHM_TO_SIGMA = 1 / (2 * math.sqrt(2 * math.log(2)))
+CONTRAST_KNOTS = 6
+EDGE_PERCENTILE = 5
+"""Foreground voxels below this percentile of the foreground fade from changed to unchanged intensities."""
+
+
+def describe(kind: str, severity: int) -> str:
+    """Short text of a kind's parameters at a severity, e.g. ``'slice_mm 3, snr 10, contrast 0.7'``."""
+    return ", ".join(f"{name} {value:g}" for name, value in _parameters(kind, severity).items())
+
+
+def _parameters(kind: str, severity: int) -> dict[str, float]:
+    if kind not in SEVERITIES:
+        raise ValueError(f"unknown stress {kind!r}; choose one of {sorted(SEVERITIES)}")
+    if severity not in (1, 2, 3):
+        raise ValueError(f"severity must be 1, 2 or 3, got {severity}")
+    return SEVERITIES[kind][severity - 1]
 
 
 def _acquire(volume: torch.Tensor, spacing: Sequence[float], resolution: Sequence[float]) -> torch.Tensor:
-    """Blur with a Gaussian of FWHM ``resolution`` (mm per axis), sample at that step, interpolate back."""
+    """Blur with a Gaussian of FWHM ``resolution`` (mm per axis; edges replicated), sample at that step, interpolate back."""
     shape = tuple(volume.shape[2:])
     sigmas = [FWHM_TO_SIGMA * r / s if r > s else 0.0 for r, s in zip(resolution, spacing)]
-    blurred = gaussian_blur(volume, sigmas)
+    blurred = torch.from_numpy(ndimage.gaussian_filter(volume[0, 0].numpy(), sigmas, mode="nearest", truncate=3.0))[None, None]
     low = tuple(max(2, round(n * s / r)) if r > s else n for n, s, r in zip(shape, spacing, resolution))
     sampled = F.interpolate(blurred, size=low, mode="trilinear", align_corners=True)
     return F.interpolate(sampled, size=shape, mode="trilinear", align_corners=True)
+
+
+def _rician(volume: torch.Tensor, snr: float, generator: torch.Generator) -> torch.Tensor:
+    """Magnitude of the image plus complex Gaussian noise of sigma = foreground mean / ``snr``."""
+    foreground = volume[volume > 0]
+    sigma = float(foreground.mean()) / snr if foreground.numel() else 0.0
+    real = volume + sigma * torch.randn(volume.shape, generator=generator)
+    imaginary = sigma * torch.randn(volume.shape, generator=generator)
+    return torch.sqrt(real**2 + imaginary**2)
+
+
+def _on_foreground(volume: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+    """``changed`` inside the foreground, fading to ``volume`` itself below its 5th percentile (and at 0)."""
+    foreground = volume[volume > 0]
+    if foreground.numel() == 0:
+        return volume
+    edge = float(torch.quantile(foreground[:: max(1, foreground.numel() // 1_000_000)], EDGE_PERCENTILE / 100))
+    weight = (volume / max(edge, 1e-12)).clamp(0, 1)
+    return volume + weight * (changed - volume)
+
+
+def _transfer_curve(jitter: float, inverted: bool, generator: torch.Generator) -> PchipInterpolator:
+    """Random smooth curve [0, 1] -> [0, 1]: through knots ``u`` (or ``1 - u``) each moved by up to ``jitter``."""
+    knots = np.linspace(0, 1, CONTRAST_KNOTS)
+    moves = (2 * torch.rand(CONTRAST_KNOTS, generator=generator, dtype=torch.float64) - 1).numpy() * jitter
+    values = np.clip((1 - knots if inverted else knots) + moves, 0.02, 1.0)
+    return PchipInterpolator(knots, values)
 
 
 def stress(image: np.ndarray, spacing: Sequence[float], kind: str, severity: int, seed: int = 0) -> np.ndarray:
@@ -70,33 +148,72 @@ def stress(image: np.ndarray, spacing: Sequence[float], kind: str, severity: int
     severity : int
         1, 2 or 3.
     seed : int
-        For the random kinds (noise, bias); the others are deterministic.
+        For the random kinds (noise, bias, contrast, motion, low_field); the others are deterministic.
 
     Returns
     -------
-    np.ndarray, (X, Y, Z) float32, on the same grid.
+    np.ndarray, (X, Y, Z) float32, on the same grid, non-negative.
     """
-    if kind not in SEVERITIES:
-        raise ValueError(f"unknown stress {kind!r}; choose one of {sorted(SEVERITIES)}")
-    if severity not in (1, 2, 3):
-        raise ValueError(f"severity must be 1, 2 or 3, got {severity}")
-    value = SEVERITIES[kind][severity - 1]
+    p = _parameters(kind, severity)
     volume = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
     shape = tuple(volume.shape[2:])
     generator = torch.Generator().manual_seed(seed)
+    top = float(volume.max()) or 1.0
     if kind == "thick_slices":
-        out = _acquire(volume, spacing, (spacing[0], spacing[1], value))
+        out = _acquire(volume, spacing, (spacing[0], spacing[1], p["slice_mm"]))
     elif kind == "resolution":
-        out = _acquire(volume, spacing, (value,) * 3)
+        out = _acquire(volume, spacing, (p["resolution_mm"],) * 3)
     elif kind == "noise":
-        foreground = volume[volume > 0]
-        sigma = float(foreground.mean()) / value if foreground.numel() else 0.0
-        real = volume + sigma * torch.randn(volume.shape, generator=generator)
-        imaginary = sigma * torch.randn(volume.shape, generator=generator)
-        out = torch.sqrt(real**2 + imaginary**2)
+        out = _rician(volume, p["snr"], generator)
     elif kind == "bias":
-        out = volume * bias_field(4 / max(shape), value, seed, shape, torch.device("cpu"))[None]
-    else:
-        top = float(volume.max()) or 1.0
-        out = (volume / top) ** value * top
-    return out[0, 0].numpy()
+        out = volume * bias_field(4 / max(shape), p["log_std"], seed, shape, torch.device("cpu"))[None]
+    elif kind == "gamma":
+        out = (volume / top) ** p["exponent"] * top
+    elif kind == "contrast":
+        curve = _transfer_curve(p["jitter"], bool(p["inverted"]), generator)
+        remapped = torch.from_numpy(curve((volume / top).clamp(0, 1).numpy()).astype(np.float32)) * top
+        out = _on_foreground(volume, remapped)
+    elif kind == "motion":
+        out = slab_motion(volume, spacing, p["slab_mm"], p["shift_mm"], p["angle_deg"], p["gain"], seed)
+    else:  # low_field
+        foreground = volume[volume > 0]
+        mean = float(foreground.mean()) if foreground.numel() else 0.0
+        softer = _on_foreground(volume, mean + p["contrast"] * (volume - mean))
+        out = _rician(_acquire(softer, spacing, (spacing[0], spacing[1], p["slice_mm"])), p["snr"], generator)
+    return out.clamp_(min=0)[0, 0].numpy()
+
+
+def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
+    """The same anatomy on a grid turned by ``degrees`` about a world axis through the field of view's centre.
+
+    The scan is resampled (trilinear, or nearest for label maps) onto the turned grid: in world
+    space nothing moves, so a segmentation of the turned copy, resampled back onto the
+    original grid, can be compared with the segmentation of the original voxel by voxel. Parts
+    of the turned grid outside the original field of view are 0.
+
+    Parameters
+    ----------
+    image : nibabel image, (X, Y, Z)
+    degrees : float
+        Rotation angle; positive turns counter-clockwise seen from the positive axis.
+    axis : int
+        World axis of the rotation: 0 (x, left-right: a nod), 1 (y) or 2 (z).
+    mode : {"linear", "nearest"}
+        Trilinear (images) or nearest-neighbour (label maps) resampling, by nibabel.
+
+    Returns
+    -------
+    nibabel.Nifti1Image, same shape, affine turned, float32 (linear) or the input's dtype (nearest).
+    """
+    affine = np.asarray(image.affine, float)
+    centre = affine @ np.r_[(np.asarray(image.shape[:3]) - 1) / 2, 1.0]
+    angle = math.radians(degrees)
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(4)
+    rotation[[i, i, j, j], [i, j, i, j]] = [math.cos(angle), -math.sin(angle), math.sin(angle), math.cos(angle)]
+    to_centre, back = np.eye(4), np.eye(4)
+    to_centre[:3, 3], back[:3, 3] = -centre[:3], centre[:3]
+    turned = back @ rotation @ to_centre @ affine
+    data = np.asarray(image.dataobj)
+    source = nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, affine)
+    return resample_from_to(source, (image.shape[:3], turned), order=1 if mode == "linear" else 0, mode="constant", cval=0)

@@ -17,6 +17,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 
 from fss import datasets
 from fss.checkpoint import load_checkpoint, save_checkpoint
+from fss.config_checks import check_options, check_types
 from fss.device import resolve_device
 from fss.infer import predict_working
 from fss.io import NORMALIZATION, WorkingGrid, atomic_path, load_nifti, normalize_intensities
@@ -79,10 +82,26 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
+        check_types(self)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 <= self.synthetic_probability <= 1:
             raise ValueError(f"synthetic_probability must be in [0, 1], got {self.synthetic_probability}")
+        for name in ("iterations", "batch_size", "validation_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.seed < 0 or self.weight_decay < 0:
+            raise ValueError(f"warmup, seed and weight_decay must not be negative, got {self.warmup}, {self.seed}, {self.weight_decay}")
+        if not (self.learning_rate > 0 and self.spacing > 0 and 0 <= self.dropout < 1):
+            raise ValueError(f"need learning_rate > 0, spacing > 0 and 0 <= dropout < 1, got {self.learning_rate}, {self.spacing}, {self.dropout}")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels must be positive numbers of feature maps, one per level, got {self.channels}")
+        crl_ages = set(datasets.FAMILIES["crl"].ages)
+        for name in ("training_ages", "validation_ages"):
+            unknown = sorted(set(getattr(self, name) or ()) - crl_ages)
+            if unknown:
+                raise ValueError(f"{name}: the CRL atlas has no ages {unknown} (it has {min(crl_ages)}-{max(crl_ages)} weeks)")
+        self.generator_config()  # an unknown preset or a bad generator option fails now, before any data are prepared
         multiple = 2 ** (len(self.channels) - 1)
         if len(self.crop_shape) != 3 or any(side % multiple for side in self.crop_shape):
             raise ValueError(f"crop_shape {tuple(self.crop_shape)} must be three sides that are multiples of {multiple} for {len(self.channels)} levels")
@@ -106,17 +125,16 @@ class TrainConfig:
             text = Path(name_or_path).read_text()
         else:
             raise ValueError(f"{name_or_path!r} is neither a packaged configuration ({', '.join(CONFIGS)}) nor a YAML file")
-        values = yaml.safe_load(text) or {}
-        for override in overrides or []:
-            key, separator, value = override.partition("=")
-            if not separator:
-                raise ValueError(f"expected key=value, got {override!r}")
-            values[key.strip()] = yaml.safe_load(value)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training options {sorted(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        try:
+            values = check_options(cls, yaml.safe_load(text) or {}, "training")
+            for override in overrides or []:
+                key, separator, value = override.partition("=")
+                if not separator:
+                    raise ValueError(f"expected key=value, got {override!r}")
+                values[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{name_or_path}: not valid YAML ({' '.join(str(error).split())})") from error
+        return cls(**check_options(cls, values, "training"))
 
     def generator_config(self) -> GeneratorConfig:
         """The generator's configuration, cropping to ``crop_shape``."""
@@ -318,11 +336,16 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start, best, log = 0, -1.0, []
     if resume:
-        loaded, _ = load_checkpoint(out / "last", device)
+        loaded, saved = load_checkpoint(out / "last", device)
+        _check_resumable(config, out, saved)
         model.load_state_dict(loaded.state_dict())
         state = _load_state(out, optimizer)
         start, best = state["iteration"], state["best_mean_dice"]
         log = pd.read_csv(out / "log.csv").to_dict("records")
+        if state["iteration"] != saved["iterations"] or not log or log[-1]["iteration"] != start:
+            raise ValueError(f"{out}: the checkpoint (iteration {saved['iterations']}), the optimizer state (iteration {state['iteration']}) and "
+                             f"log.csv (iteration {log[-1]['iteration'] if log else 0}) disagree, as when a run is stopped while saving; "
+                             "it cannot be resumed exactly: start afresh with --overwrite")
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
     if training is None:
         training_ages = config.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in config.validation_ages)
@@ -338,6 +361,50 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
     }
     batches = _batches(config, training, device, distributed.rank, start)
     return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by an interrupt (Ctrl-C) after saving its state: ``fss train --resume`` continues it."""
+
+    def __init__(self, out: Path, iteration: int):
+        super().__init__(f"interrupted after iteration {iteration}; the state is saved in {out}: continue with --resume")
+        self.out, self.iteration = out, iteration
+
+
+class _Interrupt:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(enabled: bool) -> Iterator[_Interrupt]:
+    """While the block runs, a first Ctrl-C asks the loop to stop after the current iteration; a second one stops at once.
+
+    The caller's SIGINT handler is back on exit. Off (``enabled`` false, or outside the main
+    thread) the block runs with the handler as it is.
+    """
+    interrupt = _Interrupt()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+
+    def request(signum, frame):
+        interrupt.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
+    """Raise if ``config`` differs from the configuration the run in ``out`` was trained with, naming the keys."""
+    before, now = saved["training"], config.to_dict()
+    changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+    if changed:
+        differences = "; ".join(f"{key}: {before.get(key)!r} then, {now.get(key)!r} now" for key in changed)
+        raise ValueError(f"{out} was trained with other settings ({differences}): resume with the same ones, or start afresh with --overwrite")
 
 
 def _checkpoint(run: _Run, out: Path, iteration: int) -> dict:
@@ -432,23 +499,27 @@ def train(
         started = time.perf_counter()
         stop = min(until or config.iterations, config.iterations)
         bar = tqdm(range(run.start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=run.start, total=config.iterations)
-        for iteration in bar:
-            for group in run.optimizer.param_groups:
-                group["lr"] = learning_rate(config, iteration)
-            image, labels = next(run.batches)
-            if first_batch_sum is None:
-                first_batch_sum = float(image.sum())
-            loss = training_step(run.trained, run.optimizer, image, labels)
-            row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
-            checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop)
-            if checkpointing:
-                row.update(_checkpoint(run, out, iteration + 1))
-                bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
-            run.log.append(row)
-            if checkpointing:
-                with atomic_path(out / "log.csv", overwrite=True) as temporary:
-                    pd.DataFrame(run.log).to_csv(temporary, index=False)
-            distributed.barrier()
+        with _stop_on_interrupt(enabled=distributed.world == 1) as interrupt:
+            for iteration in bar:
+                for group in run.optimizer.param_groups:
+                    group["lr"] = learning_rate(config, iteration)
+                image, labels = next(run.batches)
+                if first_batch_sum is None:
+                    first_batch_sum = float(image.sum())
+                loss = training_step(run.trained, run.optimizer, image, labels)
+                row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
+                checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
+                if checkpointing:
+                    row.update(_checkpoint(run, out, iteration + 1))
+                    bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
+                run.log.append(row)
+                if checkpointing:
+                    with atomic_path(out / "log.csv", overwrite=True) as temporary:
+                        pd.DataFrame(run.log).to_csv(temporary, index=False)
+                if interrupt.requested:
+                    bar.close()
+                    raise TrainingInterrupted(out, iteration + 1)
+                distributed.barrier()
         iterations_per_second = (stop - run.start) / max(time.perf_counter() - started, 1e-9)
         metrics = _finish(run, out, config, stop, iterations_per_second, device, distributed.world) if distributed.main else {}
         if distributed.world > 1:

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from nibabel.affines import voxel_sizes
 
 from fss.labels import META_LABELS, TISSUES
 
@@ -121,7 +122,7 @@ def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatiali
     voxel proportions.
     """
     scan, labels = nib.as_closest_canonical(scan), nib.as_closest_canonical(labels)
-    return plot_planes(np.asarray(scan.dataobj), np.asarray(labels.dataobj), spacing=scan.header.get_zooms()[:3], title=title)
+    return plot_planes(np.asarray(scan.dataobj), np.asarray(labels.dataobj), spacing=voxel_sizes(scan.affine), title=title)
 
 
 def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures: Mapping[int, Mixture], bins: int = 120) -> Figure:

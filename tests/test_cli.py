@@ -1,7 +1,28 @@
-import pytest
+import dataclasses
+import json
+import signal
 
-from fss import datasets
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fss.device
+import fss.metrics
+import fss.train
+from fss import datasets, pretrained
+from fss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fss.cli import main
+from fss.device import resolve_device
+from fss.infer import segment
+from fss.io import load_nifti
+from fss.seeds import write_seeds
+from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
+from fss.train import TrainingInterrupted, train
+
+from ball import ball_volume, tiny_config
+from scans import bids, scan
 
 
 def test_fetch_all_verifies_and_credits(mirror, capsys):
@@ -33,3 +54,342 @@ def test_info(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torch" in out and "device" in out
     assert f"{tmp_path} ($FSS_DATA; 0 of {len(datasets.registry())} registered files present)" in out
+
+
+# The command line against careless and hostile use: nothing lost, nothing silently wrong.
+#
+# | case | test |
+# | --- | --- |
+# | segment into the raw BIDS dataset itself, or into a raw dataset's folder | test_segment_never_writes_into_a_raw_dataset |
+# | an output (label map, table, QC picture) that is one of the inputs, even with --overwrite | test_no_command_writes_over_its_inputs |
+# | a second synth set written over a first one | test_a_samples_folder_holds_one_set |
+# | two runs into one folder: the table keeps the rows of both | test_volumes_table_is_updated_by_image |
+# | two inputs of one name into one folder | test_two_inputs_of_one_name_are_refused |
+# | a file-like -o for several inputs, a non-NIfTI -o, QC beside x.nii | test_output_names_are_checked |
+# | resume after a kill between checkpoint and state; resume with other settings | test_resume_refuses_mismatched_state_and_settings |
+# | seeds from fss's own segmentations in derivatives/ | test_seeds_take_label_maps_only_from_the_named_place |
+# | evaluate folders pair by name only; references in the atlas convention | test_evaluate_pairs_folders_by_name_and_reads_conventions |
+# | evaluate label maps of one shape and other affines | test_evaluate_names_the_affines_when_only_they_differ |
+# | a constant image, 1e-5 mm slices, no orientation codes, qform and sform that disagree | test_unusable_scans_are_refused_and_doubtful_ones_warned |
+# | configuration values of the wrong type or range, YAML that is not a mapping or not YAML | test_bad_configurations_are_refused_before_anything_runs |
+# | --max-subclasses beyond the seed layout, an empty label map, a subject label that leaves the folder | test_seeds_refuse_what_the_layout_cannot_hold |
+# | a working grid or an output too large for the memory | test_memory_is_estimated_before_work_starts |
+# | unknown and missing devices | test_devices_are_checked |
+# | both label maps empty in evaluate | test_evaluate_of_empty_label_maps_writes_nan |
+# | a forged checkpoint whose architecture has other keys | test_a_checkpoint_with_other_architecture_keys_is_refused |
+# | a scan smaller than the network's receptive box | test_a_tiny_scan_is_segmented |
+# | a file shorter than its header says | test_a_truncated_file_is_named |
+# | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
+# | hidden temporary files left by a killed write | test_leftover_temporary_files_are_ignored_and_cleaned |
+# | an unexpected error | test_an_unexpected_error_is_one_line_unless_debugging |
+
+
+def test_segment_never_writes_into_a_raw_dataset(tmp_path, checkpoint, capsys):
+    root = bids(tmp_path)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert main(["segment", str(root), "-o", str(root), "--checkpoint", str(checkpoint), "--overwrite"]) == 2
+    assert "is the input dataset itself" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dataset_description.json").write_text('{"Name": "another raw dataset", "BIDSVersion": "1.9.0"}')
+    assert main(["segment", str(root), "-o", str(other), "--checkpoint", str(checkpoint), "--overwrite"]) == 2
+    assert "raw BIDS dataset" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in other.iterdir()) == ["dataset_description.json"]
+
+
+def test_no_command_writes_over_its_inputs(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    original = (tmp_path / "x.nii.gz").read_bytes()
+    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "." / "x.nii.gz"), "--checkpoint", str(checkpoint), "--overwrite"]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    labels = tmp_path / "p.nii.gz"
+    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(labels), "--checkpoint", str(checkpoint)]) == 0
+    kept = labels.read_bytes()
+    assert main(["evaluate", str(labels), str(labels), "-o", str(labels), "--overwrite"]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert (tmp_path / "x.nii.gz").read_bytes() == original and labels.read_bytes() == kept
+
+
+def test_a_samples_folder_holds_one_set(tmp_path, capsys):
+    seeds_root = tmp_path / "seeds"
+    volume = ball_volume()
+    write_seeds(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), nib.Nifti1Image(volume.labels, volume.affine),
+                seeds_root, "sub-ball", "sub-ball_dseg", "feta", 4, 0)
+    out = tmp_path / "samples"
+    assert main(["synth", "--seeds", str(seeds_root), "--n", "3", "--out", str(out), "--device", "cpu"]) == 0
+    config = (out / "synth_config.yaml").read_text()
+    for n in ("0", "-2"):
+        assert main(["synth", "--seeds", str(seeds_root), "--n", n, "--out", str(out), "--device", "cpu", "--overwrite"]) == 2
+        assert "at least 1" in capsys.readouterr().err
+    assert main(["synth", "--seeds", str(seeds_root), "--n", "2", "--out", str(out), "--device", "cpu", "--config", "literal"]) == 1
+    assert "holds 3 samples" in capsys.readouterr().err and (out / "synth_config.yaml").read_text() == config
+    assert main(["synth", "--seeds", str(seeds_root), "--n", "2", "--out", str(out), "--device", "cpu", "--config", "literal", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sub-synth0000", "sub-synth0001", "synth_config.yaml"]
+    assert load_config(out / "synth_config.yaml") == load_config("literal")
+
+
+def test_volumes_table_is_updated_by_image(tmp_path, checkpoint):
+    for name in ("a", "b"):
+        nib.save(scan(seed=ord(name)), tmp_path / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "a.nii.gz"), "-o", str(out / "a_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 0
+    assert main(["segment", str(tmp_path / "b.nii.gz"), "-o", str(out / "b_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 0
+    table = pd.read_csv(out / "volumes.tsv", sep="\t")
+    assert sorted(table.image) == ["a.nii.gz", "b.nii.gz"]
+    assert main(["segment", str(tmp_path / "b.nii.gz"), "-o", str(out / "b_dseg.nii.gz"), "--checkpoint", str(checkpoint), "--overwrite"]) == 0
+    assert sorted(pd.read_csv(out / "volumes.tsv", sep="\t").image) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_two_inputs_of_one_name_are_refused(tmp_path, checkpoint, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        nib.save(scan(), tmp_path / folder / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "a" / "scan.nii.gz"), str(tmp_path / "b" / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 2
+    assert "would all be written to one label map" in capsys.readouterr().err and not out.exists()
+
+
+def test_output_names_are_checked(tmp_path, checkpoint, capsys):
+    for name in ("a", "b"):
+        nib.save(scan(), tmp_path / f"{name}.nii.gz")
+    inputs = [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")]
+    assert main(["segment", *inputs, "-o", str(tmp_path / "y.nii.gz"), "--checkpoint", str(checkpoint)]) == 2
+    assert "looks like a file name" in capsys.readouterr().err and not (tmp_path / "y.nii.gz").exists()
+    assert main(["segment", inputs[0], "-o", str(tmp_path / "x.mgz"), "--checkpoint", str(checkpoint)]) == 2
+    assert "end the name in .nii.gz or .nii" in capsys.readouterr().err and not (tmp_path / "x.mgz").exists()
+    assert main(["segment", inputs[0], "-o", str(tmp_path / "x.nii"), "--checkpoint", str(checkpoint), "--qc"]) == 0
+    assert (tmp_path / "x_qc.png").exists() and not (tmp_path / "x.nii_qc.png").exists()
+
+
+def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):
+    volume = ball_volume()
+    config = tiny_config(iterations=4, validation_every=2, crop_shape=(16, 16, 16), channels=(4, 8))
+    out = tmp_path / "run"
+    train(config, out, progress=False, until=2, training=[volume], validation=[volume])
+    changed = dataclasses.replace(config, learning_rate=0.5, channels=(8, 16))
+    with pytest.raises(ValueError, match=r"channels: \[4, 8\] then, \[8, 16\] now; learning_rate: 0.01 then, 0.5 now"):
+        train(changed, out, resume=True, progress=False, training=[volume], validation=[volume])
+    state = json.loads((out / "last_state.json").read_text())
+    (out / "last_state.json").write_text(json.dumps({**state, "iteration": 1}))  # as if killed between the two writes
+    with pytest.raises(ValueError, match="disagree"):
+        train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+
+
+def test_evaluate_pairs_folders_by_name_and_reads_conventions(tmp_path, capsys):
+    feta = np.zeros((8, 8, 8), np.int16)
+    feta[2:6, 2:6, 2:6] = 3  # white matter in FeTA
+    for folder, name, labels in (("pred", "sub-01_dseg.nii.gz", feta), ("ref", "sub-02_dseg.nii.gz", feta), ("atlas", "sub-01_dseg.nii.gz", np.where(feta > 0, 1, 0).astype(np.int16))):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / name)
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(tmp_path / "m.tsv")]) == 1
+    captured = capsys.readouterr()
+    assert "no counterpart" in captured.out and "no label maps of the same name" in captured.err
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "atlas"), "-o", str(tmp_path / "m.tsv"), "--convention", "atlas"]) == 0
+    table = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert table[(table.tissue == "WM") & (table.metric == "dice")].value.item() == 1.0  # atlas label 1 is FeTA 3
+
+
+def test_evaluate_names_the_affines_when_only_they_differ(tmp_path, capsys):
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 2
+    shifted = np.eye(4)
+    shifted[0, 3] = 2.0
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "p.nii.gz")
+    nib.save(nib.Nifti1Image(labels, shifted), tmp_path / "r.nii.gz")
+    assert main(["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "r.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 1
+    assert "same shape but different affines (differing by up to 2 mm)" in capsys.readouterr().err
+
+
+def test_seeds_take_label_maps_only_from_the_named_place(tmp_path, checkpoint, capsys):
+    root = bids(tmp_path)
+    assert main(["segment", str(root), "-o", str(root / "derivatives" / "fss"), "--checkpoint", str(checkpoint)]) == 1  # sub-03 is NaN
+    capsys.readouterr()
+    assert main(["seeds", str(root), "--out", str(tmp_path / "seeds")]) == 0  # no label map beside the images: nothing taken from fss
+    printed = capsys.readouterr().out
+    assert "sub-01_T2w.nii.gz: no label map found beside it" in printed and "seeds of 0 of 0 subjects" in printed
+    assert main(["seeds", str(root), "--labels-from", "derivatives/fss", "--out", str(tmp_path / "seeds")]) == 1
+    assert "holds segmentations made by fss" in capsys.readouterr().err
+    manual = root / "derivatives" / "manual" / "sub-01" / "anat"
+    manual.mkdir(parents=True)
+    volume = ball_volume()
+    nib.save(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    nib.save(nib.Nifti1Image(volume.labels, volume.affine), manual / "sub-01_dseg.nii.gz")
+    assert main(["seeds", str(root), "--labels-from", "derivatives/manual", "--out", str(tmp_path / "seeds"), "--max-subclasses", "2"]) == 0
+    assert f"labels {manual / 'sub-01_dseg.nii.gz'}" in capsys.readouterr().out
+
+
+def test_unusable_scans_are_refused_and_doubtful_ones_warned(tmp_path, checkpoint, capsys):
+    good = scan()
+    cases = {
+        "constant": (nib.Nifti1Image(np.full((20, 20, 20), 7.0, np.float32), np.eye(4)), "the image is constant"),
+        "thin": (nib.Nifti1Image(np.asarray(good.dataobj), np.diag([1.0, 1.0, 1e-5, 1.0])), "outside the 0.1-10.0 mm"),
+        "huge": (nib.Nifti1Image(np.asarray(good.dataobj), np.diag([80.0, 80.0, 80.0, 1.0])), "outside the 0.1-10.0 mm"),
+    }
+    for name, (image, _) in cases.items():
+        nib.save(image, tmp_path / f"{name}.nii.gz")
+    unoriented = nib.Nifti1Image(np.asarray(good.dataobj), None)
+    nib.save(unoriented, tmp_path / "unoriented.nii.gz")
+    cases["unoriented"] = (unoriented, "gives no orientation")
+    for name, (_, reason) in cases.items():
+        assert main(["segment", str(tmp_path / f"{name}.nii.gz"), "-o", str(tmp_path / f"{name}_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 1
+        assert reason in capsys.readouterr().out, name
+    disagreeing = nib.Nifti1Image(np.asarray(good.dataobj), good.affine)
+    qform = good.affine.copy()
+    qform[0, 3] += 5.0
+    disagreeing.set_qform(qform, code=1)
+    nib.save(disagreeing, tmp_path / "disagree.nii.gz")
+    with pytest.warns(UserWarning, match="sform and the qform of the header differ by up to 5 mm; fss uses the sform"):
+        assert main(["segment", str(tmp_path / "disagree.nii.gz"), "-o", str(tmp_path / "disagree_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 0
+
+
+@pytest.mark.parametrize("options, reason", [
+    (["--set", "iterations=-1"], "iterations must be at least 1"),
+    (["--set", "validation_every=0"], "validation_every must be at least 1"),
+    (["--set", "iterations=abc"], "iterations must be a whole number, got 'abc'"),
+    (["--set", "learning_rate=fast"], "learning_rate must be a number"),
+    (["--set", "generator={flip: {enabled: 'no'}}"], "flip: enabled must be true or false, got 'no'"),
+    (["--set", "generator={gamma: {gamma_std: -1}}"], "gamma_std must not be negative"),
+    (["--set", "validation_ages=[19]"], "the CRL atlas has no ages [19]"),
+    (["--set", "device=foo"], "unknown device 'foo'"),
+])
+def test_bad_configurations_are_refused_before_anything_runs(tmp_path, capsys, options, reason):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "cpu-demo", "--out", str(out), *options]) == 2
+    assert reason in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, reason", [("- a\n- list\n", "expected a mapping"), ("word", "expected a mapping"), ("a: [1, 2", "not valid YAML")])
+def test_configuration_files_that_are_not_mappings_are_refused(tmp_path, capsys, text, reason):
+    (tmp_path / "config.yaml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert reason in capsys.readouterr().err
+    with pytest.raises(ValueError, match="mapping|not valid YAML"):
+        GeneratorConfig.load(tmp_path / "config.yaml")
+
+
+def test_seeds_refuse_what_the_layout_cannot_hold(tmp_path, capsys):
+    volume = ball_volume()
+    nib.save(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(volume.labels, volume.affine), tmp_path / "labels.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros_like(volume.labels), volume.affine), tmp_path / "empty.nii.gz")
+    pair = ["seeds", "--image", str(tmp_path / "image.nii.gz"), "--out", str(tmp_path / "out")]
+    assert main([*pair, "--labels", str(tmp_path / "labels.nii.gz"), "--subject", "01", "--max-subclasses", "12"]) == 1
+    assert "max_subclasses must be between 1 and 9" in capsys.readouterr().out
+    assert main([*pair, "--labels", str(tmp_path / "empty.nii.gz"), "--subject", "01"]) == 1
+    assert "the label map is empty" in capsys.readouterr().out
+    assert main([*pair, "--labels", str(tmp_path / "labels.nii.gz"), "--subject", "../../x"]) == 1
+    assert "a BIDS subject label holds only letters and digits" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_memory_is_estimated_before_work_starts(tmp_path, checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(fss.device, "memory_bytes", lambda device="auto": 2**30)  # a 1 GiB machine
+    for name, shape in (("small", (30, 26, 14)), ("large", (400, 400, 400))):
+        image = nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([0.5, 0.5, 0.5, 1.0]))
+        image.dataobj[5:-5, 5:-5, 5:-5] = 1.0
+        nib.save(image, tmp_path / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "small.nii.gz"), str(tmp_path / "large.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 1
+    printed = capsys.readouterr().out
+    assert "large.nii.gz: failed: segmenting a 400x400x400 scan" in printed and "more than the 1.0 GiB" in printed
+    assert list(pd.read_csv(out / "volumes.tsv", sep="\t").image) == ["small.nii.gz"]  # the batch went on
+    volume = ball_volume()
+    with pytest.raises(ValueError, match="a 4000x4000x4000 synthetic sample needs about"):
+        Generator([SynthSubject("ball", volume.seeds, volume.labels)], dataclasses.replace(preset("reference"), output_shape=(4000, 4000, 4000)), device="cpu")
+
+
+def test_devices_are_checked():
+    with pytest.raises(ValueError, match="unknown device 'foo'"):
+        resolve_device("foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_evaluate_of_empty_label_maps_writes_nan(tmp_path, capsys):
+    empty = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4))
+    nib.save(empty, tmp_path / "p.nii.gz")
+    nib.save(empty, tmp_path / "r.nii.gz")
+    assert main(["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "r.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 0
+    assert pd.read_csv(tmp_path / "m.tsv", sep="\t").value.isna().all()
+
+
+def test_a_checkpoint_with_other_architecture_keys_is_refused(tmp_path, checkpoint):
+    model, metadata = load_checkpoint(checkpoint)
+    genuine = dict(model.config)
+    for change in ({"depth": 5}, {"channels": None}):  # written with valid checksums, as a forger would
+        model.config = {k: v for k, v in {**genuine, **change}.items() if v is not None}
+        save_checkpoint(model, tmp_path / "forged", metadata)
+        with pytest.raises(CheckpointError, match="not a fss U-Net"):
+            load_checkpoint(tmp_path / "forged")
+
+
+def test_a_tiny_scan_is_segmented(tmp_path):
+    data = np.zeros((6, 6, 6), np.float32)
+    data[2:4, 2:4, 2:4] = 1.0
+    labels, _ = segment(nib.Nifti1Image(data, np.diag([1.6, 1.6, 1.6, 1.0])), pretrained.load(), device="cpu")
+    assert labels.shape == (6, 6, 6)
+
+
+def test_a_truncated_file_is_named(tmp_path):
+    nib.save(scan(), tmp_path / "whole.nii")
+    whole = (tmp_path / "whole.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cut.nii: the voxel data cannot be read \(Expected \d+ bytes, got \d+ bytes .* could the file be damaged\?\)"):
+        load_nifti(tmp_path / "cut.nii")
+
+
+def test_an_interrupt_saves_the_training_state_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    volume = ball_volume()
+    calls = []
+
+    def step_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C during the third iteration
+        return 1.0
+
+    monkeypatch.setattr(fss.train, "training_step", step_then_interrupt)
+    config = tiny_config(iterations=10, validation_every=5, crop_shape=(16, 16, 16), channels=(4, 8))
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="after iteration 3"):
+        train(config, tmp_path / "run", progress=False, training=[volume], validation=[volume])
+    assert json.loads((tmp_path / "run" / "last_state.json").read_text())["iteration"] == 3
+    assert signal.getsignal(signal.SIGINT) is handler
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "run", resume=True, progress=False, training=[volume], validation=[volume])
+    assert resumed["iterations"] == 10
+
+
+def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path, capsys):
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 2
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "sub-01_dseg.nii.gz")
+    leftover = tmp_path / "pred" / ".sub-01_dseg.nii.gz.k2j4h1.nii.gz"
+    leftover.write_bytes(b"half a file")  # what SIGKILL during a write leaves
+    out = tmp_path / "metrics.tsv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out)]) == 0
+    assert "no counterpart" not in capsys.readouterr().out
+    stale = tmp_path / ".metrics.tsv.abc123.tsv"
+    stale.write_text("half a table")
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out), "--overwrite"]) == 0
+    assert not stale.exists() and leftover.exists()  # cleaned where fss writes; an input folder is left alone
+
+
+def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(fss.metrics, "evaluate", broken)
+    labels = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4))
+    nib.save(labels, tmp_path / "p.nii.gz")
+    arguments = ["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "p.nii.gz"), "-o", str(tmp_path / "m.tsv")]
+    assert main(arguments) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "fss evaluate: unexpected error: RuntimeError: something nobody foresaw (re-run with --debug for the traceback)"
+    with pytest.raises(RuntimeError):
+        main(["--debug", *arguments])

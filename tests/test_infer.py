@@ -13,34 +13,15 @@ from bidsschematools.schema import load_schema
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
-from fss.checkpoint import load_checkpoint, save_checkpoint
+from fss.checkpoint import load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
 from fss.io import resample_to_grid
 from fss.metrics import dice
 from fss.train import train
-from fss.unet import UNet
 
 from ball import CENTRE_MM, ball_image, ball_labels, ball_volume, tiny_config
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    stem = tmp_path_factory.mktemp("model") / "model"
-    save_checkpoint(UNet(channels=(4, 8)), stem, {"spacing_mm": 1.6})
-    return stem
-
-
-def scan(shape=(30, 26, 14), oblique=True, seed=0):
-    rng = np.random.default_rng(seed)
-    affine = np.eye(4)
-    rotation = Rotation.from_euler("xyz", [12, -20, 5], degrees=True).as_matrix() if oblique else np.eye(3)
-    affine[:3, :3] = rotation @ np.diag([-1.1, 1.3, 2.4])
-    affine[:3, 3] = [20.0, -15.0, 8.0]
-    data = np.zeros(shape, np.float32)
-    data[5:-5, 5:-5, 3:-3] = 100 + 20 * rng.random((shape[0] - 10, shape[1] - 10, shape[2] - 6))
-    return nib.Nifti1Image(data, affine)
+from scans import bids, scan
 
 
 def test_segment_lands_on_the_input_grid(checkpoint):
@@ -64,20 +45,6 @@ def test_sliding_window_covers_the_volume(checkpoint):
 def test_empty_scan_is_refused(checkpoint):
     with pytest.raises(ValueError, match="nothing to segment"):
         segment(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), checkpoint, device="cpu")
-
-
-def bids(tmp_path):
-    root = tmp_path / "bids"
-    for subject, session in (("01", None), ("02", "1")):
-        anat = root / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
-        anat.mkdir(parents=True)
-        name = f"sub-{subject}" + (f"_ses-{session}" if session else "") + "_T2w.nii.gz"
-        nib.save(scan(seed=int(subject)), anat / name)
-    broken = root / "sub-03" / "anat"
-    broken.mkdir(parents=True)
-    bad = np.full((10, 10, 10), np.nan, np.float32)
-    nib.save(nib.Nifti1Image(bad, np.eye(4)), broken / "sub-03_T2w.nii.gz")
-    return root
 
 
 def assert_valid_derivative(root):
@@ -112,9 +79,10 @@ def test_cli_on_a_bids_folder(tmp_path, checkpoint, capsys):
     expected = np.count_nonzero(np.asarray(labels.dataobj) > 0) * voxel
     assert volumes.loc[volumes.image == "sub-01/anat/sub-01_T2w.nii.gz", "brain_mm3"].item() == pytest.approx(expected)
     stamp = first.stat().st_mtime_ns
-    assert main(args) == 1
-    assert "--overwrite" in capsys.readouterr().err
-    assert first.stat().st_mtime_ns == stamp
+    assert main(args) == 1  # sub-03 fails again; the others are kept, not redone
+    printed = capsys.readouterr().out
+    assert "sub-01/anat/sub-01_T2w.nii.gz: " in printed and "exists, kept (--overwrite to redo)" in printed
+    assert first.stat().st_mtime_ns == stamp and len(pd.read_csv(out / "volumes.tsv", sep="\t")) == 2
 
 
 def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint, capsys):
@@ -146,8 +114,9 @@ def test_cli_single_file(tmp_path, checkpoint, capsys):
     out = tmp_path / "result" / "labels.nii.gz"
     assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
     assert nib.load(out).shape == (30, 26, 14) and (out.parent / "volumes.tsv").exists()
-    assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    stamp = out.stat().st_mtime_ns
+    assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
+    assert "exists, kept (--overwrite to redo)" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
     default = tmp_path / "default" / "labels.nii.gz"  # no --checkpoint: the packaged model
     assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(default), "--device", "cpu"]) == 0
     assert nib.load(default).shape == (30, 26, 14)

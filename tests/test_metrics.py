@@ -72,7 +72,7 @@ def test_tidy_table_and_summary(tmp_path):
     assert wm == pytest.approx(2 * 6 * 64 / (6 * 64 + 8 * 64))
     summary = summarize(table)
     assert summary.loc["WM", "dice"] == pytest.approx(wm) and np.isnan(summary.loc["BS", "dice"])
-    with pytest.raises(ValueError, match="different grids"):
+    with pytest.raises(ValueError, match="different affines"):
         nib.save(nib.Nifti1Image(reference, np.eye(4)), tmp_path / "other.nii.gz")
         evaluate([paths[0]], [tmp_path / "other.nii.gz"])
 

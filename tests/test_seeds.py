@@ -137,7 +137,8 @@ def test_cli_writes_the_layout_and_refuses_to_overwrite(tmp_path, capsys):
     paths = [labels_path(out, "01", stem)] + [seed_path(out, "01", stem, k, m) for k in (1, 2) for m in (1, 2, 3)]
     assert all(p.exists() for p in paths)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")) == sorted(p.relative_to(out).as_posix() for p in paths)
-    assert "sub-02_T2w.nii.gz: no label map found, skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sub-02_T2w.nii.gz: no label map found beside it" in printed and "sub-01_T2w_dseg.nii.gz" in printed
     loaded = load_seeds(out, "sub-01")
     assert loaded.layers[2][3].max() == 31 and (loaded.subject, loaded.stem) == ("sub-01", stem)
     feta = np.asarray(nib.load(paths[0]).dataobj)
@@ -162,7 +163,7 @@ def test_cli_pair_mode_and_bad_arguments(tmp_path, capsys):
             "--subject", "x1", "--out", str(tmp_path / "pair"), "--convention", "atlas", "--max-subclasses", "1"]
     assert main(args) == 0
     assert seed_path(tmp_path / "pair", "x1", "sub-01_T2w_dseg", 1, 3).exists()
-    assert main(["seeds", "--image", "a.nii.gz"]) == 1
+    assert main(["seeds", "--image", "a.nii.gz"]) == 2
     assert "give --image, --labels, --subject and --out" in capsys.readouterr().err
     assert main(["seeds", str(bids), "--max-subclasses", "1"]) == 1  # labels in the atlas convention, read as FeTA
     assert "does not define" in capsys.readouterr().out

@@ -9,10 +9,11 @@ import torch
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
-from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, ResolutionConfig, SpatialConfig, SubclassConfig
+from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, MotionConfig, ResolutionConfig, SpatialConfig, SubclassConfig
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches, SyntheticStream
 from fss.synth.generator import params_from_records, params_to_records
+from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
 
@@ -135,6 +136,34 @@ def test_same_seed_bit_identical_replay_and_json(subject):
     from_json = generator.replay(params_from_records(records))
     assert torch.equal(from_json.image, first.image) and torch.equal(from_json.labels, first.labels)
     assert not torch.equal(generator.sample(2, seed=12).image, first.image)
+
+
+def test_fetal_preset_adds_slab_motion_and_leaves_every_other_draw_as_in_reference(subject):
+    reference = Generator([subject], preset("reference"), device="cpu")
+    fetal = Generator([subject], dataclasses.replace(preset("fetal"), motion=MotionConfig(enabled=True, probability=1.0)), device="cpu")
+    plain, moved = reference.sample(2, seed=5), fetal.sample(2, seed=5)
+    assert plain.params["motion"] is None and moved.params["motion"]["apply"].all()
+    plain_records, moved_records = params_to_records(plain.params), params_to_records(moved.params)
+    for plain_record, moved_record in zip(plain_records, moved_records):
+        assert {k: v for k, v in moved_record.items() if k != "motion"} == {k: v for k, v in plain_record.items() if k != "motion"}
+    assert torch.equal(plain.labels, moved.labels) and not torch.equal(plain.image, moved.image)
+    records = json.loads(json.dumps(params_to_records(moved.params)))
+    assert torch.equal(fetal.replay(params_from_records(records)).image, moved.image)
+
+
+def test_slab_motion_moves_whole_slabs_rigidly_within_their_plane():
+    volume = torch.zeros(1, 1, 20, 24, 18)
+    volume[0, 0, 6:14, 8:16] = 1.0  # a bar along the slice axis
+    moved = slab_motion(volume, (1.0, 1.0, 1.0), slab_mm=3.0, shift_mm=1.5, angle_deg=0.0, gain=0.0, seed=1)
+    assert torch.equal(slab_motion(volume, (1.0, 1.0, 1.0), 3.0, 1.5, 0.0, 0.0, seed=1), moved)
+    per_slice = moved[0, 0].sum(dim=(0, 1))
+    torch.testing.assert_close(per_slice, volume[0, 0].sum(dim=(0, 1)), rtol=1e-4, atol=1e-4)  # content kept, only moved
+    for start in range(0, 18, 3):  # the slices of one slab moved alike, neighbouring slabs differently
+        slab = moved[0, 0, :, :, start : start + 3]
+        assert torch.allclose(slab, slab[..., :1].expand_as(slab))
+    assert not torch.allclose(moved[0, 0, :, :, 0], moved[0, 0, :, :, 3])
+    stepped = slab_motion(volume, (1.0, 1.0, 1.0), 3.0, 0.0, 0.0, gain=0.1, seed=1)[0, 0].amax(dim=(0, 1))
+    assert sorted({round(float(v), 4) for v in stepped}) == [0.9, 1.1]
 
 
 def test_contrast_means_fall_inside_the_configured_range():
@@ -301,5 +330,5 @@ def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     np.testing.assert_allclose(replayed.image[0, 0].numpy(), np.asarray(image.dataobj), atol=1e-6)
 
     assert main(args) == 1
-    assert "9 output files exist" in capsys.readouterr().err
+    assert "holds 3 samples" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0

@@ -2,7 +2,8 @@
 
 Stages, in order, each a ``draw_*`` / ``apply_*`` pair that can be switched off:
 spatial (:mod:`~fss.synth.spatial`), contrast (:mod:`~fss.synth.contrast`), gamma
-(:mod:`~fss.synth.gamma`), bias (:mod:`~fss.synth.bias`), resolution and noise
+(:mod:`~fss.synth.gamma`), bias (:mod:`~fss.synth.bias`), residual motion after
+super-resolution (:mod:`~fss.synth.motion`, off unless configured), resolution and noise
 (:mod:`~fss.synth.resolution`), then normalisation and flip.
 """
 

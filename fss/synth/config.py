@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from fss.config_checks import check_options, check_types
 from fss.io import atomic_path
 
 
@@ -50,6 +51,7 @@ class SubclassConfig:
     max_subclasses: int = 4
 
     def __post_init__(self):
+        check_types(self)
         if not 1 <= self.min_subclasses <= self.max_subclasses:
             raise ValueError(f"need 1 <= min_subclasses <= max_subclasses, got {self.min_subclasses}, {self.max_subclasses}")
 
@@ -80,6 +82,7 @@ class SpatialConfig:
     image_interpolation: str = "linear"
 
     def __post_init__(self):
+        check_types(self)
         if self.image_interpolation not in IMAGE_INTERPOLATIONS:
             raise ValueError(f"image_interpolation must be one of {IMAGE_INTERPOLATIONS}, got {self.image_interpolation!r}")
         _check_range("nonlin_scale_min/max", (self.nonlin_scale_min, self.nonlin_scale_max))
@@ -101,6 +104,7 @@ class ContrastConfig:
     background_zero_probability: float = 0.5
 
     def __post_init__(self):
+        check_types(self)
         _check_range("mean_range", self.mean_range)
         _check_range("std_range", self.std_range)
         _check_probability("background_zero_probability", self.background_zero_probability)
@@ -112,6 +116,11 @@ class GammaConfig:
 
     enabled: bool = True
     gamma_std: float = 0.1
+
+    def __post_init__(self):
+        check_types(self)
+        if self.gamma_std < 0:
+            raise ValueError(f"gamma_std must not be negative, got {self.gamma_std}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ class BiasConfig:
     bf_std_max: float = 0.02
 
     def __post_init__(self):
+        check_types(self)
         _check_range("bf_scale_min/max", (self.bf_scale_min, self.bf_scale_max))
         _check_range("bf_std_min/max", (self.bf_std_min, self.bf_std_max))
 
@@ -151,11 +161,40 @@ class ResolutionConfig:
     native_noise_grid: float = round(1 / REFERENCE_MM, 3)
 
     def __post_init__(self):
+        check_types(self)
         _check_probability("preserve_resol", self.preserve_resol)
         if not 1 <= self.native_noise_grid <= 4:
             raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
         _check_range("min/max_resampling_iso_res", (self.min_resampling_iso_res, self.max_resampling_iso_res), low=1e-3)
         _check_range("noise_std_min/max", (self.noise_std_min, self.noise_std_max))
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Stage 6b (off in ``reference``, on in ``fetal``): residual motion after super-resolution.
+
+    Slabs ``slab_mm`` thick (mm, uniform in the range) along the slice axis, moved rigidly within
+    their plane: the standard deviations of a pass's shift (mm) and rotation (degrees) are drawn
+    uniform in ``[0, shift_mm_max]`` and ``[0, angle_deg_max]``, the intensity step between the two
+    interleaved passes in ``[0, gain_max]`` (see :mod:`fss.synth.motion`).
+    """
+
+    enabled: bool = False
+    probability: float = 0.5
+    slab_mm: tuple[float, float] = (2.5, 4.5)
+    shift_mm_max: float = 2.0
+    angle_deg_max: float = 5.0
+    gain_max: float = 0.15
+
+    def __post_init__(self):
+        check_types(self)
+        _check_probability("motion probability", self.probability)
+        _check_range("slab_mm", self.slab_mm, low=1e-3)
+        for name in ("shift_mm_max", "angle_deg_max", "gain_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.gain_max >= 1:
+            raise ValueError(f"gain_max must be below 1 (a gain of 1 blacks out a pass), got {self.gain_max}")
 
 
 @dataclass(frozen=True)
@@ -166,6 +205,7 @@ class FlipConfig:
     probability: float = 0.5
 
     def __post_init__(self):
+        check_types(self)
         _check_probability("flip probability", self.probability)
 
 
@@ -180,9 +220,11 @@ class GeneratorConfig:
     gamma: GammaConfig = field(default_factory=GammaConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
 
     def __post_init__(self):
+        check_types(self)
         if self.output_shape is not None and (len(self.output_shape) != 3 or min(self.output_shape) < 2):
             raise ValueError(f"output_shape must be three sizes of at least 2 voxels, got {self.output_shape}")
 
@@ -193,17 +235,14 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
         """Build from a nested dictionary; unknown keys are an error that names them."""
-        unknown = set(values) - set(_stage_types()) - {"output_shape"}
-        if unknown:
-            raise ValueError(f"unknown configuration sections {sorted(unknown)}; known: output_shape, {', '.join(_stage_types())}")
+        values = check_options(cls, values, "generator")
         kwargs = {}
         for name, stage_type in _stage_types().items():
-            section = dict(values.get(name) or {})
-            known = {f.name for f in dataclasses.fields(stage_type)}
-            extra = set(section) - known
-            if extra:
-                raise ValueError(f"unknown {name} options {sorted(extra)}; known: {', '.join(sorted(known))}")
-            kwargs[name] = stage_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+            section = check_options(stage_type, values.get(name) or {}, name)
+            try:
+                kwargs[name] = stage_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from error
         shape = values.get("output_shape")
         return cls(output_shape=tuple(shape) if shape is not None else None, **kwargs)
 
@@ -216,7 +255,14 @@ class GeneratorConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> GeneratorConfig:
         """Read a YAML file written by :meth:`save` (missing options take the reference defaults)."""
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            values = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+        try:
+            return cls.from_dict(values or {})
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
 
 
 def _stage_types() -> dict[str, type]:
@@ -227,6 +273,7 @@ def _stage_types() -> dict[str, type]:
         "gamma": GammaConfig,
         "bias": BiasConfig,
         "resolution": ResolutionConfig,
+        "motion": MotionConfig,
         "flip": FlipConfig,
     }
 
@@ -248,11 +295,14 @@ PRESETS = {
         spatial=SpatialConfig(image_interpolation="nearest"),
         resolution=ResolutionConfig(min_resampling_iso_res=0.5, max_resampling_iso_res=1.5, native_noise_grid=1.0),
     ),
+    # The reference's images, half of them with the slab-wise motion and intensity steps that
+    # super-resolution of fetal scans leaves behind.
+    "fetal": GeneratorConfig(motion=MotionConfig(enabled=True)),
 }
 
 
 def preset(name: str) -> GeneratorConfig:
-    """A named configuration: ``"reference"`` (the reference method's images), or ``"literal"``."""
+    """A named configuration: ``"reference"`` (the reference method's images), ``"literal"`` or ``"fetal"``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

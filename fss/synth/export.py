@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -31,25 +32,52 @@ def write_samples(generator: Generator, n: int, out: str | os.PathLike, seed: in
     its JSON holds that seed, the subject's name and every drawn parameter, which
     :func:`fss.synth.generator.params_from_records` turns back into a replayable batch.
 
+    A samples folder holds one set: with ``overwrite`` the samples already there are removed
+    first (and only they: ``sub-synthNNNN/anat/`` files of the names above), so that the folder
+    never mixes sets; without it, any existing sample is an error.
+
     Raises
     ------
+    ValueError
+        If ``n`` is not positive.
     FileExistsError
-        If any output exists and ``overwrite`` is false (checked before anything is written).
+        If ``out`` holds samples and ``overwrite`` is false (checked before anything is written).
     """
+    if n < 1:
+        raise ValueError(f"the number of samples must be at least 1, got {n}")
     out = Path(out)
-    planned = [sample_paths(out, i) for i in range(n)]
-    existing = [path for paths in planned for path in paths.values() if path.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} output files exist (first: {existing[0]}); pass --overwrite to replace them")
+    previous = existing_samples(out)
+    if previous and not overwrite:
+        raise FileExistsError(f"{out} holds {len(previous)} samples (first: {previous[0]['image'].parent.parent.name}); "
+                              "pass --overwrite to replace the whole set, or choose another folder")
+    for paths in previous:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        for folder in (paths["image"].parent, paths["image"].parent.parent):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     generator.config.save(out / "synth_config.yaml", overwrite=True)
+    planned = [sample_paths(out, i) for i in range(n)]
     for i, paths in enumerate(tqdm(planned, desc="synth", unit="sample", disable=not progress)):
         sample_seed = derive_seed(seed, i)
         sample = generator.sample(1, sample_seed)
         subject = int(sample.params["subject"][0])
         affine = generator.output_affine(subject)
-        save_nifti(sample.image[0, 0].cpu().numpy(), affine, paths["image"], overwrite=overwrite)
-        save_nifti(sample.labels[0].cpu().numpy().astype("int16"), affine, paths["labels"], overwrite=overwrite)
+        save_nifti(sample.image[0, 0].cpu().numpy(), affine, paths["image"])
+        save_nifti(sample.labels[0].cpu().numpy().astype("int16"), affine, paths["labels"])
         record = {"seed": sample_seed, "subject": generator.subjects[subject].name, "params": params_to_records(sample.params)[0]}
-        with atomic_path(paths["params"], overwrite=overwrite) as temporary:
+        with atomic_path(paths["params"]) as temporary:
             temporary.write_text(json.dumps(record, indent=1))
     return planned
+
+
+def existing_samples(out: str | os.PathLike) -> list[dict[str, Path]]:
+    """The files of the samples in ``out`` (see :func:`sample_paths`), those that exist, by index."""
+    found = []
+    for folder in sorted(Path(out).glob("sub-synth*")):
+        if not re.fullmatch(r"sub-synth\d{4,}", folder.name):
+            continue
+        paths = {key: path for key, path in sample_paths(out, int(folder.name.removeprefix("sub-synth"))).items() if path.exists()}
+        if paths:
+            found.append(paths)
+    return found

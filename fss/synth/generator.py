@@ -14,6 +14,7 @@ Example
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from nibabel.affines import voxel_sizes
 
-from fss.device import resolve_device
+from fss.device import check_memory, resolve_device
 from fss.labels import to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
 from fss.synth.bias import apply_bias, draw_bias
@@ -31,12 +33,15 @@ from fss.synth.config import GeneratorConfig
 from fss.synth.contrast import N_SEED_VALUES, apply_contrast, draw_contrast
 from fss.synth.draws import Seed, as_generator, bernoulli, integers
 from fss.synth.gamma import apply_gamma, draw_gamma
+from fss.synth.motion import apply_motion, draw_motion
 from fss.synth.resolution import apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, flip, read_at, sampling_positions
 
 MAX_PACKED_SUBCLASSES = 4
 SUBCLASS_BITS = {2: (3, 1), 3: (4, 2), 4: (6, 2)}
 """(shift, width) of the subclass index j for K = 2, 3, 4 in a voxel's code; bits 0-2 hold the meta-label."""
+BYTES_PER_OUTPUT_VOXEL = 96
+"""Peak memory of one sample per output voxel (bytes), measured at 256^3 on a CPU (about 1.6 GB) and rounded up."""
 LABEL_SHIFT = 8
 N_CODES = 1 << LABEL_SHIFT
 """Each voxel packs its meta-label, its subclass for every K and its label into one int16, so that one
@@ -63,7 +68,7 @@ class SynthSubject:
     @property
     def spacing(self) -> np.ndarray:
         """(3,) voxel size in mm, from the affine's column norms."""
-        return np.linalg.norm(self.seeds.affine[:3, :3], axis=0)
+        return voxel_sizes(self.seeds.affine)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -149,6 +154,8 @@ class Generator:
         if self.config.output_shape is None and len(shapes) > 1:
             raise ValueError(f"subjects have different shapes {sorted(shapes)}: set output_shape in the configuration")
         self.output_shape = tuple(self.config.output_shape or subjects[0].shape)
+        check_memory(BYTES_PER_OUTPUT_VOXEL * math.prod(self.output_shape), self.device,
+                     f"a {'x'.join(map(str, self.output_shape))} synthetic sample")
         max_k = self.config.subclasses.max_subclasses
         if max_k > MAX_PACKED_SUBCLASSES:
             raise ValueError(f"max_subclasses is at most {MAX_PACKED_SUBCLASSES}, got {max_k}")
@@ -255,21 +262,27 @@ class Generator:
 
 
 def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.Generator) -> dict:
-    """Parameters of the stages after the contrast (gamma, bias, resolution, flip), shared with real-image augmentation."""
+    """Parameters of the stages after the contrast (gamma, bias, resolution, motion, flip), shared with real-image augmentation.
+
+    Motion is drawn last, so that turning it on leaves the draws of the other stages as they were.
+    """
     return {
         "gamma": draw_gamma(config.gamma, batch_size, generator),
         "bias": draw_bias(config.bias, batch_size, generator),
         "resolution": draw_resolution(config.resolution, batch_size, generator),
         "flip": bernoulli(generator, (batch_size,), config.flip.probability) if config.flip.enabled else None,
+        "motion": draw_motion(config.motion, batch_size, generator),
     }
 
 
 def finish(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.Tensor:
-    """Gamma, bias, resolution and noise, normalisation by the maximum to [0, 1], flip: (B, 1, D, H, W) on the 0-300 scale in."""
+    """Gamma, bias, motion, resolution and noise, normalisation by the maximum to [0, 1], flip: (B, 1, D, H, W) on the 0-300 scale in."""
     if params["gamma"] is not None:
         image = apply_gamma(image, params["gamma"])
     if params["bias"] is not None:
         image = apply_bias(image, params["bias"])
+    if params.get("motion") is not None:
+        image = apply_motion(image, params["motion"], spacings)
     if params["resolution"] is not None:
         image = apply_resolution(image, params["resolution"], spacings)
     image = image / image.amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=torch.finfo(image.dtype).tiny)
