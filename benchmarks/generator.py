@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 
-import nibabel as nib
 import numpy as np
 import torch
 from memory import reset_peak_resident, resident_mb
@@ -26,7 +25,6 @@ from memory import reset_peak_resident, resident_mb
 from fss import datasets
 from fss.device import describe_device
 from fss.io import load_nifti
-from fss.labels import to_feta
 from fss.seeds import make_seeds
 from fss.synth import Generator, SynthSubject, load_subjects, preset
 from fss.synth.config import GeneratorConfig
@@ -42,8 +40,7 @@ def subjects(setting: str) -> tuple[list[SynthSubject], tuple[int, int, int] | N
         record = datasets.fetch_reference_example()
         return load_subjects(record.labels.parents[2], ["sta30"]), None
     [record] = datasets.fetch_crl_atlas(ages=[30])
-    atlas = load_nifti(record.labels)
-    labels = nib.Nifti1Image(to_feta(np.asarray(atlas.dataobj), record.convention), atlas.affine)
+    labels = record.feta_labels()
     seeds = make_seeds(load_nifti(record.image), labels, max_subclasses=4, seed=0)
     return [SynthSubject(record.name, seeds, np.asarray(labels.dataobj))], (128, 160, 128)
 

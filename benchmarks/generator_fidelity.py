@@ -21,7 +21,7 @@ from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.infer import segment
 from fss.io import atomic_path, load_nifti
-from fss.labels import TISSUES, to_feta
+from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.train import TrainConfig, train
 
@@ -56,7 +56,7 @@ def main() -> None:
             model = load_checkpoint(run / "last", "cpu")
             for dataset, case, image, record in cases(config.validation_ages):
                 prediction, _ = segment(image, model, device="cpu")
-                labels = to_feta(np.asarray(load_nifti(record.labels).dataobj), record.convention)
+                labels = np.asarray(record.feta_labels().dataobj)
                 for tissue, value in dice_per_tissue(np.asarray(prediction.dataobj), labels).items():
                     rows.append({"preset": preset, "seed": seed, "dataset": dataset, "case": case, "tissue": tissue, "dice": value})
     table = pd.DataFrame(rows)

@@ -8,14 +8,12 @@ import resource
 import time
 import tracemalloc
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from fss import datasets
 from fss.device import describe_device
 from fss.io import load_nifti
-from fss.labels import to_feta
 from fss.seeds import make_seeds
 
 
@@ -28,8 +26,7 @@ def main() -> None:
 
     [record] = datasets.fetch_crl_atlas(ages=[args.age])
     image = load_nifti(record.image)
-    atlas = load_nifti(record.labels)
-    labels = nib.Nifti1Image(to_feta(np.asarray(atlas.dataobj), record.convention), atlas.affine)
+    labels = record.feta_labels()
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = []

@@ -70,7 +70,7 @@ def _info(args: argparse.Namespace) -> int:
     from fss import datasets
     from fss.device import describe_device
 
-    packages = ("torch", "numpy", "scipy", "nibabel", "nilearn", "pooch", "matplotlib")
+    packages = ("torch", "numpy", "scipy", "nibabel", "nilearn", "scikit-learn", "pooch", "matplotlib")
     print(f"fss {__version__} on Python {platform.python_version()} ({platform.platform()})")
     for name in packages:
         try:
@@ -257,7 +257,7 @@ def _write_derivative_files(output: Path) -> None:
     files = {
         "dataset_description.json": json.dumps(description, indent=1),
         "dseg.tsv": table.to_csv(sep="\t", index=False),
-        ".bidsignore": "volumes.tsv\n*_qc.png\n",
+        ".bidsignore": "volumes.tsv\n*_qc.png\n*_probseg.nii.gz\n",
     }
     for name, text in files.items():
         with atomic_path(output / name, overwrite=True) as temporary:
@@ -268,6 +268,12 @@ def _qc_path(target: Path) -> Path:
     from fss.io import nifti_stem
 
     return target.parent / f"{nifti_stem(target)}_qc.png"
+
+
+def _probabilities_path(target: Path) -> Path:
+    from fss.io import nifti_stem
+
+    return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
 
 
 def _update_table(path: Path, rows: list[dict], key: str) -> None:
@@ -292,14 +298,15 @@ def _segment(args: argparse.Namespace) -> int:
     from fss.checkpoint import load_checkpoint
     from fss.device import resolve_device
     from fss.infer import segment
-    from fss.io import atomic_path, load_nifti, refuse_to_overwrite_inputs, save_nifti
+    from fss.io import load_nifti, refuse_to_overwrite_inputs, save_nifti
     from fss.metrics import tissue_volumes
-    from fss.viz import plot_segmentation
+    from fss.viz import plot_segmentation, save_figure
 
     output = Path(args.output)
     jobs, folder = _segment_jobs(args.inputs, output)
     table_path = folder / "volumes.tsv"
-    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc)]
+    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
+               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
     with _arguments():
         refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])
     with _arguments():
@@ -311,6 +318,11 @@ def _segment(args: argparse.Namespace) -> int:
             model = pretrained.load(pretrained.DEFAULT, device)
         except KeyError as error:
             raise ValueError(f"{error.args[0]}: give --checkpoint, a model trained with fss train") from error
+    multiple = model[0].multiple
+    if not 0 <= args.overlap < 1:
+        raise UsageError(f"--overlap {args.overlap}: give a fraction in [0, 1)")
+    if args.window is not None and (args.window < multiple or args.window % multiple):
+        raise UsageError(f"--window {args.window}: give a positive multiple of {multiple} (the model's)")
     if any(Path(i).is_dir() for i in args.inputs):
         _write_derivative_files(output)
     rows, failed, kept = [], 0, 0
@@ -322,13 +334,15 @@ def _segment(args: argparse.Namespace) -> int:
                 tqdm.write(f"{name}: {target} exists, kept (--overwrite to redo)")
                 continue
             scan = load_nifti(source)
-            labels, _ = segment(scan, model, device=device, tta=args.tta)
+            labels, probabilities = segment(scan, model, device=device, tta=args.tta, window=args.window, overlap=args.overlap)
             save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
+            if args.probabilities:  # (X, Y, Z, class), uint8 with slope 1/255: readers get probabilities to 0.002
+                compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
+                save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=args.overwrite, slope=1 / 255)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
             if args.qc:
                 figure = plot_segmentation(scan, labels, title=name)
-                with atomic_path(_qc_path(target), overwrite=args.overwrite) as temporary:
-                    figure.savefig(temporary, dpi=80)
+                save_figure(figure, _qc_path(target))
                 plt.close(figure)
         except (ValueError, OSError) as error:
             failed += 1
@@ -397,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     segmentation.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
     segmentation.add_argument("--qc", action="store_true", help="write a three-plane overlay PNG per image")
+    segmentation.add_argument("--probabilities", action="store_true",
+                              help="also write the class probabilities on the input grid (<name>_probseg.nii.gz: 4-D, one volume per FeTA class 0-7)")
+    segmentation.add_argument("--window", type=int, help="side of the sliding window in working voxels (default: whole volume when small enough)")
+    segmentation.add_argument("--overlap", type=float, default=0.5, help="overlap of neighbouring windows, in [0, 1) (default 0.5)")
     segmentation.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     segmentation.set_defaults(run=_segment)
 

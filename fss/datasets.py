@@ -26,9 +26,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pooch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 ENV_VAR = "FSS_DATA"
 
@@ -120,6 +124,17 @@ class Record:
     def attribution(self) -> str:
         """Licence and citation text, ready to print."""
         return f"{self.name}: {self.licence}\n  Cite: {self.citation}"
+
+    def feta_labels(self) -> nib.Nifti1Image:
+        """The label map in the FeTA convention: a nibabel image, int16 values 0-7, on the file's grid."""
+        import nibabel as nib
+        import numpy as np
+
+        from fss.io import load_nifti
+        from fss.labels import to_feta
+
+        source = load_nifti(self.labels)
+        return nib.Nifti1Image(to_feta(np.asarray(source.dataobj), self.convention), source.affine)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from fss.unet import UNet
 MAX_WHOLE_VOXELS = 192**3
 """Larger working volumes are segmented by a sliding window, to bound memory."""
 
+DEFAULT_WINDOW = 160
+"""Side (voxels) of the sliding window used for volumes above :data:`MAX_WHOLE_VOXELS` unless one is given."""
+
 BYTES_PER_WORKING_VOXEL = 4 * (2 + 2 * 8)
 BYTES_PER_INPUT_VOXEL = 4 * (2 + 2 * 8) + 2
 """Estimated peak memory of :func:`segment` per voxel (bytes): the image twice and the 8 class
@@ -55,7 +58,14 @@ def _sliding(model: UNet, x: torch.Tensor, window: int, overlap: float = 0.5) ->
 
 
 @torch.no_grad()
-def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str | torch.device | None = None, tta: bool = False, window: int | None = None) -> torch.Tensor:
+def predict_working(
+    model: UNet,
+    image: np.ndarray | torch.Tensor,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    window: int | None = None,
+    overlap: float = 0.5,
+) -> torch.Tensor:
     """Class probabilities of one volume already on the model's working grid.
 
     Parameters
@@ -69,13 +79,19 @@ def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str |
         Average with the prediction of the left-right flipped volume (first axis).
     window : int, optional
         Side of the sliding window (a multiple of the model's); default whole volume when it
-        has at most ``MAX_WHOLE_VOXELS`` voxels, else 160.
+        has at most ``MAX_WHOLE_VOXELS`` voxels, else ``DEFAULT_WINDOW``.
+    overlap : float
+        Fraction of the window shared by neighbouring windows, in [0, 1).
 
     Returns
     -------
     torch.Tensor, (n_classes, X, Y, Z) float32 on ``device``: softmax probabilities. The volume is
     padded with zeros to the model's multiple and cropped back.
     """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if window is not None and (window < model.multiple or window % model.multiple):
+        raise ValueError(f"window must be a positive multiple of {model.multiple} voxels, got {window}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x = torch.as_tensor(image, dtype=torch.float32, device=device)[None, None]
     pad = [(-n) % model.multiple for n in x.shape[2:]]
@@ -84,12 +100,12 @@ def predict_working(model: UNet, image: np.ndarray | torch.Tensor, device: str |
         padding += [p // 2, p - p // 2]
     x = F.pad(x, padding)
     if window is None and x[0, 0].numel() > MAX_WHOLE_VOXELS:
-        window = 160
+        window = DEFAULT_WINDOW
     was_training = model.training
     model.eval()
 
     def run(volume):
-        return _forward(model, volume) if window is None else _sliding(model, volume, window)
+        return _forward(model, volume) if window is None else _sliding(model, volume, window, overlap)
 
     probabilities = run(x)
     if tta:
@@ -105,6 +121,8 @@ def segment(
     device: str | torch.device = "auto",
     tta: bool = False,
     margin_mm: float = 8.0,
+    window: int | None = None,
+    overlap: float = 0.5,
 ) -> tuple[nib.Nifti1Image, torch.Tensor]:
     """Segment a scan into FeTA tissues, on the scan's own grid.
 
@@ -123,6 +141,8 @@ def segment(
         Average with the left-right flipped prediction.
     margin_mm : float
         Margin kept around the foreground (voxels above 0).
+    window, overlap
+        Sliding window (see :func:`predict_working`); default: the whole working box when it is small enough.
 
     Returns
     -------
@@ -151,7 +171,7 @@ def segment(
         raise ValueError("the image has no voxel above 0: nothing to segment")
     grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple, minimum=2 * model.multiple)
     working = normalize_intensities(full.cut(resampled, grid))
-    probabilities = predict_working(model, working, device, tta=tta).cpu()
+    probabilities = predict_working(model, working, device, tta=tta, window=window, overlap=overlap).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)
     back[0] = 1 - back[1:].sum(0)
     labels = back.argmax(0).to(torch.int16).numpy()

@@ -569,6 +569,7 @@ def save_nifti(
     affine: np.ndarray,
     path: str | os.PathLike,
     overwrite: bool = False,
+    slope: float = 1.0,
 ) -> Path:
     """Write a 3-D (or ``(X, Y, Z, C)``) volume as NIfTI, atomically.
 
@@ -582,6 +583,9 @@ def save_nifti(
         Destination ``.nii`` or ``.nii.gz``.
     overwrite : bool
         Replace an existing file; otherwise :class:`FileExistsError`.
+    slope : float
+        Scale factor stored in the header (``scl_slope``): readers see ``data * slope``, so
+        that e.g. probabilities travel as uint8 with slope 1/255.
 
     Returns
     -------
@@ -592,6 +596,8 @@ def save_nifti(
         data = data.detach().cpu().numpy()
     image = nib.Nifti1Image(np.asarray(data), np.asarray(affine, float))
     image.header.set_xyzt_units("mm")
+    if slope != 1.0:
+        image.header.set_slope_inter(slope, 0.0)
     with atomic_path(path, overwrite) as temporary:
         nib.save(image, temporary)
     return Path(path)

@@ -42,7 +42,7 @@ from fss.config_checks import check_options, check_types
 from fss.device import resolve_device
 from fss.infer import predict_working
 from fss.io import NORMALIZATION, WorkingGrid, atomic_path, load_nifti, normalize_intensities
-from fss.labels import TISSUES, to_feta
+from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.seeds import Seeds, load_seeds, make_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config
@@ -50,7 +50,7 @@ from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
 from fss.synth.draws import derive_seed
 from fss.unet import UNet, count_parameters
-from fss.viz import plot_training
+from fss.viz import plot_training, save_figure
 
 MODES = ("synthetic", "real", "mixed")
 CONFIGS = tuple(sorted(p.name.removesuffix(".yaml") for p in resources.files("fss").joinpath("configs").iterdir() if p.name.endswith(".yaml")))
@@ -165,7 +165,7 @@ def prepare_crl(ages: tuple[int, ...], spacing: float, with_seeds: bool, seeds_d
         image = load_nifti(record.image)
         grid = WorkingGrid.from_image(image, spacing)
         intensities = grid.to_working(np.asarray(image.dataobj, dtype=np.float32))
-        labels = grid.to_working(to_feta(np.asarray(load_nifti(record.labels).dataobj), record.convention), "nearest").numpy()
+        labels = grid.to_working(np.asarray(record.feta_labels().dataobj), "nearest").numpy()
         seeds = None
         if with_seeds and seeds_dir:
             loaded = load_seeds(seeds_dir, f"crlGA{record.gestational_age}")
@@ -424,8 +424,7 @@ def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per
     """Curves and the metrics of the run (also the return value of :func:`train`)."""
     frame = pd.DataFrame(run.log)
     figure = plot_training(frame)
-    with atomic_path(out / "curves.png", overwrite=True) as temporary:
-        figure.savefig(temporary, dpi=80)
+    save_figure(figure, out / "curves.png")
     plt.close(figure)
     final = frame.dropna(subset=["mean_dice"]).iloc[-1]
     return {

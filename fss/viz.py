@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -13,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from nibabel.affines import voxel_sizes
 
+from fss.io import atomic_path
 from fss.labels import META_LABELS, TISSUES
 
 if TYPE_CHECKING:
@@ -231,3 +234,13 @@ def plot_training(log: "pd.DataFrame") -> Figure:
     right.set_ylim(0, 1)
     right.legend(fontsize=7, ncol=2)
     return figure
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 80) -> Path:
+    """Write ``figure`` to ``path`` (format from the suffix, e.g. ``.png``), atomically, replacing an older one.
+
+    The figure stays open (a notebook still shows it); close it with ``plt.close(figure)`` when done.
+    """
+    with atomic_path(path, overwrite=True) as temporary:
+        figure.savefig(temporary, dpi=dpi)
+    return Path(path)

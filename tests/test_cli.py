@@ -82,6 +82,7 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
 # | hidden temporary files left by a killed write | test_leftover_temporary_files_are_ignored_and_cleaned |
 # | an unexpected error | test_an_unexpected_error_is_one_line_unless_debugging |
+# | probabilities, sliding window and overlap from the command line | test_segment_writes_probabilities_and_takes_a_window |
 
 
 def test_segment_never_writes_into_a_raw_dataset(tmp_path, checkpoint, capsys):
@@ -393,3 +394,18 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path, monkeypatch,
     assert err.strip() == "fss evaluate: unexpected error: RuntimeError: something nobody foresaw (re-run with --debug for the traceback)"
     with pytest.raises(RuntimeError):
         main(["--debug", *arguments])
+
+
+def test_segment_writes_probabilities_and_takes_a_window(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    out = tmp_path / "x_dseg.nii.gz"
+    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), "--probabilities", "--window", "8", "--overlap", "0.25"]) == 0
+    probabilities = nib.load(tmp_path / "x_probseg.nii.gz")
+    labels = np.asarray(nib.load(out).dataobj)
+    assert probabilities.shape == (*labels.shape, 8) and probabilities.get_data_dtype() == np.uint8
+    values = probabilities.get_fdata()
+    np.testing.assert_allclose(values.sum(-1), 1.0, atol=8 / 255)
+    assert (values.argmax(-1) == labels).mean() > 0.99  # ties rounded to 1/255 may flip a few voxels
+    for option, value in (("--window", "7"), ("--overlap", "1.5")):
+        assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y.nii.gz"), "--checkpoint", str(checkpoint), option, value]) == 2
+        assert option in capsys.readouterr().err

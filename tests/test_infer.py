@@ -13,6 +13,7 @@ from bidsschematools.schema import load_schema
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
+import fss.infer
 from fss.checkpoint import load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
@@ -34,12 +35,17 @@ def test_segment_lands_on_the_input_grid(checkpoint):
     np.testing.assert_array_equal(np.asarray(labels.dataobj), probabilities.argmax(0).numpy())
 
 
-def test_sliding_window_covers_the_volume(checkpoint):
+def test_sliding_window_puts_every_tile_back_in_its_place(checkpoint, monkeypatch):
+    def voxelwise(model, x):  # a "network" whose output at a voxel depends on that voxel only
+        return torch.softmax(torch.cat([x * k for k in range(8)], dim=1), dim=1)
+
+    monkeypatch.setattr(fss.infer, "_forward", voxelwise)
     model, _ = load_checkpoint(checkpoint)
     volume = torch.rand(40, 36, 20)
-    probabilities = predict_working(model, volume, window=16)
-    assert probabilities.shape == (8, 40, 36, 20)
-    torch.testing.assert_close(probabilities.sum(0), torch.ones(40, 36, 20), atol=1e-4, rtol=0)
+    whole = predict_working(model, volume)
+    for overlap in (0.0, 0.25, 0.5):
+        windowed = predict_working(model, volume, window=16, overlap=overlap)
+        torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=0)
 
 
 def test_empty_scan_is_refused(checkpoint):

@@ -21,12 +21,11 @@ def test_float_labels_with_whole_values_are_accepted():
     np.testing.assert_array_equal(to_feta(np.array([[0.0, 4.0]]), "atlas"), [[0, 1]])
 
 
-@pytest.mark.parametrize("bad", [np.array([0, 3, 9, 12]), np.array([-1, 0, 2])])
-def test_unexpected_values_are_named(bad):
+@pytest.mark.parametrize("bad, unexpected", [(np.array([0, 3, 9, 12]), "[9, 12]"), (np.array([-1, 0, 2]), "[-1]")])
+def test_unexpected_values_are_named(bad, unexpected):
     with pytest.raises(ValueError) as error:
         to_feta(bad, "atlas")
-    unexpected = [int(v) for v in bad if v not in CONVENTIONS["atlas"]]
-    assert str(unexpected) in str(error.value)
+    assert unexpected in str(error.value)
 
 
 def test_non_integer_labels_and_unknown_convention_are_refused():
@@ -37,8 +36,6 @@ def test_non_integer_labels_and_unknown_convention_are_refused():
 
 
 def test_meta_labels_group_tissues():
-    meta = to_meta_labels(np.arange(8))
-    for value, (_, tissues) in META_LABELS.items():
-        assert all(meta[t] == value for t in tissues)
-    assert meta[0] == 0
-    np.testing.assert_array_equal(meta, [0, 1, 2, 3, 1, 3, 2, 3])
+    # FeTA 0 BG, 1 eCSF, 2 GM, 3 WM, 4 VEN, 5 CBM, 6 DGM, 7 BS -> 1 CSF, 2 grey matter, 3 white matter and the rest
+    np.testing.assert_array_equal(to_meta_labels(np.arange(8)), [0, 1, 2, 3, 1, 3, 2, 3])
+    assert [name for name, _ in META_LABELS.values()][:3] == ["CSF", "grey matter", "white matter"]

@@ -5,8 +5,6 @@ import torch
 from fss import datasets, pretrained
 from fss.checkpoint import save_checkpoint
 from fss.infer import predict_working, segment
-from fss.io import load_nifti
-from fss.labels import to_feta
 from fss.metrics import dice_per_tissue
 from fss.unet import UNet
 
@@ -38,6 +36,6 @@ def test_shipped_model_segments_a_held_out_atlas_age(mirror):
     assert metadata["weights_dtype"] == "float16" and (pretrained.WEIGHTS / f"{pretrained.DEFAULT}.safetensors").stat().st_size < 25e6
     [record] = datasets.fetch_crl_atlas(ages=[31])
     labels, _ = segment(record.image, (model, metadata), device="cpu")
-    reference = to_feta(np.asarray(load_nifti(record.labels).dataobj), record.convention)
+    reference = np.asarray(record.feta_labels().dataobj)
     scores = dice_per_tissue(np.asarray(labels.dataobj), reference)
     assert np.mean(list(scores.values())) > 0.75, scores  # 0.83 when measured for the model card

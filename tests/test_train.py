@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from fss.checkpoint import load_checkpoint
+from fss.synth.augment import Augmenter
+from fss.synth.dataset import SyntheticBatches
 from fss.train import TrainConfig, dice_ce_loss, learning_rate, train
 
 from ball import ball_volume, tiny_config
@@ -61,11 +63,17 @@ def test_training_leaves_the_callers_random_state_and_determinism_flags_alone(tm
     assert first["final_mean_dice"] == second["final_mean_dice"]
 
 
-def test_real_and_mixed_modes_run(tmp_path):
+def test_each_mode_draws_its_batches_from_its_source(tmp_path, monkeypatch):
     volume = ball_volume()
-    for mode in ("real", "mixed"):
-        metrics = train(tiny_config(mode=mode, iterations=2, validation_every=2, channels=(4, 8)), tmp_path / mode, progress=False, training=[volume], validation=[volume])
-        assert metrics["mode"] == mode and 0 <= metrics["final_mean_dice"] <= 1
+    used = []
+    real_sample, synthetic_next = Augmenter.sample, SyntheticBatches.__next__
+    monkeypatch.setattr(Augmenter, "sample", lambda self, *args, **kwargs: (used.append("real"), real_sample(self, *args, **kwargs))[1])
+    monkeypatch.setattr(SyntheticBatches, "__next__", lambda self: (used.append("synthetic"), synthetic_next(self))[1])
+    for mode, expected in (("synthetic", {"synthetic"}), ("real", {"real"}), ("mixed", {"real", "synthetic"})):
+        used.clear()
+        config = tiny_config(mode=mode, iterations=12, validation_every=12, channels=(4, 8), crop_shape=(16, 16, 16))
+        metrics = train(config, tmp_path / mode, progress=False, training=[volume], validation=[volume])
+        assert set(used) == expected and len(used) == 12 and metrics["mode"] == mode, (mode, used)
 
 
 def test_loss_and_schedule():

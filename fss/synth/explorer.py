@@ -76,8 +76,7 @@ class Explorer:
         if next_seed:
             self.seed += 1
         config = configured(self.generator.config, {key: slider.value for key, slider in self.sliders.items()})
-        generator = Generator(self.generator.subjects, config, device=self.generator.device)
-        sample = generator.sample(1, seed=self.seed)
+        sample = self.generator.with_config(config).sample(1, seed=self.seed)
         with self.output:
             self.output.clear_output(wait=True)
             plot_planes(sample.image[0, 0].cpu().numpy(), title=f"seed {self.seed}")

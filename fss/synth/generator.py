@@ -14,6 +14,7 @@ Example
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -172,6 +173,15 @@ class Generator:
         self._index_dtype = torch.int32 if self._outside < 2**31 else torch.int64
         self._shapes = torch.tensor([s.shape for s in subjects], dtype=torch.int64)
         self._spacings = torch.tensor(np.array([s.spacing for s in subjects]), dtype=torch.float64)
+
+    def with_config(self, config: GeneratorConfig) -> Generator:
+        """A generator of the same subjects drawing with ``config``; the subjects' packed volumes are shared, not rebuilt,
+        when the output shape and the largest K stay the same."""
+        if config.output_shape != self.config.output_shape or config.subclasses.max_subclasses != self.config.subclasses.max_subclasses:
+            return Generator(self.subjects, config, self.device)
+        other = copy.copy(self)
+        other.config = config
+        return other
 
     def output_affine(self, subject: int) -> np.ndarray:
         """(4, 4) affine of the output grid for ``subject``: the centred window of its grid, same voxel size."""
