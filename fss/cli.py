@@ -355,7 +355,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fss`` and its subcommands."""
+    """The argument parser of ``fss`` and its subcommands (long: one statement per option, nothing else)."""
     parser = argparse.ArgumentParser(prog="fss", description="FetalSynthSeg: fetal brain tissue segmentation trained on synthetic images.")
     parser.add_argument("--version", action="version", version=f"fss {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")

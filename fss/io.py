@@ -99,6 +99,16 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
             raise ValueError(f"{name}: {bad} voxels are NaN or infinite")
+    _check_orientation(name, image)
+    return type(image)(data, image.affine, image.header)
+
+
+VOXEL_MM = (0.1, 10.0)
+"""Voxel sizes (mm, along every axis) that :func:`load_nifti` accepts: fetal MRI from 0.1 mm to 10 mm slices."""
+
+
+def _check_orientation(name: str, image: nib.Nifti1Image) -> None:
+    """Raise unless the header gives an orientation and a plausible, invertible affine; warn when sform and qform differ."""
     header = image.header
     if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
         raise ValueError(f"{name}: the header gives no orientation (qform_code and sform_code are both 0), so left and right are unknown; "
@@ -115,12 +125,7 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         sform, qform = header.get_sform(), header.get_qform()
         if not np.allclose(sform, qform, atol=1e-3):
             warnings.warn(f"{name}: the sform and the qform of the header differ by up to {np.abs(sform - qform).max():.3g} mm; "
-                          "fss uses the sform, as nibabel and most tools do", stacklevel=2)
-    return type(image)(data, affine, header)
-
-
-VOXEL_MM = (0.1, 10.0)
-"""Voxel sizes (mm, along every axis) that :func:`load_nifti` accepts: fetal MRI from 0.1 mm to 10 mm slices."""
+                          "fss uses the sform, as nibabel and most tools do", stacklevel=3)
 
 
 NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5, "of": "voxels above 0"}

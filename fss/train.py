@@ -441,6 +441,42 @@ def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per
     }
 
 
+def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: _Distributed, progress: bool) -> float | None:
+    """Training steps from ``run.start`` to ``stop``, with validation and checkpoints; the sum of the first batch's image.
+
+    Raises
+    ------
+    TrainingInterrupted
+        After a Ctrl-C, once the iteration under way is done and saved.
+    """
+    first_batch_sum = None
+    seconds_before = run.log[-1]["seconds"] if run.log else 0.0
+    started = time.perf_counter()
+    bar = tqdm(range(run.start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=run.start, total=config.iterations)
+    with _stop_on_interrupt(enabled=distributed.world == 1) as interrupt:
+        for iteration in bar:
+            for group in run.optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration)
+            image, labels = next(run.batches)
+            if first_batch_sum is None:
+                first_batch_sum = float(image.sum())
+            loss = training_step(run.trained, run.optimizer, image, labels)
+            row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
+            checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
+            if checkpointing:
+                row.update(_checkpoint(run, out, iteration + 1))
+                bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
+            run.log.append(row)
+            if checkpointing:
+                with atomic_path(out / "log.csv", overwrite=True) as temporary:
+                    pd.DataFrame(run.log).to_csv(temporary, index=False)
+            if interrupt.requested:
+                bar.close()
+                raise TrainingInterrupted(out, iteration + 1)
+            distributed.barrier()
+    return first_batch_sum
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -493,32 +529,9 @@ def train(
     cuda_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
         run = _set_up(config, out, resume, device, distributed, training, validation)
-        first_batch_sum = None
-        seconds_before = run.log[-1]["seconds"] if run.log else 0.0
-        started = time.perf_counter()
         stop = min(until or config.iterations, config.iterations)
-        bar = tqdm(range(run.start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=run.start, total=config.iterations)
-        with _stop_on_interrupt(enabled=distributed.world == 1) as interrupt:
-            for iteration in bar:
-                for group in run.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, iteration)
-                image, labels = next(run.batches)
-                if first_batch_sum is None:
-                    first_batch_sum = float(image.sum())
-                loss = training_step(run.trained, run.optimizer, image, labels)
-                row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
-                checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
-                if checkpointing:
-                    row.update(_checkpoint(run, out, iteration + 1))
-                    bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
-                run.log.append(row)
-                if checkpointing:
-                    with atomic_path(out / "log.csv", overwrite=True) as temporary:
-                        pd.DataFrame(run.log).to_csv(temporary, index=False)
-                if interrupt.requested:
-                    bar.close()
-                    raise TrainingInterrupted(out, iteration + 1)
-                distributed.barrier()
+        started = time.perf_counter()
+        first_batch_sum = _iterate(run, config, out, stop, distributed, progress)
         iterations_per_second = (stop - run.start) / max(time.perf_counter() - started, 1e-9)
         metrics = _finish(run, out, config, stop, iterations_per_second, device, distributed.world) if distributed.main else {}
         if distributed.world > 1:
