@@ -98,17 +98,20 @@ def dice_per_tissue(prediction: np.ndarray, reference: np.ndarray) -> dict[str, 
 
 
 def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
-    """Volume of each FeTA tissue and of the whole brain (tissues 1-7), in mm^3, from the voxel size.
+    """Volume of each FeTA tissue and of the brain, in mm^3, from the voxel size.
+
+    The brain is every tissue but the extra-axial CSF (tissues 2-7, the ventricles included):
+    the eCSF surrounds the brain and is reported on its own.
 
     Returns
     -------
     dict
-        ``{"<short name>_mm3": volume, ..., "brain_mm3": total}``.
+        ``{"<short name>_mm3": volume, ..., "brain_mm3": tissues 2-7}``.
     """
     voxel = abs(float(np.linalg.det(labels.affine[:3, :3])))
     counts = np.bincount(np.asarray(labels.dataobj).astype(np.int64).ravel(), minlength=len(TISSUES))
     volumes = {f"{t.short}_mm3": float(counts[t.value] * voxel) for t in TISSUES[1:]}
-    return {**volumes, "brain_mm3": float(sum(volumes.values()))}
+    return {**volumes, "brain_mm3": float(sum(v for t, v in zip(TISSUES[1:], volumes.values()) if t.short != "eCSF"))}
 
 
 def evaluate(
