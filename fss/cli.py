@@ -161,6 +161,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from fss.experiments import load_experiment, plan, run_experiment, status
+
+    with _arguments():
+        experiment = load_experiment(args.file)
+        setting = args.setting or next(iter(experiment.settings))
+        runs = plan(experiment, setting)
+    print(f"{experiment.name} ({setting}): {experiment.description}")
+    for run in runs:
+        print(f"  {run.id:40s} {status(run, args.root):12s} {run.folder(args.root)}")
+    if args.dry_run:
+        return 0
+    with _arguments():
+        table = run_experiment(args.file, setting, args.root, only=args.only, kernel=args.kernel)
+    failed = [run.id for run in runs if args.only in (None, run.id, run.arm) and status(run, args.root) == "failed"]
+    print(f"{table.run.nunique() if len(table) else 0} runs gathered in {Path(args.root) / experiment.name / setting / 'results.tsv'}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _label_files(path: Path) -> dict[str, Path]:
     if path.is_dir():  # hidden files (e.g. the temporary file of an interrupted write) are not label maps
         return {p.relative_to(path).as_posix(): p for p in sorted([*path.rglob("*.nii.gz"), *path.rglob("*.nii")]) if not p.name.startswith(".")}
@@ -425,6 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--convention", choices=sorted(CONVENTIONS), default="feta", help="label convention of the references (predictions of fss are FeTA; default feta)")
     evaluation.add_argument("--overwrite", action="store_true", help="replace an existing table")
     evaluation.set_defaults(run=_evaluate)
+
+    experiment = commands.add_parser("experiment", help="run a grid of notebook runs (train, evaluate) described by a YAML file")
+    experiment.add_argument("file", help="experiment file, e.g. experiments/subclasses.yaml")
+    experiment.add_argument("--setting", help="which of its settings (default: the first, e.g. cpu)")
+    experiment.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
+    experiment.add_argument("--only", metavar="RUN", help="run only this run id or arm")
+    experiment.add_argument("--root", default="outputs/experiments", help="results folder (default outputs/experiments)")
+    experiment.add_argument("--kernel", help="Jupyter kernel to run the notebooks with (default: the notebooks' own)")
+    experiment.set_defaults(run=_experiment)
 
     info = commands.add_parser("info", help="versions, compute device and data location")
     info.set_defaults(run=_info)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fss.labels import CONVENTIONS, META_LABELS, N_CLASSES, TISSUES, to_feta, to_meta_labels
+from fss.labels import META_LABELS, N_CLASSES, TISSUES, to_feta, to_meta_labels
 
 
 def test_tissue_table_is_indexed_by_value():

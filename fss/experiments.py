@@ -1,0 +1,252 @@
+"""Experiments: a grid of notebook runs (train with 03, evaluate with 04), kept apart, resumable, gathered.
+
+An experiment is a YAML file::
+
+    description: Does splitting tissues into intensity subclasses help?
+    notebooks: ../notebooks          # folder of the notebooks, relative to this file
+    chain: [03_training, 04_evaluation]
+    parameters: {crl_ages: [23, 27, 31, 35]}        # given to every run
+    settings:                        # one is chosen when the experiment is run
+      cpu: {config_name: cpu-demo, device: cpu}
+      gpu: {config_name: gpu, device: cuda}
+    arms:                            # what differs between runs
+      K=1: {overrides: ["generator={subclasses: {max_subclasses: 1}}"]}
+      K=1-4: {}
+    repeats: 2                       # seeds 0 and 1, given as the parameter seed
+
+Each run (arm x seed) executes the chain with papermill into its own folder
+``<root>/<experiment>/<setting>/<run id>/``: the executed notebooks, each notebook's outputs
+(``output_dir`` = the run folder / the notebook's name; the notebooks after the first also get
+``trained_dir``, the first one's folder), ``params.yaml`` and, last, ``metrics.tsv`` (the
+evaluation's table). The run id is the arm, the seed and a hash of all parameters, so that a
+changed setting never reuses old results. A run with ``metrics.tsv`` is done and skipped; a run
+folder without it (interrupted) is emptied and run again; a failing run writes ``error.txt``
+and the others go on. :func:`gather` puts every finished run's table into one tidy table.
+
+Example
+-------
+>>> experiment = load_experiment("experiments/subclasses.yaml")  # doctest: +SKIP
+>>> for run in plan(experiment, "cpu"):  # doctest: +SKIP
+...     print(run.id, status(run, "outputs/experiments"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from fss.io import atomic_path
+
+ROOT = Path("outputs") / "experiments"
+"""Default folder of experiment results, relative to the working directory."""
+
+RESULT_COLUMNS = ["run", "arm", "seed", "model", "dataset", "case", "stress", "severity", "tissue", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A parsed experiment file (see the module's documentation)."""
+
+    name: str
+    description: str
+    notebooks: Path
+    chain: tuple[str, ...]
+    parameters: dict
+    settings: dict[str, dict]
+    arms: dict[str, dict]
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One arm at one seed: the parameters every notebook of the chain gets (besides its folders)."""
+
+    experiment: Experiment
+    setting: str
+    arm: str
+    seed: int
+    parameters: dict = field(hash=False)
+
+    @property
+    def id(self) -> str:
+        """``<arm>-seed<seed>-<8 hex digits of the parameters' hash>``, safe as a folder name."""
+        digest = hashlib.sha256(json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:8]
+        arm = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.arm)
+        return f"{arm}-seed{self.seed}-{digest}"
+
+    def folder(self, root: str | os.PathLike = ROOT) -> Path:
+        return Path(root) / self.experiment.name / self.setting / self.id
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read and check an experiment file; its name is the file's stem.
+
+    Raises
+    ------
+    ValueError
+        For a missing or mistyped key, an empty chain or arm list, a notebook that does not
+        exist, or a parameter that no notebook of the chain declares (a typo would otherwise
+        be ignored).
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: an experiment is a mapping of keys, got {type(values).__name__}")
+    known = {"description", "notebooks", "chain", "parameters", "settings", "arms", "repeats"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    for key in ("chain", "settings", "arms"):
+        if not values.get(key):
+            raise ValueError(f"{path}: give at least one entry under {key!r}")
+    for key in ("parameters", "settings", "arms"):
+        if not isinstance(values.get(key) or {}, dict):
+            raise ValueError(f"{path}: {key!r} must be a mapping")
+    repeats = values.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"{path}: repeats must be a whole number of at least 1, got {repeats!r}")
+    notebooks = (path.parent / values.get("notebooks", ".")).resolve()
+    for name in values["chain"]:
+        if not (notebooks / f"{name}.ipynb").exists():
+            raise ValueError(f"{path}: no notebook {notebooks / f'{name}.ipynb'}")
+    declared = set().union(*(_declared(notebooks / f"{name}.ipynb") for name in values["chain"]))
+    given = {"parameters": values.get("parameters") or {}, **{f"setting {k}": v or {} for k, v in values["settings"].items()},
+             **{f"arm {k}": v or {} for k, v in values["arms"].items()}}
+    for where, parameters in given.items():
+        unknown = sorted(set(parameters) - declared)
+        if unknown:
+            raise ValueError(f"{path}: {where} sets {unknown}, which no notebook of the chain ({', '.join(values['chain'])}) declares")
+    return Experiment(
+        name=path.stem,
+        description=str(values.get("description", "")),
+        notebooks=notebooks,
+        chain=tuple(values["chain"]),
+        parameters=dict(values.get("parameters") or {}),
+        settings={str(k): dict(v or {}) for k, v in values["settings"].items()},
+        arms={str(k): dict(v or {}) for k, v in values["arms"].items()},
+        repeats=repeats,
+    )
+
+
+def _declared(notebook: Path) -> set[str]:
+    """Names of the parameters that ``notebook`` declares in its ``parameters`` cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def plan(experiment: Experiment, setting: str) -> list[Run]:
+    """Every run of ``experiment`` at ``setting``: arms in file order, then seeds 0..repeats-1."""
+    if setting not in experiment.settings:
+        raise ValueError(f"experiment {experiment.name} has no setting {setting!r}; choose one of {', '.join(experiment.settings)}")
+    runs = []
+    for arm, changes in experiment.arms.items():
+        for seed in range(experiment.repeats):
+            parameters = {**experiment.parameters, **experiment.settings[setting], **changes, "seed": seed}
+            runs.append(Run(experiment, setting, arm, seed, parameters))
+    return runs
+
+
+def status(run: Run, root: str | os.PathLike = ROOT) -> str:
+    """``"done"`` (its metrics exist), ``"failed"`` (its last attempt left an error), ``"interrupted"`` or ``"pending"``."""
+    folder = run.folder(root)
+    if (folder / "metrics.tsv").exists():
+        return "done"
+    if (folder / "error.txt").exists():
+        return "failed"
+    return "interrupted" if folder.exists() else "pending"
+
+
+def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None) -> str:
+    """Run the chain of ``run`` unless it is done; returns its status afterwards (``"done"`` or ``"failed"``).
+
+    An interrupted or failed attempt's folder is emptied first. A notebook that raises stops the
+    run: its error goes to ``error.txt`` (the executed notebook, up to the failing cell, stays
+    beside it). Ctrl-C is not caught: the folder stays incomplete and the next call starts over.
+    """
+    import papermill
+
+    if status(run, root) == "done":
+        return "done"
+    folder = run.folder(root)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    with atomic_path(folder / "params.yaml") as temporary:
+        temporary.write_text(yaml.safe_dump({"experiment": run.experiment.name, "setting": run.setting, "arm": run.arm,
+                                             "seed": run.seed, "parameters": run.parameters}, sort_keys=False))
+    first = folder.resolve() / run.experiment.chain[0]
+    try:
+        for index, name in enumerate(run.experiment.chain):
+            notebook = run.experiment.notebooks / f"{name}.ipynb"
+            parameters = {**run.parameters, "output_dir": str(folder.resolve() / name)}
+            if index > 0:
+                parameters["trained_dir"] = str(first)
+            declared = _declared(notebook)  # each notebook gets the parameters it declares
+            parameters = {key: value for key, value in parameters.items() if key in declared}
+            papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
+                                       cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False)
+        table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
+    except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
+        with atomic_path(folder / "error.txt") as temporary:
+            temporary.write_text(traceback.format_exc())
+        return "failed"
+    with atomic_path(folder / "metrics.tsv") as temporary:
+        table.to_csv(temporary, sep="\t", index=False)
+    return "done"
+
+
+def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
+    """One tidy table of every finished run (columns :data:`RESULT_COLUMNS`, then the parameters that differ between runs).
+
+    ``stress`` and ``severity`` are filled for the stress datasets of notebook 04 (``"stress: <kind>"``
+    and a case ``"... severity <n>"``) and empty otherwise.
+    """
+    runs = plan(experiment, setting)
+    varying = sorted({key for run in runs for key in run.parameters if len({json.dumps(r.parameters.get(key), sort_keys=True) for r in runs}) > 1} - {"seed"})
+    tables = []
+    for run in runs:
+        if status(run, root) != "done":
+            continue
+        table = pd.read_csv(run.folder(root) / "metrics.tsv", sep="\t")
+        table = table.assign(run=run.id, arm=run.arm, seed=run.seed,
+                             stress=table.dataset.str.extract(r"^stress: (.+)$", expand=False),
+                             severity=pd.to_numeric(table.case.str.extract(r"severity (\d)", expand=False)))
+        for key in varying:
+            table[key] = json.dumps(run.parameters.get(key), sort_keys=True)
+        tables.append(table)
+    if not tables:
+        return pd.DataFrame(columns=[*RESULT_COLUMNS, *varying])
+    return pd.concat(tables, ignore_index=True)[[*RESULT_COLUMNS, *varying]]
+
+
+def run_experiment(path: str | os.PathLike, setting: str, root: str | os.PathLike = ROOT, only: str | None = None,
+                   kernel: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
+
+    The table goes to ``<root>/<experiment>/<setting>/results.tsv``.
+    """
+    from tqdm.auto import tqdm
+
+    experiment = load_experiment(path)
+    runs = [run for run in plan(experiment, setting) if only in (None, run.id, run.arm)]
+    if not runs:
+        raise ValueError(f"no run of {experiment.name} is called {only!r}")
+    for run in tqdm(runs, desc=experiment.name, unit="run", disable=not progress):
+        result = execute(run, root, kernel)
+        tqdm.write(f"{run.id}: {result}" + (f" (see {run.folder(root) / 'error.txt'})" if result == "failed" else ""))
+    table = gather(experiment, setting, root)
+    with atomic_path(Path(root) / experiment.name / setting / "results.tsv", overwrite=True) as temporary:
+        table.to_csv(temporary, sep="\t", index=False)
+    return table

@@ -1,0 +1,118 @@
+"""The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
+
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+import yaml
+
+from fss.cli import main
+from fss.experiments import gather, load_experiment, plan, run_experiment, status
+
+TRAIN = """
+import json
+from pathlib import Path
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+(Path(output_dir) / "summary.json").write_text(json.dumps({"score": 0.5 + 0.1 * seed + gain}))
+"""
+
+EVALUATE = """
+import json
+from pathlib import Path
+import pandas as pd
+if fail:
+    raise RuntimeError("this arm fails on purpose")
+score = json.loads((Path(trained_dir) / "summary.json").read_text())["score"]
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+rows = [{"model": "notebook 03", "dataset": dataset, "case": case, "tissue": "WM", "metric": "dice", "value": score}
+        for dataset, case in (("CRL (held out)", "crl-GA31"), ("stress: noise", "crl-GA31 severity 3"))]
+pd.DataFrame(rows).to_csv(Path(output_dir) / "metrics.tsv", sep="\\t", index=False)
+"""
+
+
+def notebook(path, code, parameters):
+    cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+    book = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(book, path)
+
+
+@pytest.fixture
+def experiment_file(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook(folder / "train.ipynb", TRAIN, 'seed = 0\ngain = 0.0\noutput_dir = "out"')
+    notebook(folder / "evaluate.ipynb", EVALUATE, 'seed = 0\nfail = False\ntrained_dir = None\noutput_dir = "out"')
+    values = {"description": "a stub", "notebooks": "notebooks", "chain": ["train", "evaluate"], "parameters": {"fail": False},
+              "settings": {"tiny": {"gain": 0.0}, "other": {"gain": 0.2}}, "arms": {"plain": {}, "broken": {"fail": True}}, "repeats": 2}
+    path = tmp_path / "stub.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_runs_are_arms_times_seeds_with_ids_that_follow_the_parameters(experiment_file):
+    experiment = load_experiment(experiment_file)
+    runs = plan(experiment, "tiny")
+    assert [(r.arm, r.seed) for r in runs] == [("plain", 0), ("plain", 1), ("broken", 0), ("broken", 1)]
+    assert len({r.id for r in runs}) == 4 and runs[0].id == plan(experiment, "tiny")[0].id
+    assert runs[0].id != plan(experiment, "other")[0].id  # another setting, other parameters: another folder
+    with pytest.raises(ValueError, match="no setting 'huge'"):
+        plan(experiment, "huge")
+
+
+def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_file, tmp_path, capsys):
+    root = tmp_path / "results"
+    assert main(["experiment", str(experiment_file), "--setting", "tiny", "--root", str(root)]) == 1  # the broken arm fails
+    experiment = load_experiment(experiment_file)
+    runs = plan(experiment, "tiny")
+    assert [status(r, root) for r in runs] == ["done", "done", "failed", "failed"]
+    assert "this arm fails on purpose" in (runs[2].folder(root) / "error.txt").read_text()
+    table = pd.read_csv(root / "stub" / "tiny" / "results.tsv", sep="\t")
+    assert sorted(table.value.unique()) == pytest.approx([0.5, 0.6])  # seed 0 and seed 1
+    stressed = table[table.dataset == "stress: noise"]
+    assert set(stressed.stress) == {"noise"} and set(stressed.severity) == {3}
+    assert set(table.columns) >= {"run", "arm", "seed", "fail"}  # the parameter that differs between arms is a column
+    stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
+    run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp  # done runs are not redone
+    assert "broken-seed0" in capsys.readouterr().out
+
+
+def test_same_seed_same_parameters_same_metrics(experiment_file, tmp_path):
+    first = run_experiment(experiment_file, "tiny", tmp_path / "a", only="plain", progress=False)
+    second = run_experiment(experiment_file, "tiny", tmp_path / "b", only="plain", progress=False)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_an_interrupted_grid_restarts_cleanly(experiment_file, tmp_path, monkeypatch):
+    root = tmp_path / "results"
+    real = papermill.execute_notebook
+    calls = []
+
+    def interrupted_on_the_third_notebook(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted_on_the_third_notebook)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    runs = plan(load_experiment(experiment_file), "tiny")
+    assert [status(r, root) for r in runs[:2]] == ["done", "interrupted"]
+    (runs[1].folder(root) / "half-written.tmp").write_text("left by the interrupted run")
+    stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
+    monkeypatch.setattr(papermill, "execute_notebook", real)
+    table = run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    assert [status(r, root) for r in runs[:2]] == ["done", "done"] and table.run.nunique() == 2
+    assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp
+    assert not (runs[1].folder(root) / "half-written.tmp").exists()
+
+
+def test_dry_run_lists_and_bad_files_are_usage_errors(experiment_file, tmp_path, capsys):
+    assert main(["experiment", str(experiment_file), "--dry-run", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("pending") == 4 and "stub (tiny): a stub" in out
+    (tmp_path / "bad.yaml").write_text("chain: [missing]\nsettings: {a: {}}\narms: {b: {}}\n")
+    assert main(["experiment", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
+    assert "no notebook" in capsys.readouterr().err
+    assert gather(load_experiment(experiment_file), "tiny", tmp_path / "nothing").empty
