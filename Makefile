@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (only Python 3.11 and pip needed):
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
 #   make test       run the test suite, notebooks included (nbval)
+#   make pins       pin binder/ and environment.yml to the versions the tests ran with
 # TORCH is what pip installs first; the default takes the CPU build on our machines.
 # Elsewhere, for example: make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := outputs/notebooks
 
-.PHONY: tutorial test clean
+.PHONY: tutorial test pins clean
 
 tutorial: $(VENV)/.installed-notebooks
 	$(BIN)/fss fetch --all
@@ -27,6 +28,9 @@ tutorial: $(VENV)/.installed-notebooks
 test: $(VENV)/.installed-test
 	$(BIN)/fss fetch --all
 	$(BIN)/python -m pytest
+
+pins: $(VENV)/.installed-test
+	$(BIN)/python tools/pin_environments.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

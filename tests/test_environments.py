@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,29 @@ def test_binder_lists_core_and_notebook_packages():
     expected = CORE | EXTRAS["notebooks"]
     assert binder == expected, f"binder/requirements.txt differs: {binder ^ expected}"
     assert "pip install --no-deps -e ." in (ROOT / "binder" / "postBuild").read_text()
+
+
+def pins(requirements):
+    """{name: pinned version} of requirement strings of the form name==version (other lines skipped)."""
+    found = {}
+    for line in requirements:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            requirement = Requirement(line)
+            specifiers = list(requirement.specifier)
+            assert len(specifiers) == 1 and specifiers[0].operator == "==", f"{line}: not pinned with =="
+            found[requirement.name.lower().replace("_", "-")] = specifiers[0].version
+    return found
+
+
+def test_environments_pin_versions_that_pyproject_allows():
+    allowed = {Requirement(r).name.lower().replace("_", "-"): Requirement(r).specifier
+               for r in [*PROJECT["dependencies"], *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)]}
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    for where, pinned in (("environment.yml", pins(pip_section)), ("binder", pins((ROOT / "binder" / "requirements.txt").read_text().splitlines()))):
+        for name, version in pinned.items():
+            assert allowed[name].contains(version), f"{where}: {name}=={version} is outside pyproject.toml's {allowed[name]}"
 
 
 def test_python_versions_agree():
