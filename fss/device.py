@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -49,6 +50,30 @@ def describe_device(device: str | torch.device = "auto") -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def cpu_threads(cgroup: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """How many CPU threads this process may really use: the smallest of the CPUs it may run on,
+    the container's CPU quota (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``, rounded up) and
+    ``OMP_NUM_THREADS`` when set.
+
+    Binder gives a notebook 1-2 CPUs of a large host; torch would otherwise start one thread per
+    host CPU and run slower. Notebooks call ``torch.set_num_threads(cpu_threads())`` themselves:
+    this function changes nothing.
+    """
+    limits = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
+    cgroup = Path(cgroup)
+    for quota_file, period_file in ((cgroup / "cpu.max", None), (cgroup / "cpu" / "cpu.cfs_quota_us", cgroup / "cpu" / "cpu.cfs_period_us")):
+        try:
+            fields = quota_file.read_text().split()
+            quota, period = fields[0], (fields[1] if period_file is None else period_file.read_text().strip())
+        except (OSError, IndexError):
+            continue
+        if quota not in ("max", "-1") and int(period) > 0:
+            limits.append(max(1, -(-int(quota) // int(period))))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        limits.append(int(os.environ["OMP_NUM_THREADS"]))
+    return min(limits)
 
 
 def memory_bytes(device: str | torch.device = "auto") -> int:

@@ -409,3 +409,4 @@ def test_segment_writes_probabilities_and_takes_a_window(tmp_path, checkpoint, c
     for option, value in (("--window", "7"), ("--overlap", "1.5")):
         assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y.nii.gz"), "--checkpoint", str(checkpoint), option, value]) == 2
         assert option in capsys.readouterr().err
+
