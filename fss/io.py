@@ -371,65 +371,6 @@ class WorkingGrid:
         return self._with_box(start, shape)
 
 
-def resample_to_grid(
-    data: np.ndarray | torch.Tensor,
-    affine: np.ndarray,
-    target_shape: Sequence[int],
-    target_affine: np.ndarray,
-    mode: str = "linear",
-    fill: float = 0,
-) -> torch.Tensor:
-    """Resample a volume onto another voxel grid of the same world space.
-
-    Parameters
-    ----------
-    data : array or tensor, shape (X, Y, Z)
-        Values on the grid of ``affine``.
-    affine : (4, 4) array
-        Voxel-to-world (mm) affine of ``data``.
-    target_shape : (3,) ints
-        Shape of the target grid.
-    target_affine : (4, 4) array
-        Voxel-to-world (mm) affine of the target grid.
-    mode : {"linear", "nearest"}
-        Trilinear for images, nearest for label maps (the dtype is kept).
-    fill : float
-        Value of target voxels outside the source's field of view.
-
-    Returns
-    -------
-    torch.Tensor, shape ``target_shape``, on the device of ``data``.
-    """
-    if mode not in ("linear", "nearest"):
-        raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
-    x = _as_tensor(data, None)
-    if x.ndim != 3:
-        raise ValueError(f"expected a 3-D volume, got shape {tuple(x.shape)}")
-    if mode == "linear" and not x.is_floating_point():
-        raise TypeError(f"linear interpolation needs floating-point data, got {x.dtype}; use mode='nearest' for labels")
-    values = x if x.dtype == torch.float64 else x.to(torch.float32)
-    # normalised grid_sample coordinates (align_corners=True: -1 and 1 are the first and last voxel centres)
-    to_source = np.linalg.inv(affine) @ np.asarray(target_affine, float)
-    scale = 2 / np.maximum(np.asarray(x.shape) - 1, 1)
-    to_normalized = np.diag([*scale, 1.0]) @ to_source
-    to_normalized[:3, 3] -= 1
-    columns = torch.as_tensor(to_normalized[:3], dtype=values.dtype, device=x.device)
-    grid = columns[:, 3].clone()
-    for axis, n in enumerate(target_shape):
-        shape = [1, 1, 1, 3]
-        shape[axis] = n
-        steps = torch.arange(n, dtype=values.dtype, device=x.device)[:, None] * columns[:, axis]
-        grid = grid + steps.reshape(shape)
-    out = torch.nn.functional.grid_sample(
-        (values - fill)[None, None],
-        grid.flip(-1)[None],
-        mode="bilinear" if mode == "linear" else "nearest",
-        padding_mode="zeros",
-        align_corners=True,
-    )[0, 0] + fill
-    return out if mode == "linear" else out.round().to(x.dtype)
-
-
 def _as_tensor(data: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
     """Tensor view of ``data``: native byte order, a dtype torch indexes well."""
     if isinstance(data, torch.Tensor):

@@ -11,13 +11,13 @@ import torch
 from bidsschematools.rules import regexify_filename_rules
 from bidsschematools.schema import load_schema
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.processing import resample_from_to
 from scipy.spatial.transform import Rotation
 
 import fss.infer
 from fss.checkpoint import load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
-from fss.io import resample_to_grid
 from fss.metrics import dice
 from fss.train import train
 
@@ -147,7 +147,7 @@ def reoriented(image: nib.Nifti1Image, codes: str) -> nib.Nifti1Image:
 
 def regridded(image: nib.Nifti1Image, shape, affine) -> nib.Nifti1Image:
     """``image`` resampled (linearly) onto another grid of the same world."""
-    return nib.Nifti1Image(resample_to_grid(np.asarray(image.dataobj), image.affine, shape, affine).numpy(), affine)
+    return resample_from_to(image, (shape, affine), order=1)
 
 
 def grid_around_ball(spacing, angles=(0, 0, 0)) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -193,8 +193,8 @@ def test_segmentation_follows_the_image_through_reorientation_and_resampling(bal
         assert labels.shape == version.shape and np.array_equal(labels.affine, version.affine), name
         assert probabilities.shape == (8, *version.shape), name
         # the original segmentation in the version's grid: its probabilities interpolated there
-        mapped = torch.stack([resample_to_grid(p, original.affine, version.shape, version.affine) for p in reference_probabilities])
-        agreement[name] = tissue_dice(np.asarray(labels.dataobj), mapped.argmax(0).numpy())
+        mapped = np.stack([resample_from_to(nib.Nifti1Image(p.numpy(), original.affine), version, order=1).dataobj for p in reference_probabilities])
+        agreement[name] = tissue_dice(np.asarray(labels.dataobj), mapped.argmax(0))
         accuracy_there[name] = tissue_dice(np.asarray(labels.dataobj), ball_labels(version.shape, version.affine))
     assert all(agreement[name].min() > 0.999 for name in ("LPS", "PIR")), agreement
     assert all(agreement[name].mean() > 0.9 for name in ("oblique", "0.5 mm")), agreement

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from fss.io import WorkingGrid, atomic_path, load_nifti, resample_to_grid, save_nifti
+from fss.io import WorkingGrid, atomic_path, load_nifti, save_nifti
 
 SPACING = 0.8
 
@@ -247,28 +247,3 @@ def test_atomic_save_refuses_to_overwrite_and_leaves_nothing_on_failure(tmp_path
         temporary.write_bytes(b"half written")
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in Path(tmp_path / "out").iterdir()) == ["labels.nii.gz"]
-
-
-def test_resample_to_another_grid_follows_world_geometry():
-    source = ramp_image((30, 20, 12), oblique_affine())
-    target_shape = (25, 30, 20)
-    target_affine = axis_affine((1, 0, 2), (-1, 1, 1), (0.7, 0.9, 1.3), origin=(0.0, 0.0, 0.0))
-    source_centre = world(source.affine, (np.asarray(source.shape)[None] - 1) / 2)[0]
-    target_centre = world(target_affine, (np.asarray(target_shape)[None] - 1) / 2)[0]
-    target_affine[:3, 3] += source_centre - target_centre + 6.0
-    out = resample_to_grid(np.asarray(source.dataobj), source.affine, target_shape, target_affine).numpy()
-    assert out.shape == target_shape and out.dtype == np.float64
-    centres = world(target_affine, voxel_indices(target_shape))
-    positions = world(np.linalg.inv(source.affine), centres)
-    inside = np.all((positions >= 0) & (positions <= np.asarray(source.shape) - 1), axis=1)
-    assert 0.05 < inside.mean() < 0.95, "the test grids should overlap partly"
-    np.testing.assert_allclose(out.reshape(-1)[inside], (centres @ RAMP + 5.0)[inside], atol=1e-6)
-    outside = np.all((positions < -1) | (positions > np.asarray(source.shape)), axis=1)
-    assert np.all(out.reshape(-1)[outside] == 0)
-
-
-def test_resample_labels_to_the_same_grid_is_the_identity():
-    labels = np.random.default_rng(3).integers(0, 8, size=(9, 10, 11)).astype(np.int16)
-    out = resample_to_grid(labels, oblique_affine(), labels.shape, oblique_affine(), "nearest")
-    assert out.dtype == torch.int16
-    np.testing.assert_array_equal(out.numpy(), labels)
