@@ -78,40 +78,71 @@ def plot_planes(
     -------
     matplotlib.figure.Figure
     """
+    return plot_comparison(image, {"": labels}, center, title, alpha, colors, spacing)
+
+
+def plot_comparison(
+    image: np.ndarray,
+    label_maps: Mapping[str, np.ndarray | None],
+    center: Sequence[int] | None = None,
+    title: str | None = None,
+    alpha: float = 0.45,
+    colors: Mapping[int, tuple[str, str]] = FETA_COLORS,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> Figure:
+    """One row of :func:`plot_planes` per label map, all at the same slices: e.g. a reference and a prediction.
+
+    Parameters
+    ----------
+    image : np.ndarray, shape (X, Y, Z)
+        Intensities on a RAS+ grid.
+    label_maps : mapping
+        ``{row title: labels (X, Y, Z) or None}``; None shows the image alone.
+    center : (3,) ints, optional
+        Where the planes cross, for every row; default: the centre of the first label map's
+        foreground, or of the volume.
+    title, alpha, colors, spacing
+        As for :func:`plot_planes`. Left and right are marked (L, R) on the coronal and axial views.
+    """
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"expected a 3-D volume, got shape {image.shape}")
-    if labels is not None and np.shape(labels) != image.shape:
-        raise ValueError(f"labels shape {np.shape(labels)} differs from image shape {image.shape}")
+    maps = {name: None if labels is None else np.asarray(labels) for name, labels in label_maps.items()}
+    for name, labels in maps.items():
+        if labels is not None and labels.shape != image.shape:
+            raise ValueError(f"labels shape {labels.shape} ({name or 'labels'}) differs from image shape {image.shape}")
     if center is None:
-        foreground = np.argwhere(labels > 0) if labels is not None else np.empty((0, 3))
+        first = next(iter(maps.values()))
+        foreground = np.argwhere(first > 0) if first is not None else np.empty((0, 3))
         center = foreground.mean(0) if len(foreground) else np.asarray(image.shape) / 2
     center = [int(round(c)) for c in center]
     low, high = np.percentile(image, [0.5, 99.5])
-    if labels is not None:
-        labels = np.asarray(labels)
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        unknown = [v for v in present if v not in colors]
-        if unknown:
-            raise ValueError(f"no colour for label values {unknown}")
-        table = ["#000000"] * (max(colors) + 1)
-        for value, (_, color) in colors.items():
-            table[value] = color
-        cmap = ListedColormap(table)
+    present = sorted({int(v) for labels in maps.values() if labels is not None for v in np.unique(labels) if v != 0})
+    unknown = [v for v in present if v not in colors]
+    if unknown:
+        raise ValueError(f"no colour for label values {unknown}")
+    table = ["#000000"] * (max(colors) + 1)
+    for value, (_, color) in colors.items():
+        table[value] = color
+    cmap = ListedColormap(table)
 
-    figure, axes = plt.subplots(1, 3, figsize=(10, 3.8), layout="constrained")
-    for axis, (ax, plane) in enumerate(zip(axes, PLANES)):
-        picked = tuple(center[a] if a == axis else slice(None) for a in range(3))
-        across, up = [a for a in range(3) if a != axis]
-        aspect = spacing[up] / spacing[across]
-        ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest", aspect=aspect)
-        if labels is not None:
-            overlay = np.ma.masked_equal(labels[picked].T, 0)
-            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
-        ax.set_title(f"{plane} {center[axis]}")
-        ax.set_axis_off()
-    if labels is not None:
-        handles = [Patch(color=colors[v][1], label=colors[v][0]) for v in present]
+    figure, axes = plt.subplots(len(maps), 3, figsize=(10, 3.4 * len(maps) + 0.4), layout="constrained", squeeze=False)
+    for row, (name, labels) in zip(axes, maps.items()):
+        for axis, (ax, plane) in enumerate(zip(row, PLANES)):
+            picked = tuple(center[a] if a == axis else slice(None) for a in range(3))
+            across, up = [a for a in range(3) if a != axis]
+            aspect = spacing[up] / spacing[across]
+            ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest", aspect=aspect)
+            if labels is not None:
+                overlay = np.ma.masked_equal(labels[picked].T, 0)
+                ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
+            ax.set_title(f"{name}: {plane} {center[axis]}" if name else f"{plane} {center[axis]}", fontsize=9)
+            if across == 0:  # the first (left-to-right) axis runs across: mark the sides
+                for x, letter in ((0.02, "L"), (0.98, "R")):
+                    ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize=8, ha="center", va="center")
+            ax.set_axis_off()
+    if present:
+        handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges show near-white colours
         figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
@@ -236,7 +267,7 @@ def plot_training(log: "pd.DataFrame") -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 80) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write ``figure`` to ``path`` (format from the suffix, e.g. ``.png``), atomically, replacing an older one.
 
     The figure stays open (a notebook still shows it); close it with ``plt.close(figure)`` when done.
