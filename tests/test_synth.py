@@ -343,3 +343,11 @@ def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     assert main(args) == 1
     assert "holds 3 samples" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_every_option_has_a_meaning_and_a_unit():
+    from fss.synth.config import OPTION_DOCS, _stage_types
+
+    options = {(stage, f.name) for stage, stage_type in _stage_types().items() for f in dataclasses.fields(stage_type)}
+    assert set(OPTION_DOCS) == options
+    assert all(meaning and unit for meaning, unit in OPTION_DOCS.values())

@@ -301,6 +301,51 @@ PRESETS = {
 }
 
 
+OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
+    ("subclasses", "min_subclasses"): ("fewest intensity subclasses K drawn per meta-label", "count"),
+    ("subclasses", "max_subclasses"): ("most intensity subclasses K drawn per meta-label", "count"),
+    ("spatial", "enabled"): ("deform seeds and labels", "on/off"),
+    ("spatial", "max_rotation"): ("largest rotation about each axis (uniform in plus or minus)", "degrees"),
+    ("spatial", "max_shear"): ("largest shear of each axis pair", "fraction"),
+    ("spatial", "max_scaling"): ("largest change of size along each axis", "fraction"),
+    ("spatial", "random_shift"): ("move the output window anywhere the input allows (else centred)", "on/off"),
+    ("spatial", "nonlinear"): ("add a smooth nonlinear deformation", "on/off"),
+    ("spatial", "nonlin_scale_min"): ("smallest size of its coarse grid, as a fraction of the output size", "fraction"),
+    ("spatial", "nonlin_scale_max"): ("largest size of its coarse grid, as a fraction of the output size", "fraction"),
+    ("spatial", "nonlin_std_max"): ("largest standard deviation of its displacements", "output voxels"),
+    ("spatial", "integrate_deformation_fields"): ("integrate the field as a velocity, so that space never folds", "on/off"),
+    ("spatial", "n_steps_svf_integration"): ("scaling-and-squaring steps of that integration", "count"),
+    ("spatial", "image_interpolation"): ("how the image reaches the output grid: linear (partial volume) or nearest", "choice"),
+    ("contrast", "enabled"): ("a random Gaussian intensity per seed label", "on/off"),
+    ("contrast", "mean_range"): ("range of the Gaussians' means", "intensity, 0-300 scale"),
+    ("contrast", "std_range"): ("range of their standard deviations", "intensity, 0-300 scale"),
+    ("contrast", "background_zero_probability"): ("probability that the background's mean intensity is 0 (else drawn like any label's)", "probability"),
+    ("gamma", "enabled"): ("a random gamma curve", "on/off"),
+    ("gamma", "gamma_std"): ("standard deviation of the exponent's logarithm", "log units"),
+    ("bias", "enabled"): ("a smooth multiplicative bias field", "on/off"),
+    ("bias", "bf_scale_min"): ("smallest size of the field's coarse grid, as a fraction of the output size", "fraction"),
+    ("bias", "bf_scale_max"): ("largest size of that grid", "fraction"),
+    ("bias", "bf_std_min"): ("smallest standard deviation of the field's logarithm", "log units"),
+    ("bias", "bf_std_max"): ("largest standard deviation of the field's logarithm", "log units"),
+    ("resolution", "enabled"): ("simulate an acquisition: blur, resample, add noise", "on/off"),
+    ("resolution", "preserve_resol"): ("probability of keeping the input's resolution (noise only)", "probability"),
+    ("resolution", "min_resampling_iso_res"): ("finest acquired voxel", "mm"),
+    ("resolution", "max_resampling_iso_res"): ("coarsest acquired voxel", "mm"),
+    ("resolution", "noise_std_min"): ("smallest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
+    ("resolution", "noise_std_max"): ("largest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
+    ("resolution", "native_noise_grid"): ("how much finer the grid on which images that keep their resolution get their noise", "factor"),
+    ("motion", "enabled"): ("residual slab motion and intensity steps after super-resolution", "on/off"),
+    ("motion", "probability"): ("fraction of samples that get it", "probability"),
+    ("motion", "slab_mm"): ("range of the slab (acquired slice) thickness", "mm"),
+    ("motion", "shift_mm_max"): ("largest standard deviation of a pass's in-plane shift", "mm"),
+    ("motion", "angle_deg_max"): ("largest standard deviation of a pass's in-plane rotation", "degrees"),
+    ("motion", "gain_max"): ("largest intensity step between the two interleaved passes", "fraction"),
+    ("flip", "enabled"): ("flip image and labels left-right", "on/off"),
+    ("flip", "probability"): ("probability of a flip", "probability"),
+}
+"""Meaning and unit of every option of every stage, by (stage, option): for tables and help."""
+
+
 def preset(name: str) -> GeneratorConfig:
     """A named configuration: ``"reference"`` (the reference method's images), ``"literal"`` or ``"fetal"``."""
     if name not in PRESETS:
