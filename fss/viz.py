@@ -1,4 +1,4 @@
-"""Figures: three-plane views of volumes with label overlays, intensity mixtures."""
+"""Figures: scans with label overlays in world space (nilearn), three-plane views of working-grid arrays, intensity mixtures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import numpy as np
 from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from nibabel.affines import voxel_sizes
 
 from fss.io import atomic_path
 from fss.labels import META_LABELS, TISSUES
@@ -150,13 +149,29 @@ def plot_comparison(
 
 
 def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage, title: str | None = None) -> Figure:
-    """:func:`plot_planes` of a scan and its FeTA label map on the scan's grid, in any orientation.
+    """A scan and its FeTA label map in world space, any orientation and voxel size: nilearn's ``plot_roi`` with the FeTA colours.
 
-    Both are turned to the closest RAS+ orientation (voxels unchanged) and drawn at their true
-    voxel proportions.
+    Three orthogonal cuts through the labels' centre, left and right marked, a legend of the
+    tissues present. For arrays on a working grid (no world coordinates) use :func:`plot_planes`.
     """
-    scan, labels = nib.as_closest_canonical(scan), nib.as_closest_canonical(labels)
-    return plot_planes(np.asarray(scan.dataobj), np.asarray(labels.dataobj), spacing=voxel_sizes(scan.affine), title=title)
+    from nilearn import plotting
+
+    values = np.asarray(labels.dataobj)
+    present = [int(v) for v in np.unique(values) if v != 0]
+    unknown = [v for v in present if v not in FETA_COLORS]
+    if unknown:
+        raise ValueError(f"no colour for label values {unknown}")
+    cmap = ListedColormap([FETA_COLORS[v][1] for v in sorted(FETA_COLORS)])
+    figure = plt.figure(figsize=(10, 4.4), facecolor="black")
+    plotting.plot_roi(nib.Nifti1Image(values.astype(np.int16), labels.affine), bg_img=nib.Nifti1Image(np.asarray(scan.dataobj, dtype=np.float32), scan.affine),
+                      cmap=cmap, vmin=min(FETA_COLORS), vmax=max(FETA_COLORS), alpha=0.45, draw_cross=False, dim=0, colorbar=False,
+                      black_bg=True, figure=figure, axes=(0.0, 0.1, 1.0, 0.82))
+    handles = [Patch(facecolor=FETA_COLORS[v][1], edgecolor="0.6", label=FETA_COLORS[v][0]) for v in present]
+    if handles:
+        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8, labelcolor="white")
+    if title:
+        figure.suptitle(title, fontsize=9, color="white")
+    return figure
 
 
 def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures: Mapping[int, Mixture], bins: int = 120) -> Figure:
