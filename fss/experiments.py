@@ -196,7 +196,8 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
             declared = _declared(notebook)  # each notebook gets the parameters it declares
             parameters = {key: value for key, value in parameters.items() if key in declared}
             papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
-                                       cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False)
+                                       cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False,
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter from each kernel
         table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
     except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
         with atomic_path(folder / "error.txt") as temporary:
