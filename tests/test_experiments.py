@@ -45,7 +45,7 @@ def experiment_file(tmp_path):
     values = {"description": "a stub", "notebooks": "notebooks", "chain": ["train", "evaluate"], "parameters": {"fail": False},
               "settings": {"tiny": {"gain": 0.0}, "other": {"gain": 0.2}}, "arms": {"plain": {}, "broken": {"fail": True}}, "repeats": 2}
     path = tmp_path / "stub.yaml"
-    path.write_text(yaml.safe_dump(values))
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
 
 
