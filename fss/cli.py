@@ -1,7 +1,7 @@
 """The ``fss`` command line: thin wrappers over the package's functions.
 
-Each command imports what it needs when it runs, so that ``fss --help`` and mistakes in the
-arguments answer at once instead of after torch, scikit-learn and matplotlib have loaded.
+Each command imports what it needs when it runs, so that ``fss --help`` and ``fss COMMAND --help``
+answer at once instead of after torch, scikit-learn and matplotlib have loaded.
 """
 
 from __future__ import annotations
