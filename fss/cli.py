@@ -329,7 +329,6 @@ def _segment(args: argparse.Namespace) -> int:
                *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
     with _arguments():
         refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])
-    with _arguments():
         device = resolve_device(args.device)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device)
