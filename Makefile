@@ -2,12 +2,15 @@
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
 #   make test       run the test suite, notebooks included (nbval)
 #   make pins       pin binder/ and environment.yml to the versions the tests ran with
-# TORCH is what pip installs first; the default takes the CPU build on our machines.
-# Elsewhere, for example: make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+# TORCH is what pip installs first, from TORCH_INDEX: PyTorch's CPU wheels unless asked
+# otherwise, so that a Linux machine does not pull a CUDA build of several GB. For a GPU:
+#   make tutorial TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# and TORCH_INDEX= (empty) lets pip choose from its usual index.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := outputs/notebooks
@@ -36,8 +39,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	@echo "Installing $(TORCH)$(if $(TORCH_INDEX), from $(TORCH_INDEX)) and fss[$*] into $(VENV)/"
+	$(BIN)/python -m pip install $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -e ".[$*]"
 	@touch $@
 
 clean:
