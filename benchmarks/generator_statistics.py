@@ -74,7 +74,7 @@ def edge_width(image: np.ndarray, labels: np.ndarray) -> float:
 
 def texture(image: np.ndarray, labels: np.ndarray, seed_map: np.ndarray, params: dict) -> tuple[float, float]:
     """White-matter texture std over the drawn std, and lag-1 correlation along axis 0 (one subclass per tissue)."""
-    means, stds = params["contrast"]["means"][0].numpy(), params["contrast"]["stds"][0].numpy()
+    means, stds = params["contrast"].means[0].numpy(), params["contrast"].stds[0].numpy()
     value = 30  # white matter's only subclass
     inside = ndimage.binary_erosion(labels == WHITE_MATTER, iterations=3) & (seed_map == value)
     scale = means[value] / image[inside].mean()  # undo the normalisation by the maximum

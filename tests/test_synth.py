@@ -9,9 +9,10 @@ import torch
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
-from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, MotionConfig, ResolutionConfig, SpatialConfig, SubclassConfig
+from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, MotionConfig, ResolutionConfig, SpatialConfig, SubclassConfig, range_options
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches, SyntheticStream
+from fss.synth.explorer import configured
 from fss.synth.generator import params_from_records, params_to_records
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
@@ -78,12 +79,12 @@ def test_seeds_and_labels_are_deformed_identically(subject):
 
 
 def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject):
-    config = GeneratorConfig(spatial=SpatialConfig(image_interpolation="nearest"), contrast=ContrastConfig(std_range=(0.0, 0.0)),
+    config = GeneratorConfig(spatial=SpatialConfig(image_interpolation="nearest"), contrast=ContrastConfig(std_min=0.0, std_max=0.0),
                              gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False))
     generator = Generator([subject], config, device="cpu")
     sample = generator.sample(2, seed=5)
     for b in range(2):
-        means = sample.params["contrast"]["means"][b].float()
+        means = sample.params["contrast"].means[b].float()
         expected = means[sample.seed_map[b].long()]
         assert torch.equal(sample.image[b, 0], expected / expected.max())
     plain = generator.apply({**sample.params, "contrast": None})
@@ -91,14 +92,14 @@ def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject)
 
 
 def test_linear_image_is_the_source_mixture_resampled_linearly_with_partial_volume_at_edges(subject):
-    config = GeneratorConfig(contrast=ContrastConfig(std_range=(0.0, 0.0), background_zero_probability=0.0), gamma=GammaConfig(enabled=False),
+    config = GeneratorConfig(contrast=ContrastConfig(std_min=0.0, std_max=0.0, background_zero_probability=0.0), gamma=GammaConfig(enabled=False),
                              bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False), flip=FlipConfig(enabled=False))
     generator = Generator([subject], config, device="cpu")
     sample = generator.sample(2, seed=5)
     positions = sampling_positions(sample.params["spatial"], config.spatial, SHAPE, torch.tensor([SHAPE] * 2), torch.full((2, 3), 0.8), torch.device("cpu"))
     for b in range(2):
         ks = dict(zip(range(1, 5), sample.params["subclasses"][b].tolist()))
-        means = sample.params["contrast"]["means"][b]
+        means = sample.params["contrast"].means[b]
         source = means[torch.from_numpy(compose_seed_map(subject.seeds, {m: ks[m] for m in subject.seeds.meta_labels})).long()].numpy()
         # trilinear interpolation by hand, outside the volume the background mean
         index = positions[b].double().numpy()
@@ -142,7 +143,7 @@ def test_fetal_preset_adds_slab_motion_and_leaves_every_other_draw_as_in_referen
     reference = Generator([subject], preset("reference"), device="cpu")
     fetal = Generator([subject], dataclasses.replace(preset("fetal"), motion=MotionConfig(enabled=True, probability=1.0)), device="cpu")
     plain, moved = reference.sample(2, seed=5), fetal.sample(2, seed=5)
-    assert plain.params["motion"] is None and moved.params["motion"]["apply"].all()
+    assert plain.params["motion"] is None and moved.params["motion"].apply.all()
     plain_records, moved_records = params_to_records(plain.params), params_to_records(moved.params)
     for plain_record, moved_record in zip(plain_records, moved_records):
         assert {k: v for k, v in moved_record.items() if k != "motion"} == {k: v for k, v in plain_record.items() if k != "motion"}
@@ -177,7 +178,7 @@ def test_another_configuration_shares_the_packed_subjects_and_draws_as_a_new_gen
 
 
 def test_contrast_means_fall_inside_the_configured_range():
-    config = ContrastConfig(mean_range=(25.0, 225.0), std_range=(5.0, 25.0))
+    config = ContrastConfig(mean_min=25.0, mean_max=225.0, std_min=5.0, std_max=25.0)
     seed_map = torch.arange(44, dtype=torch.uint8).repeat_interleave(2000).view(1, 44, 50, 40)
     generator = torch.Generator().manual_seed(0)
     means, zero_background = [], []
@@ -220,11 +221,11 @@ def test_every_preset_deforms_without_folding_space(name):
 
 def test_flip_moves_labels_with_the_image(subject):
     config = GeneratorConfig(spatial=SpatialConfig(enabled=False), gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False),
-                             resolution=ResolutionConfig(enabled=False), contrast=ContrastConfig(std_range=(0.0, 0.0)),
+                             resolution=ResolutionConfig(enabled=False), contrast=ContrastConfig(std_min=0.0, std_max=0.0),
                              flip=FlipConfig(probability=1.0))
     sample = Generator([subject], config, device="cpu").sample(1, seed=0)
     assert torch.equal(sample.labels[0], torch.from_numpy(subject.labels.astype(np.int64)).flip(0))
-    means = sample.params["contrast"]["means"][0].float()
+    means = sample.params["contrast"].means[0].float()
     expected = means[sample.seed_map[0].long()]
     assert torch.allclose(sample.image[0, 0], expected / expected.max(), atol=1e-5), "image and labels must be flipped together"
 
@@ -253,14 +254,46 @@ def test_configuration_yaml_round_trip_and_validation(tmp_path):
     (tmp_path / "bad.yaml").write_text("spatial:\n  max_rotaton: 5\n")
     with pytest.raises(ValueError, match=r"unknown spatial options \['max_rotaton'\]"):
         GeneratorConfig.load(tmp_path / "bad.yaml")
-    with pytest.raises(ValueError, match="mean_range must be a"):
-        ContrastConfig(mean_range=(200.0, 100.0))
+    with pytest.raises(ValueError, match="need 0.0 <= mean_min <= mean_max"):
+        ContrastConfig(mean_min=200.0, mean_max=100.0)
     with pytest.raises(ValueError, match="neither a preset"):
         load_config("turbo")
     with pytest.raises(ValueError, match="image_interpolation must be one of"):
         SpatialConfig(image_interpolation="cubic")
     with pytest.raises(ValueError, match="native_noise_grid"):
         ResolutionConfig(native_noise_grid=0.5)
+
+
+EXPECTED_RANGES = {
+    SubclassConfig: {"subclasses"},
+    SpatialConfig: {"nonlin_scale"},
+    ContrastConfig: {"mean", "std"},
+    GammaConfig: set(),
+    BiasConfig: {"bf_scale", "bf_std"},
+    ResolutionConfig: {"resampling_iso_res", "noise_std"},
+    MotionConfig: {"slab_mm"},
+    FlipConfig: set(),
+}
+
+
+@pytest.mark.parametrize("stage", list(EXPECTED_RANGES), ids=lambda stage: stage.__name__)
+def test_every_range_is_a_min_max_pair_checked_on_creation(stage):
+    section = stage()
+    ranges = range_options(section)
+    assert set(ranges) == EXPECTED_RANGES[stage]
+    assert not [f.name for f in dataclasses.fields(section) if isinstance(getattr(section, f.name), tuple)]  # no (low, high) tuples
+    for lower, upper in ranges.values():
+        high = getattr(section, upper)
+        with pytest.raises(ValueError, match=f"{lower} <= {upper}"):
+            stage(**{lower: high + 1, upper: high})
+
+
+def test_explorer_slider_on_a_range_takes_its_lower_end_down():
+    config = preset("reference")
+    moved = configured(config, {("bias", "bf_std_max"): 0.005, ("gamma", "gamma_std"): 0.3, ("contrast", "std_max"): 40.0})
+    assert (moved.bias.bf_std_min, moved.bias.bf_std_max) == (0.005, 0.005)
+    assert (moved.contrast.std_min, moved.contrast.std_max) == (config.contrast.std_min, 40.0)
+    assert moved.gamma.gamma_std == 0.3 and moved.spatial == config.spatial
 
 
 def test_reference_preset_acquires_at_the_reference_effective_resolutions_and_literal_reads_them_as_written():
@@ -286,7 +319,7 @@ def test_native_noise_comes_from_a_finer_grid_and_is_weaker_only_where_the_resol
     assert abs(float(white.std()) - 10) < 0.3 and abs(float(fine.std()) - 5.4) < 0.8  # the reference keeps about 0.54 of it
     blurred = draw_resolution(ResolutionConfig(preserve_resol=0.0, native_noise_grid=1.414), 1, torch.Generator().manual_seed(3))
     low = apply_resolution(torch.full((1, 1, *shape), 100.0), blurred, torch.full((1, 3), 0.5))
-    same = apply_resolution(torch.full((1, 1, *shape), 100.0), {**blurred, "native_noise_grid": torch.ones(1, dtype=torch.float64)}, torch.full((1, 3), 0.5))
+    same = apply_resolution(torch.full((1, 1, *shape), 100.0), dataclasses.replace(blurred, native_noise_grid=torch.ones(1, dtype=torch.float64)), torch.full((1, 3), 0.5))
     assert torch.equal(low, same), "the grid only concerns images that keep their resolution"
 
 

@@ -1,7 +1,9 @@
 """Configuration of the generator: one dataclass per stage, the reference defaults, presets, YAML.
 
 Names and defaults follow the reference method (FetalSynthSeg, built on SynthSeg as
-re-implemented by Brain-ID). Ranges are ``(low, high)`` tuples, checked on creation.
+re-implemented by Brain-ID). Every range is a pair of options named as the reference names
+its own, ``X_min`` and ``X_max`` (or ``min_X`` and ``max_X``), and is checked when a
+configuration is made (:func:`range_options`).
 
 Example
 -------
@@ -25,9 +27,28 @@ from fss.config_checks import check_options, check_types
 from fss.io import atomic_path
 
 
-def _check_range(name: str, value: tuple[float, float], low: float = 0.0) -> None:
-    if len(value) != 2 or not (low <= value[0] <= value[1]):
-        raise ValueError(f"{name} must be a (low, high) pair with {low} <= low <= high, got {value}")
+def range_options(section) -> dict[str, tuple[str, str]]:
+    """The ranges of one stage's configuration: ``{quantity: (lower option, upper option)}``.
+
+    Found by name: ``X_min`` with ``X_max``, or ``min_X`` with ``max_X``.
+    """
+    names = [f.name for f in dataclasses.fields(section)]
+    ranges = {}
+    for name in names:
+        if name.endswith("_min") and f"{name[:-4]}_max" in names:
+            ranges[name[:-4]] = (name, f"{name[:-4]}_max")
+        elif name.startswith("min_") and f"max_{name[4:]}" in names:
+            ranges[name[4:]] = (name, f"max_{name[4:]}")
+    return ranges
+
+
+def _check_ranges(section, floors: dict[str, float] | None = None) -> None:
+    """Every range of ``section`` has floor <= lower <= upper (floor 0 unless ``floors`` gives one for the quantity)."""
+    for quantity, (lower, upper) in range_options(section).items():
+        floor = (floors or {}).get(quantity, 0.0)
+        low, high = getattr(section, lower), getattr(section, upper)
+        if not floor <= low <= high:
+            raise ValueError(f"need {floor} <= {lower} <= {upper}, got {low} and {high}")
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -52,8 +73,7 @@ class SubclassConfig:
 
     def __post_init__(self):
         check_types(self)
-        if not 1 <= self.min_subclasses <= self.max_subclasses:
-            raise ValueError(f"need 1 <= min_subclasses <= max_subclasses, got {self.min_subclasses}, {self.max_subclasses}")
+        _check_ranges(self, {"subclasses": 1})
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ class SpatialConfig:
         check_types(self)
         if self.image_interpolation not in IMAGE_INTERPOLATIONS:
             raise ValueError(f"image_interpolation must be one of {IMAGE_INTERPOLATIONS}, got {self.image_interpolation!r}")
-        _check_range("nonlin_scale_min/max", (self.nonlin_scale_min, self.nonlin_scale_max))
+        _check_ranges(self)
         if min(self.max_rotation, self.max_shear, self.max_scaling, self.nonlin_std_max) < 0:
             raise ValueError("max_rotation, max_shear, max_scaling and nonlin_std_max must not be negative")
         if self.max_scaling >= 1:
@@ -99,14 +119,15 @@ class ContrastConfig:
     """Stage 3: a Gaussian per seed label, mean and std drawn uniformly (0-300 intensity scale)."""
 
     enabled: bool = True
-    mean_range: tuple[float, float] = (25.0, 225.0)
-    std_range: tuple[float, float] = (5.0, 25.0)
+    mean_min: float = 25.0
+    mean_max: float = 225.0
+    std_min: float = 5.0
+    std_max: float = 25.0
     background_zero_probability: float = 0.5
 
     def __post_init__(self):
         check_types(self)
-        _check_range("mean_range", self.mean_range)
-        _check_range("std_range", self.std_range)
+        _check_ranges(self)
         _check_probability("background_zero_probability", self.background_zero_probability)
 
 
@@ -135,8 +156,7 @@ class BiasConfig:
 
     def __post_init__(self):
         check_types(self)
-        _check_range("bf_scale_min/max", (self.bf_scale_min, self.bf_scale_max))
-        _check_range("bf_std_min/max", (self.bf_std_min, self.bf_std_max))
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -165,15 +185,14 @@ class ResolutionConfig:
         _check_probability("preserve_resol", self.preserve_resol)
         if not 1 <= self.native_noise_grid <= 4:
             raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
-        _check_range("min/max_resampling_iso_res", (self.min_resampling_iso_res, self.max_resampling_iso_res), low=1e-3)
-        _check_range("noise_std_min/max", (self.noise_std_min, self.noise_std_max))
+        _check_ranges(self, {"resampling_iso_res": 1e-3})
 
 
 @dataclass(frozen=True)
 class MotionConfig:
     """Stage 6b (off in ``reference``, on in ``fetal``): residual motion after super-resolution.
 
-    Slabs ``slab_mm`` thick (mm, uniform in the range) along the slice axis, moved rigidly within
+    Slabs ``slab_mm_min`` to ``slab_mm_max`` thick (mm, uniform) along the slice axis, moved rigidly within
     their plane: the standard deviations of a pass's shift (mm) and rotation (degrees) are drawn
     uniform in ``[0, shift_mm_max]`` and ``[0, angle_deg_max]``, the intensity step between the two
     interleaved passes in ``[0, gain_max]`` (see :mod:`fss.synth.motion`).
@@ -181,7 +200,8 @@ class MotionConfig:
 
     enabled: bool = False
     probability: float = 0.5
-    slab_mm: tuple[float, float] = (2.5, 4.5)
+    slab_mm_min: float = 2.5
+    slab_mm_max: float = 4.5
     shift_mm_max: float = 2.0
     angle_deg_max: float = 5.0
     gain_max: float = 0.15
@@ -189,7 +209,7 @@ class MotionConfig:
     def __post_init__(self):
         check_types(self)
         _check_probability("motion probability", self.probability)
-        _check_range("slab_mm", self.slab_mm, low=1e-3)
+        _check_ranges(self, {"slab_mm": 1e-3})
         for name in ("shift_mm_max", "angle_deg_max", "gain_max"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -317,8 +337,10 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("spatial", "n_steps_svf_integration"): ("scaling-and-squaring steps of that integration", "count"),
     ("spatial", "image_interpolation"): ("how the image reaches the output grid: linear (partial volume) or nearest", "choice"),
     ("contrast", "enabled"): ("a random Gaussian intensity per seed label", "on/off"),
-    ("contrast", "mean_range"): ("range of the Gaussians' means", "intensity, 0-300 scale"),
-    ("contrast", "std_range"): ("range of their standard deviations", "intensity, 0-300 scale"),
+    ("contrast", "mean_min"): ("smallest mean of a seed label's Gaussian", "intensity, 0-300 scale"),
+    ("contrast", "mean_max"): ("largest mean of a seed label's Gaussian", "intensity, 0-300 scale"),
+    ("contrast", "std_min"): ("smallest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
+    ("contrast", "std_max"): ("largest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
     ("contrast", "background_zero_probability"): ("probability that the background's mean intensity is 0 (else drawn like any label's)", "probability"),
     ("gamma", "enabled"): ("a random gamma curve", "on/off"),
     ("gamma", "gamma_std"): ("standard deviation of the exponent's logarithm", "log units"),
@@ -336,7 +358,8 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("resolution", "native_noise_grid"): ("how much finer the grid on which images that keep their resolution get their noise", "factor"),
     ("motion", "enabled"): ("residual slab motion and intensity steps after super-resolution", "on/off"),
     ("motion", "probability"): ("fraction of samples that get it", "probability"),
-    ("motion", "slab_mm"): ("range of the slab (acquired slice) thickness", "mm"),
+    ("motion", "slab_mm_min"): ("thinnest slab (acquired slice)", "mm"),
+    ("motion", "slab_mm_max"): ("thickest slab", "mm"),
     ("motion", "shift_mm_max"): ("largest standard deviation of a pass's in-plane shift", "mm"),
     ("motion", "angle_deg_max"): ("largest standard deviation of a pass's in-plane rotation", "degrees"),
     ("motion", "gain_max"): ("largest intensity step between the two interleaved passes", "fraction"),

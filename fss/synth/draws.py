@@ -1,11 +1,45 @@
-"""Seeded random draws for parameters: always from an explicit CPU ``torch.Generator``, never global state."""
+"""Seeded random draws for parameters: always from an explicit CPU ``torch.Generator``, never global state.
+
+Each stage returns its draws as a frozen dataclass derived from :class:`StageDraw`: CPU tensors with
+a leading batch dimension B, one field per drawn quantity, and a JSON form per sample that replays
+the sample exactly.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 import torch
 
 Seed = int | torch.Generator
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StageDraw:
+    """The parameters that one stage drew for a batch: tensors (B, ...) on the CPU; None for a part not drawn."""
+
+    def record(self, b: int) -> dict:
+        """Sample ``b`` as a JSON-ready dictionary (floats kept exactly); parts that were not drawn are left out."""
+        return {name: value[b].tolist() for name, value in self._parts().items()}
+
+    def select(self, index: slice) -> Self:
+        """The draws of the samples in ``index``."""
+        return dataclasses.replace(self, **{name: value[index] for name, value in self._parts().items()})
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict]) -> Self:
+        """Batched draws from per-sample dictionaries (inverse of :meth:`record`)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(records[0]) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown parameters {unknown}; expected some of {sorted(names)}")
+        return cls(**{name: torch.from_numpy(np.asarray([r[name] for r in records])) for name in records[0]})  # float64, int64 or bool, as written
+
+    def _parts(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 def as_generator(seed: Seed) -> torch.Generator:

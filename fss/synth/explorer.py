@@ -6,7 +6,7 @@ import dataclasses
 
 import matplotlib.pyplot as plt
 
-from fss.synth.config import GeneratorConfig
+from fss.synth.config import GeneratorConfig, range_options
 from fss.synth.generator import Generator
 from fss.viz import plot_planes
 
@@ -14,7 +14,7 @@ SLIDERS = {
     # (stage, option): (description, minimum, maximum, step)
     ("spatial", "max_rotation"): ("rotation (deg)", 0.0, 45.0, 1.0),
     ("spatial", "nonlin_std_max"): ("deformation (vox)", 0.0, 8.0, 0.5),
-    ("contrast", "std_range"): ("within-label std", 0.0, 50.0, 1.0),
+    ("contrast", "std_max"): ("within-label std", 0.0, 50.0, 1.0),
     ("gamma", "gamma_std"): ("gamma std", 0.0, 0.5, 0.01),
     ("bias", "bf_std_max"): ("bias std", 0.0, 0.5, 0.01),
     ("resolution", "max_resampling_iso_res"): ("worst resolution (mm)", 0.5, 4.0, 0.1),
@@ -23,20 +23,15 @@ SLIDERS = {
 
 
 def configured(config: GeneratorConfig, values: dict[tuple[str, str], float]) -> GeneratorConfig:
-    """``config`` with the explorer's slider values put in (a range option gets its upper end moved)."""
+    """``config`` with the explorer's slider values put in; a slider on a range's upper end takes the lower end
+    down with it where needed."""
     stages = {}
     for (stage, option), value in values.items():
         section = stages.get(stage, getattr(config, stage))
-        if option == "std_range":
-            changes = {option: (min(section.std_range[0], value), value)}
-        elif option == "bf_std_max":
-            changes = {"bf_std_min": min(section.bf_std_min, value), option: value}
-        elif option == "max_resampling_iso_res":
-            changes = {"min_resampling_iso_res": min(section.min_resampling_iso_res, value), option: value}
-        elif option == "noise_std_max":
-            changes = {"noise_std_min": min(section.noise_std_min, value), option: value}
-        else:
-            changes = {option: value}
+        changes = {option: value}
+        lower = {upper: lower for lower, upper in range_options(section).values()}.get(option)
+        if lower is not None:
+            changes[lower] = min(getattr(section, lower), value)
         stages[stage] = dataclasses.replace(section, **changes)
     return dataclasses.replace(config, **stages)
 
@@ -60,7 +55,7 @@ class Explorer:
         self.sliders = {}
         for (stage, option), (description, low, high, step) in SLIDERS.items():
             section = getattr(generator.config, stage)
-            start = section.std_range[1] if option == "std_range" else getattr(section, option)
+            start = getattr(section, option)
             self.sliders[(stage, option)] = widgets.FloatSlider(
                 value=float(start), min=low, max=high, step=step, description=description, continuous_update=False, style={"description_width": "initial"}
             )

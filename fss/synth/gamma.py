@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from fss.synth.config import GammaConfig
-from fss.synth.draws import normal
+from fss.synth.draws import StageDraw, normal
 
 SCALE = 300.0
 """Intensity scale of the contrast stage."""
 
 
-def draw_gamma(config: GammaConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
-    """``log_gamma`` (B,) from N(0, gamma_std), or None when the stage is off."""
+@dataclass(frozen=True, eq=False)
+class GammaDraw(StageDraw):
+    """``log_gamma`` (B,): the logarithm of each sample's exponent."""
+
+    log_gamma: torch.Tensor
+
+
+def draw_gamma(config: GammaConfig, batch_size: int, generator: torch.Generator) -> GammaDraw | None:
+    """``log_gamma`` from N(0, gamma_std), or None when the stage is off."""
     if not config.enabled:
         return None
-    return {"log_gamma": normal(generator, (batch_size,), config.gamma_std)}
+    return GammaDraw(normal(generator, (batch_size,), config.gamma_std))
 
 
-def apply_gamma(image: torch.Tensor, params: dict) -> torch.Tensor:
+def apply_gamma(image: torch.Tensor, params: GammaDraw) -> torch.Tensor:
     """Gamma-transform ``image`` (B, 1, D, H, W), non-negative, in place."""
-    exponent = torch.exp(params["log_gamma"]).float().to(image.device).view(-1, 1, 1, 1, 1)
+    exponent = torch.exp(params.log_gamma).float().to(image.device).view(-1, 1, 1, 1, 1)
     return image.div_(SCALE).pow_(exponent).mul_(SCALE)

@@ -29,20 +29,29 @@ from nibabel.affines import voxel_sizes
 from fss.device import check_memory, resolve_device
 from fss.labels import to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
-from fss.synth.bias import apply_bias, draw_bias
+from fss.synth.bias import BiasDraw, apply_bias, draw_bias
 from fss.synth.config import GeneratorConfig
-from fss.synth.contrast import N_SEED_VALUES, apply_contrast, draw_contrast
-from fss.synth.draws import Seed, as_generator, bernoulli, integers
-from fss.synth.gamma import apply_gamma, draw_gamma
-from fss.synth.motion import apply_motion, draw_motion
-from fss.synth.resolution import apply_resolution, draw_resolution
-from fss.synth.spatial import draw_spatial, flip, read_at, sampling_positions
+from fss.synth.contrast import N_SEED_VALUES, ContrastDraw, apply_contrast, draw_contrast
+from fss.synth.draws import Seed, StageDraw, as_generator, bernoulli, integers
+from fss.synth.gamma import GammaDraw, apply_gamma, draw_gamma
+from fss.synth.motion import MotionDraw, apply_motion, draw_motion
+from fss.synth.resolution import ResolutionDraw, apply_resolution, draw_resolution
+from fss.synth.spatial import SpatialDraw, draw_spatial, flip, read_at, sampling_positions
 
 MAX_PACKED_SUBCLASSES = 4
 SUBCLASS_BITS = {2: (3, 1), 3: (4, 2), 4: (6, 2)}
 """(shift, width) of the subclass index j for K = 2, 3, 4 in a voxel's code; bits 0-2 hold the meta-label."""
 BYTES_PER_OUTPUT_VOXEL = 96
 """Peak memory of one sample per output voxel (bytes), measured at 256^3 on a CPU (about 1.6 GB) and rounded up."""
+STAGE_DRAWS: dict[str, type[StageDraw]] = {
+    "spatial": SpatialDraw,
+    "contrast": ContrastDraw,
+    "gamma": GammaDraw,
+    "bias": BiasDraw,
+    "resolution": ResolutionDraw,
+    "motion": MotionDraw,
+}
+"""The draws of each stage that has more than one parameter; ``subject``, ``subclasses`` and ``flip`` are tensors."""
 LABEL_SHIFT = 8
 N_CODES = 1 << LABEL_SHIFT
 """Each voxel packs its meta-label, its subclass for every K and its label into one int16, so that one
@@ -123,7 +132,9 @@ class Sample:
         ``image_interpolation="linear"`` the image was drawn from the undeformed seeds and resampled.
         None for real images.
     params : dict
-        Everything that was drawn; :meth:`Generator.replay` re-makes the batch from it.
+        Everything that was drawn, by stage: ``subject`` (B,), ``subclasses`` (B, 4) and ``flip`` (B,)
+        tensors, the other stages' :class:`~fss.synth.draws.StageDraw` (see ``STAGE_DRAWS``), None
+        for a stage that is off; :meth:`Generator.replay` re-makes the batch from it.
     """
 
     image: torch.Tensor
@@ -255,11 +266,11 @@ class Generator:
             start = int(self._offsets[s])
             shape = tuple(self.subjects[s].shape)
             codes = self._volumes[start : start + int(np.prod(shape))].view(1, *shape) & (N_CODES - 1)
-            contrast = {key: value[b : b + 1] for key, value in params["contrast"].items()}
+            contrast = params["contrast"].select(slice(b, b + 1))
             values = seed_value_tables(params["subclasses"][b : b + 1]).clamp_(max=N_SEED_VALUES - 1)  # codes of meta-labels > 4 never occur
             mixture = apply_contrast(codes, contrast, relabel=values)
             del codes
-            background = float(contrast["means"][0, 0])
+            background = float(contrast.means[0, 0])
             images.append(read_at(mixture.sub_(background), positions[b : b + 1]).add_(background))
         return torch.cat(images)
 
@@ -306,8 +317,8 @@ def params_to_records(params: dict) -> list[dict]:
     def item(value, b):
         if value is None:
             return None
-        if isinstance(value, dict):
-            return {key: item(v, b) for key, v in value.items()}
+        if isinstance(value, StageDraw):
+            return value.record(b)
         return value[b].tolist()
 
     return [{key: item(value, b) for key, value in params.items()} for b in range(batch)]
@@ -316,14 +327,14 @@ def params_to_records(params: dict) -> list[dict]:
 def params_from_records(records: Sequence[dict]) -> dict:
     """Batched parameters from per-sample dictionaries (inverse of :func:`params_to_records`)."""
 
-    def stack(values):
+    def stack(stage, values):
         if values[0] is None:
             return None
-        if isinstance(values[0], dict):
-            return {key: stack([v[key] for v in values]) for key in values[0]}
+        if stage in STAGE_DRAWS:
+            return STAGE_DRAWS[stage].from_records(values)
         return torch.from_numpy(np.asarray(values))  # float64, int64 or bool, exactly as written
 
-    return {key: stack([record[key] for record in records]) for key in records[0]}
+    return {stage: stack(stage, [record[stage] for record in records]) for stage in records[0]}
 
 
 def seed_value_tables(subclasses: torch.Tensor) -> torch.Tensor:

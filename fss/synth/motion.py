@@ -19,36 +19,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from fss.synth.config import MotionConfig
-from fss.synth.draws import bernoulli, seeds_from, uniform
+from fss.synth.draws import StageDraw, bernoulli, seeds_from, uniform
 
 
-def draw_motion(config: MotionConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
-    """Draw the residual motion of each sample, or None when the stage is off.
+@dataclass(frozen=True, eq=False)
+class MotionDraw(StageDraw):
+    """``apply`` (B,) bool; ``slab_mm`` (B,) slab thickness in mm; ``shift_mm`` (B,) standard deviation of the
+    in-plane shift of a pass, mm; ``angle_deg`` (B,) that of its rotation, degrees; ``gain`` (B,) intensity
+    step between the passes; ``seed`` (B,) for the motion of every slab."""
 
-    Returns
-    -------
-    dict
-        ``apply`` (B,) bool; ``slab_mm`` (B,) slab thickness in mm; ``shift_mm`` (B,) standard
-        deviation of the in-plane shift of a pass, mm; ``angle_deg`` (B,) that of its rotation,
-        degrees; ``gain`` (B,) intensity step between the passes; ``seed`` (B,) for the motion
-        of every slab, drawn when applied.
-    """
+    apply: torch.Tensor
+    slab_mm: torch.Tensor
+    shift_mm: torch.Tensor
+    angle_deg: torch.Tensor
+    gain: torch.Tensor
+    seed: torch.Tensor
+
+
+def draw_motion(config: MotionConfig, batch_size: int, generator: torch.Generator) -> MotionDraw | None:
+    """Draw the residual motion of each sample, or None when the stage is off."""
     if not config.enabled:
         return None
     b = batch_size
-    return {
-        "apply": bernoulli(generator, (b,), config.probability),
-        "slab_mm": uniform(generator, (b,), *config.slab_mm),
-        "shift_mm": uniform(generator, (b,), 0.0, config.shift_mm_max),
-        "angle_deg": uniform(generator, (b,), 0.0, config.angle_deg_max),
-        "gain": uniform(generator, (b,), 0.0, config.gain_max),
-        "seed": seeds_from(generator, b),
-    }
+    return MotionDraw(
+        apply=bernoulli(generator, (b,), config.probability),
+        slab_mm=uniform(generator, (b,), config.slab_mm_min, config.slab_mm_max),
+        shift_mm=uniform(generator, (b,), 0.0, config.shift_mm_max),
+        angle_deg=uniform(generator, (b,), 0.0, config.angle_deg_max),
+        gain=uniform(generator, (b,), 0.0, config.gain_max),
+        seed=seeds_from(generator, b),
+    )
 
 
 def slab_motion(
@@ -110,13 +116,13 @@ def slab_motion(
     return moved.permute(1, 2, 3, 0)[None]
 
 
-def apply_motion(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.Tensor:
-    """The motion ``params`` describe (from :func:`draw_motion`) on a batch (B, C, X, Y, Z); ``spacings`` (B, 3) mm."""
+def apply_motion(image: torch.Tensor, params: MotionDraw, spacings: torch.Tensor) -> torch.Tensor:
+    """The motion ``params`` describe on a batch (B, C, X, Y, Z); ``spacings`` (B, 3) mm."""
     out = []
     for b in range(image.shape[0]):
         volume = image[b : b + 1]
-        if bool(params["apply"][b]):
-            volume = slab_motion(volume, spacings[b].tolist(), float(params["slab_mm"][b]), float(params["shift_mm"][b]),
-                                 float(params["angle_deg"][b]), float(params["gain"][b]), int(params["seed"][b]))
+        if bool(params.apply[b]):
+            volume = slab_motion(volume, spacings[b].tolist(), float(params.slab_mm[b]), float(params.shift_mm[b]),
+                                 float(params.angle_deg[b]), float(params.gain[b]), int(params.seed[b]))
         out.append(volume)
     return torch.cat(out)

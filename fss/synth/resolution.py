@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from fss.synth.config import ResolutionConfig
-from fss.synth.draws import bernoulli, seeds_from, uniform
+from fss.synth.draws import StageDraw, bernoulli, seeds_from, uniform
 
 BLUR_CONSTANT = math.log(5) / math.pi
 """Gaussian standard deviation per unit of thickness/spacing ratio, before the random factor in [0.85, 1.15]."""
 
 
-def draw_resolution(config: ResolutionConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
-    """Draw the acquisition of each sample, or None when the stage is off.
+@dataclass(frozen=True, eq=False)
+class ResolutionDraw(StageDraw):
+    """``preserve`` (B,) bool: keep the input resolution; ``resolution`` (B,) mm; ``blur_factor`` (B, 3) in
+    [0.85, 1.15]; ``noise_std`` (B,) on the 0-300 scale; ``noise_seed`` (B,); ``native_noise_grid`` (B,): how
+    much finer the grid is on which images that keep their resolution get their noise."""
 
-    Returns
-    -------
-    dict
-        ``preserve`` (B,) bool: keep the input resolution; ``resolution`` (B,) mm;
-        ``blur_factor`` (B, 3) in [0.85, 1.15]; ``noise_std`` (B,) on the 0-300 scale; ``noise_seed`` (B,);
-        ``native_noise_grid`` (B,): how much finer the grid is on which images that keep their
-        resolution get their noise.
-    """
+    preserve: torch.Tensor
+    resolution: torch.Tensor
+    blur_factor: torch.Tensor
+    noise_std: torch.Tensor
+    noise_seed: torch.Tensor
+    native_noise_grid: torch.Tensor
+
+
+def draw_resolution(config: ResolutionConfig, batch_size: int, generator: torch.Generator) -> ResolutionDraw | None:
+    """Draw the acquisition of each sample, or None when the stage is off."""
     if not config.enabled:
         return None
     b = batch_size
@@ -32,14 +38,8 @@ def draw_resolution(config: ResolutionConfig, batch_size: int, generator: torch.
     resolution = uniform(generator, (b,), config.min_resampling_iso_res, config.max_resampling_iso_res)
     blur_factor = uniform(generator, (b, 3), 0.85, 1.15)
     noise_std = uniform(generator, (b,), config.noise_std_min, config.noise_std_max)
-    return {
-        "preserve": preserve,
-        "resolution": resolution,
-        "blur_factor": blur_factor,
-        "noise_std": noise_std,
-        "noise_seed": seeds_from(generator, b),
-        "native_noise_grid": torch.full((b,), config.native_noise_grid, dtype=torch.float64),
-    }
+    native_noise_grid = torch.full((b,), config.native_noise_grid, dtype=torch.float64)
+    return ResolutionDraw(preserve, resolution, blur_factor, noise_std, seeds_from(generator, b), native_noise_grid)
 
 
 def blur_sigmas(resolution: float, blur_factor: torch.Tensor, spacing: torch.Tensor) -> list[float]:
@@ -75,15 +75,14 @@ def gaussian_blur(volume: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
     return volume
 
 
-def apply_resolution(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.Tensor:
+def apply_resolution(image: torch.Tensor, params: ResolutionDraw, spacings: torch.Tensor) -> torch.Tensor:
     """Simulate each sample's acquisition.
 
     Parameters
     ----------
     image : torch.Tensor, (B, 1, D, H, W)
         Non-negative intensities (0-300 scale).
-    params : dict
-        From :func:`draw_resolution`.
+    params : ResolutionDraw
     spacings : torch.Tensor, (B, 3)
         Voxel size of each sample in mm.
 
@@ -96,29 +95,28 @@ def apply_resolution(image: torch.Tensor, params: dict, spacings: torch.Tensor) 
     shape = tuple(image.shape[2:])
     for b in range(len(image)):
         volume = image[b : b + 1]
-        resolution = float(params["resolution"][b])
-        if not bool(params["preserve"][b]):
-            volume = gaussian_blur(volume, blur_sigmas(resolution, params["blur_factor"][b], spacings[b]))
+        resolution = float(params.resolution[b])
+        if not bool(params.preserve[b]):
+            volume = gaussian_blur(volume, blur_sigmas(resolution, params.blur_factor[b], spacings[b]))
             grid = tuple(max(2, round(n * float(s) / resolution)) for n, s in zip(shape, spacings[b]))
         else:
-            grid = tuple(round(n * float(params["native_noise_grid"][b])) for n in shape)
+            grid = tuple(round(n * float(params.native_noise_grid[b])) for n in shape)
         if grid != shape:
             volume = F.interpolate(volume, size=grid, mode="trilinear", align_corners=True)
-        noise = torch.randn(volume.shape, generator=torch.Generator(image.device).manual_seed(int(params["noise_seed"][b])), device=image.device)
-        volume = volume.add_(noise, alpha=float(params["noise_std"][b])).clamp_(min=0)
+        noise = torch.randn(volume.shape, generator=torch.Generator(image.device).manual_seed(int(params.noise_seed[b])), device=image.device)
+        volume = volume.add_(noise, alpha=float(params.noise_std[b])).clamp_(min=0)
         if grid != shape:
             volume = F.interpolate(volume, size=shape, mode="trilinear", align_corners=True)
         image[b : b + 1] = volume
     return image
 
 
-def acquired_voxel_size(params: dict, spacing: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def acquired_voxel_size(params: ResolutionDraw, spacing: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel size (true mm) that each drawn acquisition gives an input of ``spacing`` mm, and whether it blurs.
 
     Parameters
     ----------
-    params : dict
-        From :func:`draw_resolution`.
+    params : ResolutionDraw
     spacing : float
         Input voxel size (mm).
     scale : float
@@ -132,5 +130,5 @@ def acquired_voxel_size(params: dict, spacing: float, scale: float = 1.0) -> tup
     blurred : torch.Tensor, (B,) bool
         The acquisition is coarser than the input (only then is the image blurred).
     """
-    size = torch.where(params["preserve"], spacing * scale, params["resolution"] * scale)
-    return size, ~params["preserve"] & (params["resolution"] * scale > spacing)
+    size = torch.where(params.preserve, spacing * scale, params.resolution * scale)
+    return size, ~params.preserve & (params.resolution * scale > spacing)

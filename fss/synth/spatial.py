@@ -15,42 +15,50 @@ so they are always deformed identically.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from fss.synth.config import SpatialConfig
-from fss.synth.draws import seeds_from, uniform
+from fss.synth.draws import StageDraw, seeds_from, uniform
 
 INTEGRATION_DOWNSAMPLING = 4
 """The velocity field is integrated on a grid this many times coarser than the output, then upsampled:
 the field is smooth (drawn on a grid of a few voxels), so nothing is lost and integration costs 1/64."""
 
 
-def draw_spatial(config: SpatialConfig, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor] | None:
-    """Draw the spatial parameters of ``batch_size`` samples (CPU tensors), or None when the stage is off.
+@dataclass(frozen=True, eq=False)
+class SpatialDraw(StageDraw):
+    """``rotation`` (B, 3) degrees, ``shear`` (B, 3), ``scaling`` (B, 3), ``shift`` (B, 3) in [-1, 1] (fraction
+    of the room the input leaves around the output window), and for the nonlinear part (None without it)
+    ``nonlin_scale`` (B,), ``nonlin_std`` (B,) output voxels, ``nonlin_seed`` (B,)."""
 
-    Returns
-    -------
-    dict
-        ``rotation`` (B, 3) degrees, ``shear`` (B, 3), ``scaling`` (B, 3), ``shift`` (B, 3) in
-        [-1, 1] (fraction of the room the input leaves around the output window), and with the
-        nonlinear part ``nonlin_scale`` (B,), ``nonlin_std`` (B,) output voxels, ``nonlin_seed`` (B,).
-    """
+    rotation: torch.Tensor
+    shear: torch.Tensor
+    scaling: torch.Tensor
+    shift: torch.Tensor
+    nonlin_scale: torch.Tensor | None = None
+    nonlin_std: torch.Tensor | None = None
+    nonlin_seed: torch.Tensor | None = None
+
+
+def draw_spatial(config: SpatialConfig, batch_size: int, generator: torch.Generator) -> SpatialDraw | None:
+    """Draw the spatial parameters of ``batch_size`` samples, or None when the stage is off."""
     if not config.enabled:
         return None
     b = batch_size
-    params = {
-        "rotation": uniform(generator, (b, 3), -config.max_rotation, config.max_rotation),
-        "shear": uniform(generator, (b, 3), -config.max_shear, config.max_shear),
-        "scaling": uniform(generator, (b, 3), 1 - config.max_scaling, 1 + config.max_scaling),
-        "shift": uniform(generator, (b, 3), -1, 1) if config.random_shift else torch.zeros(b, 3, dtype=torch.float64),
-    }
-    if config.nonlinear:
-        params["nonlin_scale"] = uniform(generator, (b,), config.nonlin_scale_min, config.nonlin_scale_max)
-        params["nonlin_std"] = uniform(generator, (b,), 0, config.nonlin_std_max)
-        params["nonlin_seed"] = seeds_from(generator, b)
-    return params
+    affine = dict(
+        rotation=uniform(generator, (b, 3), -config.max_rotation, config.max_rotation),
+        shear=uniform(generator, (b, 3), -config.max_shear, config.max_shear),
+        scaling=uniform(generator, (b, 3), 1 - config.max_scaling, 1 + config.max_scaling),
+        shift=uniform(generator, (b, 3), -1, 1) if config.random_shift else torch.zeros(b, 3, dtype=torch.float64),
+    )
+    if not config.nonlinear:
+        return SpatialDraw(**affine)
+    scale = uniform(generator, (b,), config.nonlin_scale_min, config.nonlin_scale_max)
+    std = uniform(generator, (b,), 0, config.nonlin_std_max)
+    return SpatialDraw(**affine, nonlin_scale=scale, nonlin_std=std, nonlin_seed=seeds_from(generator, b))
 
 
 def affine_matrices(rotation: torch.Tensor, shear: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:
@@ -76,7 +84,7 @@ def integration_shape(output_shape: tuple[int, int, int]) -> tuple[int, int, int
     return tuple(max(2, math.ceil(n / INTEGRATION_DOWNSAMPLING)) for n in output_shape)
 
 
-def velocity_fields(params: dict, output_shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+def velocity_fields(params: SpatialDraw, output_shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
     """Smooth random fields, (B, 3, *integration_shape), in output voxels.
 
     Each sample's field is drawn on a coarse grid of ``nonlin_scale * output size`` nodes
@@ -84,7 +92,7 @@ def velocity_fields(params: dict, output_shape: tuple[int, int, int], device: to
     """
     fields = []
     grid = integration_shape(output_shape)
-    for scale, std, seed in zip(params["nonlin_scale"].tolist(), params["nonlin_std"].tolist(), params["nonlin_seed"].tolist()):
+    for scale, std, seed in zip(params.nonlin_scale.tolist(), params.nonlin_std.tolist(), params.nonlin_seed.tolist()):
         coarse_shape = [max(2, math.ceil(scale * n)) for n in output_shape]
         coarse = torch.randn((1, 3, *coarse_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float32) * std
         fields.append(F.interpolate(coarse.to(device), size=grid, mode="trilinear", align_corners=True))
@@ -124,7 +132,7 @@ def integrate_velocity(velocity: torch.Tensor, output_shape: tuple[int, int, int
 
 
 def sampling_positions(
-    params: dict | None,
+    params: SpatialDraw | None,
     config: SpatialConfig,
     output_shape: tuple[int, int, int],
     input_shapes: torch.Tensor,
@@ -135,8 +143,8 @@ def sampling_positions(
 
     Parameters
     ----------
-    params : dict or None
-        From :func:`draw_spatial`; None means no deformation (a centred crop or pad).
+    params : SpatialDraw or None
+        None means no deformation (a centred crop or pad).
     config : SpatialConfig
         For the integration settings.
     output_shape : (3,) ints
@@ -159,10 +167,10 @@ def sampling_positions(
         displaced = nodes.expand(batch, -1, -1, -1, -1)
     else:
         mm = torch.diag_embed(spacings.double())
-        matrix = torch.linalg.inv(mm) @ affine_matrices(params["rotation"], params["shear"], params["scaling"]) @ mm
-        shift = params["shift"].double() * (input_shapes.double() - out).clamp(min=0) / 2
+        matrix = torch.linalg.inv(mm) @ affine_matrices(params.rotation, params.shear, params.scaling) @ mm
+        shift = params.shift.double() * (input_shapes.double() - out).clamp(min=0) / 2
         displaced = nodes
-        if "nonlin_seed" in params:
+        if params.nonlin_seed is not None:
             velocity = velocity_fields(params, output_shape, device)
             if config.integrate_deformation_fields and config.n_steps_svf_integration > 0:
                 velocity = integrate_velocity(velocity, output_shape, config.n_steps_svf_integration)
