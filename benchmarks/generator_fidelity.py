@@ -20,7 +20,8 @@ import pandas as pd
 from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.infer import segment
-from fss.io import atomic_path, load_nifti
+from fss.io import load_nifti
+from fss.paths import atomic_path
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.train import TrainConfig, train

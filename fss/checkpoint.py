@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fss import __version__
-from fss.io import atomic_path
+from fss.paths import atomic_path
 from fss.labels import N_CLASSES, TISSUES
 from fss.unet import UNet
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fss import __version__, pretrained
 from fss.labels import CONVENTIONS
+from fss.paths import atomic_path, nifti_stem, refuse_to_overwrite_inputs
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -89,7 +90,6 @@ def _seeds(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from fss.bids import find_t2w_images
-    from fss.io import nifti_stem
     from fss.seeds import write_seeds
 
     if args.bids and (args.image or args.labels):
@@ -188,7 +188,6 @@ def _label_files(path: Path) -> dict[str, Path]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fss.io import atomic_path, refuse_to_overwrite_inputs
     from fss.metrics import evaluate, summarize
 
     prediction, reference = Path(args.prediction), Path(args.reference)
@@ -220,7 +219,6 @@ def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path
     whose label maps would have one name are refused.
     """
     from fss.bids import find_t2w_images
-    from fss.io import nifti_stem
 
     names_a_file = bool(output.suffix) and not output.is_dir()
     if len(inputs) == 1 and Path(inputs[0]).is_file() and names_a_file:
@@ -259,7 +257,6 @@ def _write_derivative_files(output: Path) -> None:
     """
     import pandas as pd
 
-    from fss.io import atomic_path
     from fss.labels import TISSUES
 
     existing = output / "dataset_description.json"
@@ -285,13 +282,11 @@ def _write_derivative_files(output: Path) -> None:
 
 
 def _qc_path(target: Path) -> Path:
-    from fss.io import nifti_stem
 
     return target.parent / f"{nifti_stem(target)}_qc.png"
 
 
 def _probabilities_path(target: Path) -> Path:
-    from fss.io import nifti_stem
 
     return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
 
@@ -300,7 +295,6 @@ def _update_table(path: Path, rows: list[dict], key: str) -> None:
     """Add ``rows`` to the TSV at ``path`` (created if missing), replacing the rows with the same ``key``; atomic."""
     import pandas as pd
 
-    from fss.io import atomic_path
 
     table = pd.DataFrame(rows)
     if path.exists():
@@ -311,6 +305,14 @@ def _update_table(path: Path, rows: list[dict], key: str) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    jobs, folder = _segment_jobs(args.inputs, output)
+    table_path = folder / "volumes.tsv"
+    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
+               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
+    with _arguments():
+        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])  # before the heavy imports: a refusal answers at once
+
     import matplotlib.pyplot as plt
     import numpy as np
     from tqdm.auto import tqdm
@@ -318,17 +320,11 @@ def _segment(args: argparse.Namespace) -> int:
     from fss.checkpoint import load_checkpoint
     from fss.device import resolve_device
     from fss.infer import segment
-    from fss.io import load_nifti, refuse_to_overwrite_inputs, save_nifti
+    from fss.io import load_nifti, save_nifti
     from fss.metrics import tissue_volumes
     from fss.viz import plot_segmentation, save_figure
 
-    output = Path(args.output)
-    jobs, folder = _segment_jobs(args.inputs, output)
-    table_path = folder / "volumes.tsv"
-    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
-               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
     with _arguments():
-        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])
         device = resolve_device(args.device)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device)

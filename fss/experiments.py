@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fss.io import atomic_path
+from fss.paths import atomic_path
 
 ROOT = Path("outputs") / "experiments"
 """Default folder of experiment results, relative to the working directory."""

@@ -41,7 +41,8 @@ from fss.checkpoint import load_checkpoint, save_checkpoint
 from fss.config_checks import check_options, check_types
 from fss.device import resolve_device
 from fss.infer import predict_working
-from fss.io import NORMALIZATION, WorkingGrid, atomic_path, load_nifti, normalize_intensities
+from fss.io import NORMALIZATION, WorkingGrid, load_nifti, normalize_intensities
+from fss.paths import atomic_path
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.seeds import Seeds, load_seeds, make_seeds

@@ -14,7 +14,7 @@ from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fss.io import atomic_path
+from fss.paths import atomic_path
 from fss.labels import META_LABELS, TISSUES
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from fss.io import WorkingGrid, atomic_path, load_nifti, save_nifti
+from fss.io import WorkingGrid, load_nifti, save_nifti
+from fss.paths import atomic_path
 
 SPACING = 0.8
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from fss.config_checks import check_options, check_types
-from fss.io import atomic_path
+from fss.paths import atomic_path
 
 
 def range_options(section) -> dict[str, tuple[str, str]]:

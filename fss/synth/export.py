@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fss.io import atomic_path, save_nifti
+from fss.io import save_nifti
+from fss.paths import atomic_path
 from fss.synth.draws import derive_seed
 from fss.synth.generator import Generator, params_to_records
 
