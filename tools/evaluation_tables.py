@@ -1,0 +1,99 @@
+"""Markdown tables for the model card and the README from an evaluation run of notebook 04.
+
+Reads the ``metrics.tsv`` (and ``turned.tsv``) that notebook 04 writes to its ``output_dir`` and
+prints, per model: Dice per tissue and mean HD95 on each clean dataset; the mean Dice of each
+stress at each severity with its drop from the clean images of the same ages; and, for two or
+more models, the side-by-side comparison. Every number in those documents is printed here.
+
+Run: python tools/evaluation_tables.py outputs/04_evaluation_full
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from fss.labels import TISSUES
+
+SHORT = [t.short for t in TISSUES[1:]]
+CLEAN = ["CRL (held out)", "Wu 2021, brain mask", "Wu 2021, whole head"]
+
+
+def markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table of ``table`` (index as the first columns), numbers rounded to ``digits``."""
+    table = table.reset_index()
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    rows = ["| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def with_stress(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with ``kind`` and ``severity`` columns (None for clean datasets) and the ``age`` of each case."""
+    stressed = results.dataset.str.startswith("stress: ")
+    return results.assign(
+        kind=results.dataset.str.removeprefix("stress: ").where(stressed),
+        severity=results.case.str.extract(r"severity (\d)")[0].astype(float),
+        age=results.case.str.extract(r"(crl-GA\d+|wu-GA\d+)")[0],
+    )
+
+
+def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
+    """Dice per tissue with its mean, and HD95 per tissue with its mean, per clean dataset (means over cases)."""
+    tables = []
+    for metric, digits in (("dice", 3), ("hd95", 2)):
+        chosen = results[(results.model == model) & (results.metric == metric) & results.dataset.isin(CLEAN)]
+        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[SHORT].reindex([d for d in CLEAN if d in set(chosen.dataset)])
+        table["mean"] = chosen.groupby(["dataset", "case"]).value.mean().groupby("dataset").mean()
+        tables.append(markdown(table, digits))
+    return tables[0], tables[1]
+
+
+def stress_table(results: pd.DataFrame, models: list[str]) -> str:
+    """Mean Dice per stress and severity for each model, and its drop from the clean images of the same ages."""
+    dice = with_stress(results[results.metric == "dice"])
+    stressed_ages = set(dice[dice.kind.notna()].age)
+    clean = dice[(dice.dataset == CLEAN[0]) & dice.age.isin(stressed_ages)].groupby("model").value.mean()
+    means = dice[dice.kind.notna()].groupby(["kind", "severity", "model"]).value.mean().unstack("model")[models]
+    table = pd.DataFrame(index=means.index)
+    for model in models:
+        table[f"{model} Dice"] = means[model]
+        table[f"{model} drop"] = clean[model] - means[model]
+    table.index = table.index.set_levels(table.index.levels[1].astype(int), level=1)
+    clean_row = " ".join(f"{model} {clean[model]:.3f}" for model in models)
+    return f"clean images of the same ages: {clean_row}\n\n" + markdown(table)
+
+
+def comparison_table(results: pd.DataFrame, models: list[str]) -> str:
+    """Mean Dice of each model on every clean dataset and every stress at its highest severity, and the difference."""
+    dice = with_stress(results[results.metric == "dice"])
+    top = dice[dice.kind.isna() | (dice.severity == dice.groupby("kind").severity.transform("max"))]
+    where = top.dataset.where(top.kind.isna(), top.kind + " " + top.severity.astype("Int64").astype(str))
+    table = top.assign(where=where).groupby(["where", "model"]).value.mean().unstack("model")[models]
+    table.index.name = "images"
+    if len(models) == 2:
+        table[f"{models[0]} - {models[1]}"] = table[models[0]] - table[models[1]]
+    return markdown(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="output_dir of a notebook 04 run")
+    args = parser.parse_args()
+    results = pd.read_csv(args.folder / "metrics.tsv", sep="\t")
+    models = list(dict.fromkeys(results.model))
+    for model in models:
+        dice, hd95 = clean_tables(results, model)
+        print(f"## {model}\n\nDice:\n\n{dice}\n\nHD95 (mm):\n\n{hd95}\n")
+    print(f"## Stresses (mean Dice over the stressed ages)\n\n{stress_table(results, models)}\n")
+    print(f"## Side by side\n\n{comparison_table(results, models)}\n")
+    turned = args.folder / "turned.tsv"
+    if turned.exists():
+        agreement = pd.read_csv(turned, sep="\t").pivot_table(index=["degrees"], columns="model", values="agreement", aggfunc="mean")
+        print(f"## Turned copies (mean agreement over the three axes)\n\n{markdown(agreement)}")
+
+
+if __name__ == "__main__":
+    main()
