@@ -1,4 +1,4 @@
-"""pyproject.toml, environment.yml and binder/ must list the same packages."""
+"""pyproject.toml, environment.yml and binder/ must list the same packages; Colab installs this version."""
 
 import re
 import tomllib
@@ -73,3 +73,9 @@ def test_field_dependencies_are_present():
             "pandas", "tqdm", "pyyaml", "safetensors"} <= CORE
     assert {"jupyterlab", "papermill", "ipykernel"} <= EXTRAS["notebooks"]
     assert {"nbval", "pytest"} <= EXTRAS["test"]
+
+
+def test_colab_installs_the_release_that_matches_the_package_version():
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        installs = re.findall(r"git\+https://github\.com/fetalsynthseg/fss(@[\w.]+)?", notebook.read_text())
+        assert installs == [f"@v{PROJECT['version']}"], (notebook.name, installs)  # one install line, pinned to this version's tag
