@@ -282,12 +282,10 @@ def _write_derivative_files(output: Path) -> None:
 
 
 def _qc_path(target: Path) -> Path:
-
     return target.parent / f"{nifti_stem(target)}_qc.png"
 
 
 def _probabilities_path(target: Path) -> Path:
-
     return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
 
 
@@ -304,25 +302,10 @@ def _update_table(path: Path, rows: list[dict], key: str) -> None:
         table.to_csv(temporary, sep="\t", index=False)
 
 
-def _segment(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    jobs, folder = _segment_jobs(args.inputs, output)
-    table_path = folder / "volumes.tsv"
-    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
-               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
-    with _arguments():
-        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])  # before the heavy imports: a refusal answers at once
-
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from tqdm.auto import tqdm
-
+def _segment_model(args: argparse.Namespace):
+    """The model of ``--checkpoint``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap`` checked against it."""
     from fss.checkpoint import load_checkpoint
     from fss.device import resolve_device
-    from fss.infer import segment
-    from fss.io import load_nifti, save_nifti
-    from fss.metrics import tissue_volumes
-    from fss.viz import plot_segmentation, save_figure
 
     with _arguments():
         device = resolve_device(args.device)
@@ -338,6 +321,46 @@ def _segment(args: argparse.Namespace) -> int:
         raise UsageError(f"--overlap {args.overlap}: give a fraction in [0, 1)")
     if args.window is not None and (args.window < multiple or args.window % multiple):
         raise UsageError(f"--window {args.window}: give a positive multiple of {multiple} (the model's)")
+    return model, device
+
+
+def _segment_one(source: Path, target: Path, name: str, model, device, args: argparse.Namespace):
+    """Segment ``source`` into ``target``, with its probability maps and QC figure when asked; the label map (nibabel image)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fss.infer import segment
+    from fss.io import load_nifti, save_nifti
+    from fss.viz import plot_segmentation, save_figure
+
+    scan = load_nifti(source)
+    labels, probabilities = segment(scan, model, device=device, tta=args.tta, window=args.window, overlap=args.overlap)
+    save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
+    if args.probabilities:  # (X, Y, Z, class), uint8 with slope 1/255: readers get probabilities to 0.002
+        compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
+        save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=args.overwrite, slope=1 / 255)
+    if args.qc:
+        figure = plot_segmentation(scan, labels, title=name)
+        save_figure(figure, _qc_path(target))
+        plt.close(figure)
+    return labels
+
+
+def _segment(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    jobs, folder = _segment_jobs(args.inputs, output)
+    table_path = folder / "volumes.tsv"
+    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
+               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
+    with _arguments():
+        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])  # before the heavy imports: a refusal answers at once
+
+    from tqdm.auto import tqdm
+
+    from fss.io import load_nifti
+    from fss.metrics import tissue_volumes
+
+    model, device = _segment_model(args)
     if any(Path(i).is_dir() for i in args.inputs):
         _write_derivative_files(output)
     rows, failed, kept = [], 0, 0
@@ -348,17 +371,8 @@ def _segment(args: argparse.Namespace) -> int:
                 kept += 1
                 tqdm.write(f"{name}: {target} exists, kept (--overwrite to redo)")
                 continue
-            scan = load_nifti(source)
-            labels, probabilities = segment(scan, model, device=device, tta=args.tta, window=args.window, overlap=args.overlap)
-            save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
-            if args.probabilities:  # (X, Y, Z, class), uint8 with slope 1/255: readers get probabilities to 0.002
-                compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
-                save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=args.overwrite, slope=1 / 255)
+            labels = _segment_one(source, target, name, model, device, args)
             rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
-            if args.qc:
-                figure = plot_segmentation(scan, labels, title=name)
-                save_figure(figure, _qc_path(target))
-                plt.close(figure)
         except (ValueError, OSError) as error:
             failed += 1
             tqdm.write(f"{name}: failed: {error}")

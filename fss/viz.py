@@ -43,15 +43,7 @@ def seed_colors(max_subclasses: int = 4) -> dict[int, tuple[str, str]]:
     return colors
 
 
-def plot_planes(
-    image: np.ndarray,
-    labels: np.ndarray | None = None,
-    center: Sequence[int] | None = None,
-    title: str | None = None,
-    alpha: float = 0.45,
-    colors: Mapping[int, tuple[str, str]] = FETA_COLORS,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
-) -> Figure:
+def plot_planes(image: np.ndarray, labels: np.ndarray | None = None, **options) -> Figure:
     """Sagittal, coronal and axial slices of a RAS+ volume, optionally with labels on top.
 
     Parameters
@@ -60,24 +52,15 @@ def plot_planes(
         Intensities on a RAS+ grid (first axis left to right, then posterior to
         anterior, then inferior to superior), e.g. from :class:`fss.io.WorkingGrid`.
     labels : np.ndarray, shape (X, Y, Z), optional
-        Label map on the same grid (0 = not drawn), drawn in ``colors`` with a legend.
-    center : (3,) ints, optional
-        Voxel where the three planes cross; default: the centre of the labels'
-        foreground, or of the volume.
-    title : str, optional
-        Figure title (put the data attribution here when showing public data).
-    alpha : float
-        Opacity of the label overlay.
-    colors : mapping
-        ``{value: (legend name, colour)}``; default the FeTA tissues, see also :func:`seed_colors`.
-    spacing : (3,) floats
-        Voxel size in mm, so that anisotropic voxels are drawn with their true proportions.
+        Label map on the same grid (0 = not drawn), drawn in colours with a legend.
+    **options
+        ``center``, ``title``, ``alpha``, ``colors``, ``spacing``: see :func:`plot_comparison`.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    return plot_comparison(image, {"": labels}, center, title, alpha, colors, spacing)
+    return plot_comparison(image, {"": labels}, **options)
 
 
 def plot_comparison(
@@ -91,6 +74,8 @@ def plot_comparison(
 ) -> Figure:
     """One row of :func:`plot_planes` per label map, all at the same slices: e.g. a reference and a prediction.
 
+    Left and right are marked (L, R) on the coronal and axial views.
+
     Parameters
     ----------
     image : np.ndarray, shape (X, Y, Z)
@@ -100,8 +85,18 @@ def plot_comparison(
     center : (3,) ints, optional
         Where the planes cross, for every row; default: the centre of the first label map's
         foreground, or of the volume.
-    title, alpha, colors, spacing
-        As for :func:`plot_planes`. Left and right are marked (L, R) on the coronal and axial views.
+    title : str, optional
+        Figure title (put the data attribution here when showing public data).
+    alpha : float
+        Opacity of the label overlay.
+    colors : mapping
+        ``{value: (legend name, colour)}``; default the FeTA tissues, see also :func:`seed_colors`.
+    spacing : (3,) floats
+        Voxel size in mm, so that anisotropic voxels are drawn with their true proportions.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     image = np.asarray(image)
     if image.ndim != 3:

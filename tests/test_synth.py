@@ -286,6 +286,10 @@ def test_every_range_is_a_min_max_pair_checked_on_creation(stage):
         high = getattr(section, upper)
         with pytest.raises(ValueError, match=f"{lower} <= {upper}"):
             stage(**{lower: high + 1, upper: high})
+    bounds = [f.name for f in dataclasses.fields(section) if f.name.endswith("_max") or f.name.startswith("max_")]
+    for bound in set(bounds) - {name for pair in ranges.values() for name in pair}:  # bounds of a size from 0
+        with pytest.raises(ValueError, match=f"{bound} must not be negative"):
+            stage(**{bound: -1.0})
 
 
 def test_explorer_slider_on_a_range_takes_its_lower_end_down():

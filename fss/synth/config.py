@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import yaml
@@ -42,13 +43,38 @@ def range_options(section) -> dict[str, tuple[str, str]]:
     return ranges
 
 
-def _check_ranges(section, floors: dict[str, float] | None = None) -> None:
-    """Every range of ``section`` has floor <= lower <= upper (floor 0 unless ``floors`` gives one for the quantity)."""
-    for quantity, (lower, upper) in range_options(section).items():
-        floor = (floors or {}).get(quantity, 0.0)
-        low, high = getattr(section, lower), getattr(section, upper)
-        if not floor <= low <= high:
-            raise ValueError(f"need {floor} <= {lower} <= {upper}, got {low} and {high}")
+def _lone_bounds(section) -> list[str]:
+    """Options named as an upper bound (``X_max``, ``max_X``) that have no lower partner: bounds of a size from 0."""
+    paired = {name for pair in range_options(section).values() for name in pair}
+    names = [f.name for f in dataclasses.fields(section)]
+    return [n for n in names if (n.endswith("_max") or n.startswith("max_")) and n not in paired]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base of the configuration of one stage: checked when it is made.
+
+    The type of every option (:func:`fss.config_checks.check_types`), every range
+    (``floor <= lower <= upper``, the floor 0 unless ``FLOORS`` gives one for the quantity),
+    every upper bound without a lower partner (not negative), then the stage's own rules
+    (:meth:`check`).
+    """
+
+    FLOORS: ClassVar[dict[str, float]] = {}
+
+    def __post_init__(self):
+        check_types(self)
+        for quantity, (lower, upper) in range_options(self).items():
+            floor, low, high = self.FLOORS.get(quantity, 0.0), getattr(self, lower), getattr(self, upper)
+            if not floor <= low <= high:
+                raise ValueError(f"need {floor} <= {lower} <= {upper}, got {low} and {high}")
+        for name in _lone_bounds(self):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        self.check()
+
+    def check(self) -> None:
+        """The stage's own rules, beyond types and ranges."""
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -65,19 +91,17 @@ in true ones."""
 
 
 @dataclass(frozen=True)
-class SubclassConfig:
+class SubclassConfig(StageConfig):
     """Stage 1: number of intensity subclasses drawn per meta-label, uniformly in [min, max]."""
+
+    FLOORS = {"subclasses": 1}
 
     min_subclasses: int = 1
     max_subclasses: int = 4
 
-    def __post_init__(self):
-        check_types(self)
-        _check_ranges(self, {"subclasses": 1})
-
 
 @dataclass(frozen=True)
-class SpatialConfig:
+class SpatialConfig(StageConfig):
     """Stage 2: affine and nonlinear deformation, drawn once for seeds and labels.
 
     Angles in degrees, shear and scaling as fractions, nonlinear std in output voxels.
@@ -101,13 +125,9 @@ class SpatialConfig:
     n_steps_svf_integration: int = 8
     image_interpolation: str = "linear"
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self):
         if self.image_interpolation not in IMAGE_INTERPOLATIONS:
             raise ValueError(f"image_interpolation must be one of {IMAGE_INTERPOLATIONS}, got {self.image_interpolation!r}")
-        _check_ranges(self)
-        if min(self.max_rotation, self.max_shear, self.max_scaling, self.nonlin_std_max) < 0:
-            raise ValueError("max_rotation, max_shear, max_scaling and nonlin_std_max must not be negative")
         if self.max_scaling >= 1:
             raise ValueError(f"max_scaling must be below 1, got {self.max_scaling}")
         if self.n_steps_svf_integration < 0:
@@ -115,7 +135,7 @@ class SpatialConfig:
 
 
 @dataclass(frozen=True)
-class ContrastConfig:
+class ContrastConfig(StageConfig):
     """Stage 3: a Gaussian per seed label, mean and std drawn uniformly (0-300 intensity scale)."""
 
     enabled: bool = True
@@ -125,27 +145,24 @@ class ContrastConfig:
     std_max: float = 25.0
     background_zero_probability: float = 0.5
 
-    def __post_init__(self):
-        check_types(self)
-        _check_ranges(self)
+    def check(self):
         _check_probability("background_zero_probability", self.background_zero_probability)
 
 
 @dataclass(frozen=True)
-class GammaConfig:
+class GammaConfig(StageConfig):
     """Stage 4: intensity -> 300 * (intensity / 300) ** exp(N(0, gamma_std))."""
 
     enabled: bool = True
     gamma_std: float = 0.1
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self):
         if self.gamma_std < 0:
             raise ValueError(f"gamma_std must not be negative, got {self.gamma_std}")
 
 
 @dataclass(frozen=True)
-class BiasConfig:
+class BiasConfig(StageConfig):
     """Stage 5: smooth multiplicative bias, exp of a coarse Gaussian field of size bf_scale * output size."""
 
     enabled: bool = True
@@ -154,13 +171,9 @@ class BiasConfig:
     bf_std_min: float = 0.01
     bf_std_max: float = 0.02
 
-    def __post_init__(self):
-        check_types(self)
-        _check_ranges(self)
-
 
 @dataclass(frozen=True)
-class ResolutionConfig:
+class ResolutionConfig(StageConfig):
     """Stage 6: blur to a random isotropic resolution (mm), resample there, add noise, resample back.
 
     The resolutions are effective millimetres: the reference draws 0.5-1.5 of its own
@@ -172,6 +185,8 @@ class ResolutionConfig:
     the image slightly); 1 adds the noise voxel by voxel at full strength.
     """
 
+    FLOORS = {"resampling_iso_res": 1e-3}
+
     enabled: bool = True
     preserve_resol: float = 0.2
     min_resampling_iso_res: float = round(0.5 * REFERENCE_MM, 3)
@@ -180,16 +195,14 @@ class ResolutionConfig:
     noise_std_max: float = 15.0
     native_noise_grid: float = round(1 / REFERENCE_MM, 3)
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self):
         _check_probability("preserve_resol", self.preserve_resol)
         if not 1 <= self.native_noise_grid <= 4:
             raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
-        _check_ranges(self, {"resampling_iso_res": 1e-3})
 
 
 @dataclass(frozen=True)
-class MotionConfig:
+class MotionConfig(StageConfig):
     """Stage 6b (off in ``reference``, on in ``fetal``): residual motion after super-resolution.
 
     Slabs ``slab_mm_min`` to ``slab_mm_max`` thick (mm, uniform) along the slice axis, moved rigidly within
@@ -197,6 +210,8 @@ class MotionConfig:
     uniform in ``[0, shift_mm_max]`` and ``[0, angle_deg_max]``, the intensity step between the two
     interleaved passes in ``[0, gain_max]`` (see :mod:`fss.synth.motion`).
     """
+
+    FLOORS = {"slab_mm": 1e-3}
 
     enabled: bool = False
     probability: float = 0.5
@@ -206,26 +221,20 @@ class MotionConfig:
     angle_deg_max: float = 5.0
     gain_max: float = 0.15
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self):
         _check_probability("motion probability", self.probability)
-        _check_ranges(self, {"slab_mm": 1e-3})
-        for name in ("shift_mm_max", "angle_deg_max", "gain_max"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.gain_max >= 1:
             raise ValueError(f"gain_max must be below 1 (a gain of 1 blacks out a pass), got {self.gain_max}")
 
 
 @dataclass(frozen=True)
-class FlipConfig:
+class FlipConfig(StageConfig):
     """Stage 7: left-right flip of image and labels together."""
 
     enabled: bool = True
     probability: float = 0.5
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self):
         _check_probability("flip probability", self.probability)
 
 
