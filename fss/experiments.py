@@ -62,6 +62,8 @@ class Experiment:
     parameters: dict
     settings: dict[str, dict]
     arms: dict[str, dict]
+    declared: dict[str, frozenset[str]]
+    """The parameters that each notebook of the chain declares."""
     repeats: int = 1
 
 
@@ -120,11 +122,12 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     for name in values["chain"]:
         if not (notebooks / f"{name}.ipynb").exists():
             raise ValueError(f"{path}: no notebook {notebooks / f'{name}.ipynb'}")
-    declared = set().union(*(_declared(notebooks / f"{name}.ipynb") for name in values["chain"]))
+    declared = {name: _declared(notebooks / f"{name}.ipynb") for name in values["chain"]}
+    known = set().union(*declared.values())
     given = {"parameters": values.get("parameters") or {}, **{f"setting {k}": v or {} for k, v in values["settings"].items()},
              **{f"arm {k}": v or {} for k, v in values["arms"].items()}}
     for where, parameters in given.items():
-        unknown = sorted(set(parameters) - declared)
+        unknown = sorted(set(parameters) - known)
         if unknown:
             raise ValueError(f"{path}: {where} sets {unknown}, which no notebook of the chain ({', '.join(values['chain'])}) declares")
     return Experiment(
@@ -135,15 +138,16 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         parameters=dict(values.get("parameters") or {}),
         settings={str(k): dict(v or {}) for k, v in values["settings"].items()},
         arms={str(k): dict(v or {}) for k, v in values["arms"].items()},
+        declared=declared,
         repeats=repeats,
     )
 
 
-def _declared(notebook: Path) -> set[str]:
+def _declared(notebook: Path) -> frozenset[str]:
     """Names of the parameters that ``notebook`` declares in its ``parameters`` cell."""
     import papermill
 
-    return set(papermill.inspect_notebook(str(notebook)))
+    return frozenset(papermill.inspect_notebook(str(notebook)))
 
 
 def plan(experiment: Experiment, setting: str) -> list[Run]:
@@ -193,8 +197,7 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
             parameters = {**run.parameters, "output_dir": str(folder.resolve() / name)}
             if index > 0:
                 parameters["trained_dir"] = str(first)
-            declared = _declared(notebook)  # each notebook gets the parameters it declares
-            parameters = {key: value for key, value in parameters.items() if key in declared}
+            parameters = {key: value for key, value in parameters.items() if key in run.experiment.declared[name]}  # those it declares
             papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
                                        cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False,
                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter from each kernel
