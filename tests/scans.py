@@ -31,3 +31,14 @@ def bids(tmp_path):
     nib.save(nib.Nifti1Image(bad, np.eye(4)), broken / "sub-03_T2w.nii.gz")
     (root / "dataset_description.json").write_text('{"Name": "test", "BIDSVersion": "1.9.0", "DatasetType": "raw"}')
     return root
+
+
+def label_folders(tmp_path):
+    """``pred/`` and ``ref/`` under ``tmp_path``, each with the same ``sub-01_dseg.nii.gz`` (a 4-voxel cube of GM): ``(pred, ref)``."""
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 2
+    folders = tmp_path / "pred", tmp_path / "ref"
+    for folder in folders:
+        folder.mkdir()
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / "sub-01_dseg.nii.gz")
+    return folders

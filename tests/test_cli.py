@@ -22,7 +22,7 @@ from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, pre
 from fss.train import TrainingInterrupted, train
 
 from ball import ball_volume, tiny_config
-from scans import bids, scan
+from scans import bids, label_folders, scan
 
 
 def test_fetch_all_verifies_and_credits(mirror, capsys):
@@ -365,11 +365,7 @@ def test_an_interrupt_saves_the_training_state_and_says_how_to_resume(tmp_path, 
 
 
 def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path, capsys):
-    labels = np.zeros((8, 8, 8), np.int16)
-    labels[2:6, 2:6, 2:6] = 2
-    for folder in ("pred", "ref"):
-        (tmp_path / folder).mkdir()
-        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "sub-01_dseg.nii.gz")
+    label_folders(tmp_path)
     leftover = tmp_path / "pred" / ".sub-01_dseg.nii.gz.k2j4h1.nii.gz"
     leftover.write_bytes(b"half a file")  # what SIGKILL during a write leaves
     out = tmp_path / "metrics.tsv"

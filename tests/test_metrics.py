@@ -6,6 +6,7 @@ import pytest
 
 from fss.cli import main
 from fss.metrics import dice, evaluate, hausdorff95, summarize, volume_similarity
+from scans import label_folders
 
 
 def brute_force_hd95(a, b, spacing):
@@ -78,11 +79,7 @@ def test_tidy_table_and_summary(tmp_path):
 
 
 def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path, capsys):
-    labels = np.zeros((8, 8, 8), np.int16)
-    labels[2:6, 2:6, 2:6] = 2
-    for folder in ("pred", "ref"):
-        (tmp_path / folder).mkdir()
-        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "sub-01_dseg.nii.gz")
+    label_folders(tmp_path)
     out = tmp_path / "metrics.tsv"
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
