@@ -4,11 +4,18 @@ Each iteration draws a batch with the generator, then runs :func:`fss.train.trai
 (forward, backward, AdamW step; bfloat16 autocast on CUDA), as training does. Settings come
 from a packaged configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA.
 
+``--modes CONFIG`` instead times one iteration of CONFIG with synthetic batches (the generator)
+and with real ones (the augmentation of real images), in alternating blocks in one process, so
+that both see the same machine: the budget of a synthetic and a real model trained with the
+same recipe, per iteration.
+
 Run: python benchmarks/training.py [--devices cpu cuda] [--iterations 20]
+     python benchmarks/training.py --modes cpu-model [--iterations 10] [--blocks 3]
 """
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -16,6 +23,7 @@ from memory import resident_mb
 
 from fss.device import describe_device, resolve_device
 from fss.synth import Generator, SynthSubject
+from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
 from fss.train import TrainConfig, prepare_crl, training_step
 from fss.unet import UNet, count_parameters
@@ -59,12 +67,49 @@ def measure(config_name: str, device: torch.device, iterations: int) -> dict:
     }
 
 
+def compare_modes(config_name: str, iterations: int, blocks: int) -> None:
+    """Print the seconds per iteration of ``config_name`` on the CPU with synthetic and with real batches."""
+    config = TrainConfig.load(config_name)
+    volumes = prepare_crl((30, 31), config.spacing, with_seeds=True)
+    generator_config = config.generator_config()
+    synthetic = SyntheticBatches(Generator([SynthSubject(v.name, v.seeds, v.labels) for v in volumes], generator_config, "cpu"), config.batch_size)
+    real = Augmenter([v.image for v in volumes], [v.labels for v in volumes], [[v.spacing] * 3 for v in volumes], generator_config, "cpu")
+    sources = {"synthetic": lambda step: next(synthetic), "real": lambda step: real.sample(config.batch_size, step)}
+    models = {}
+    for mode in sources:
+        torch.manual_seed(0)
+        model = UNet(channels=config.channels)
+        models[mode] = (model, torch.optim.AdamW(model.parameters(), lr=config.learning_rate))
+    seconds = {mode: [] for mode in sources}
+    for block in range(blocks + 1):  # block 0 warms up
+        for mode, source in sources.items():
+            model, optimizer = models[mode]
+            start = time.perf_counter()
+            for step in range(iterations):
+                batch = source(block * iterations + step)
+                training_step(model, optimizer, batch.image, batch.labels)
+            if block:
+                seconds[mode].append((time.perf_counter() - start) / iterations)
+    medians = {mode: statistics.median(values) for mode, values in seconds.items()}
+    print(f"\n{config_name} on {describe_device(torch.device('cpu'))}, torch {torch.__version__}: {blocks} alternating blocks of {iterations} iterations\n")
+    print("| batches | seconds per iteration (median of blocks) | blocks |")
+    print("| --- | --- | --- |")
+    for mode, values in seconds.items():
+        print(f"| {mode} | {medians[mode]:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    print(f"\nsynthetic / real: {medians['synthetic'] / medians['real']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--modes", metavar="CONFIG", help="compare synthetic and real batches for this configuration on the CPU")
+    parser.add_argument("--blocks", type=int, default=3, help="with --modes: timed blocks per mode")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.modes:
+        compare_modes(args.modes, args.iterations, args.blocks)
+        return
     rows = []
     for name in args.devices:
         if name == "cuda" and not torch.cuda.is_available():

@@ -2,8 +2,8 @@
 
 nbval re-executes every notebook at its defaults and compares the text of its outputs; these
 tests catch what that cannot: a parameter that is ignored or overridden, and a key figure that
-changed while its ``<Figure size ...>`` line did not (compared tolerantly with the committed
-notebook's picture: same size, same mean colour in every tile).
+changed while its ``<Figure size ...>`` line did not (the picture a cell shows, compared
+tolerantly with the one the committed notebook shows: same size, same mean colour in every tile).
 """
 
 import base64
@@ -48,10 +48,11 @@ def committed(notebook: str) -> dict:
     return json.loads((NOTEBOOKS / notebook).read_text())
 
 
-def committed_picture(notebook: str, saved_as: str) -> np.ndarray:
-    """The PNG that the committed ``notebook`` shows for the cell that saves ``saved_as``: (H, W, C) in [0, 1]."""
-    [png] = [o["data"]["image/png"] for o in outputs_of(committed(notebook), saved_as) if "image/png" in o.get("data", {})]
-    return matplotlib.image.imread(io.BytesIO(base64.b64decode(png)), format="png")
+def picture(notebook: dict, source: str) -> np.ndarray:
+    """The picture (PNG or JPEG) that the cell whose source contains ``source`` shows: (H, W, C) in [0, 1]."""
+    [(kind, data)] = [(kind, o["data"][f"image/{kind}"]) for o in outputs_of(notebook, source) for kind in ("png", "jpeg") if f"image/{kind}" in o.get("data", {})]
+    pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format=kind)
+    return pixels / 255.0 if pixels.dtype == np.uint8 else pixels
 
 
 def assert_same_picture(found: np.ndarray, expected: np.ndarray, tiles: int = 6, tolerance: float = 0.02) -> None:
@@ -82,8 +83,7 @@ def test_setup_at_a_coarser_spacing_keeps_the_volumes_and_the_figure(tmp_path):
     assert printed(executed, "tissue_volumes(") == printed(committed("00_setup.ipynb"), "tissue_volumes(")
     volumes = pd.read_csv(tmp_path / "volumes.csv").set_index("short").volume_ml
     assert 280 < volumes.sum() < 286 and 185 < volumes.drop("eCSF").sum() < 191  # ml at 30 weeks
-    figure = matplotlib.image.imread(tmp_path / "crl_GA30_planes.png")
-    assert_same_picture(figure, committed_picture("00_setup.ipynb", "crl_GA"))
+    assert_same_picture(picture(executed, "crl_GA"), picture(committed("00_setup.ipynb"), "crl_GA"))
 
 
 def test_training_takes_the_configuration_and_mode_it_is_given(tmp_path):
@@ -99,12 +99,12 @@ def test_training_takes_the_configuration_and_mode_it_is_given(tmp_path):
 
 
 def test_evaluation_compares_the_models_it_is_given(tmp_path):
-    run("04_evaluation.ipynb", tmp_path, models=["fss-synth-cpu"], crl_ages=[31], wu_ages=[30], stress_ages=[31],
+    executed = run("04_evaluation.ipynb", tmp_path, models=["fss-synth-cpu"], crl_ages=[31], wu_ages=[30], stress_ages=[31],
         severities=[3], turn_degrees=[])
     results = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
     assert set(results.model) == {"fss-synth-cpu"}
     dice = results[results.metric == "dice"].groupby("dataset").value.mean()
     assert dice.filter(like="CRL").iloc[0] > 0.7  # the packaged model on a held-out atlas age
     assert {"stress: contrast", "stress: motion", "stress: low_field"} <= {d for d in dice.index if d.startswith("stress")}
-    figure = matplotlib.image.imread(tmp_path / "stresses.png")  # the same shifts of the same age as the committed run
-    assert_same_picture(figure, committed_picture("04_evaluation.ipynb", "stresses.png"))
+    # the same shifts of the same age as the committed run
+    assert_same_picture(picture(executed, "stresses.png"), picture(committed("04_evaluation.ipynb"), "stresses.png"))
