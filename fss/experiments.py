@@ -211,11 +211,19 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
     return "done"
 
 
+def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A metrics table of notebook 04 with ``stress`` (the kind) and ``severity`` columns, empty for clean datasets.
+
+    The stress datasets are named ``"stress: <kind>"`` and their cases ``"... severity <n>"``.
+    """
+    return table.assign(stress=table.dataset.str.extract(r"^stress: (.+)$", expand=False),
+                        severity=pd.to_numeric(table.case.str.extract(r"severity (\d)", expand=False)))
+
+
 def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
     """One tidy table of every finished run (columns :data:`RESULT_COLUMNS`, then the parameters that differ between runs).
 
-    ``stress`` and ``severity`` are filled for the stress datasets of notebook 04 (``"stress: <kind>"``
-    and a case ``"... severity <n>"``) and empty otherwise.
+    ``stress`` and ``severity`` as :func:`with_stress_columns` gives them.
     """
     runs = plan(experiment, setting)
     varying = sorted({key for run in runs for key in run.parameters if len({json.dumps(r.parameters.get(key), sort_keys=True) for r in runs}) > 1} - {"seed"})
@@ -224,9 +232,7 @@ def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT)
         if status(run, root) != "done":
             continue
         table = pd.read_csv(run.folder(root) / "metrics.tsv", sep="\t")
-        table = table.assign(run=run.id, arm=run.arm, seed=run.seed,
-                             stress=table.dataset.str.extract(r"^stress: (.+)$", expand=False),
-                             severity=pd.to_numeric(table.case.str.extract(r"severity (\d)", expand=False)))
+        table = with_stress_columns(table).assign(run=run.id, arm=run.arm, seed=run.seed)
         for key in varying:
             table[key] = json.dumps(run.parameters.get(key), sort_keys=True)
         tables.append(table)

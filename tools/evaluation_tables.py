@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fss.experiments import with_stress_columns
 from fss.labels import TISSUES
 
 SHORT = [t.short for t in TISSUES[1:]]
@@ -31,13 +32,9 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 def with_stress(results: pd.DataFrame) -> pd.DataFrame:
-    """``results`` with ``kind`` and ``severity`` columns (None for clean datasets) and the ``age`` of each case."""
-    stressed = results.dataset.str.startswith("stress: ")
-    return results.assign(
-        kind=results.dataset.str.removeprefix("stress: ").where(stressed),
-        severity=results.case.str.extract(r"severity (\d)")[0].astype(float),
-        age=results.case.str.extract(r"(crl-GA\d+|wu-GA\d+)")[0],
-    )
+    """``results`` with ``kind`` and ``severity`` columns (empty for clean datasets) and the ``age`` of each case."""
+    marked = with_stress_columns(results)
+    return marked.assign(kind=marked.stress, age=results.case.str.extract(r"(crl-GA\d+|wu-GA\d+)")[0])
 
 
 def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
