@@ -227,6 +227,16 @@ class _Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Wait for every rank, then destroy the process group while all are still connected.
+
+        Callers release the DistributedDataParallel model first: it keeps the group alive, and a
+        group left to the interpreter's exit can abort the process while its threads still run.
+        """
+        if self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def _batches(config: TrainConfig, training: list[Volume], device: torch.device, rank: int, start: int):
     """Endless (image, labels) batches for the configured mode, step by step from ``start``."""
@@ -542,9 +552,9 @@ def train(
             if distributed.main:
                 metrics["replica_checksums"] = [g[0] for g in gathered]
                 metrics["first_batch_sums"] = [g[1] for g in gathered]
+        del run
     if distributed.main:
         with atomic_path(out / "metrics.json", overwrite=True) as temporary:
             temporary.write_text(json.dumps(metrics, indent=1))
-    if distributed.world > 1:
-        dist.destroy_process_group()
+    distributed.close()
     return metrics
