@@ -430,7 +430,7 @@ def _resample(x: torch.Tensor, coords: Sequence[torch.Tensor], mode: str) -> tor
         weight = (c - lo).to(device=x.device, dtype=x.dtype).reshape(shape)
         below = x.index_select(dim, lo.to(x.device))
         above = x.index_select(dim, hi.to(x.device))
-        x = below + (above - below) * weight
+        x = above.sub_(below).mul_(weight).add_(below)  # below + (above - below) * weight, in place: two volumes at a time
     return x
 
 
