@@ -20,8 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fss import __version__
-from fss.paths import atomic_path
+from fss.device import resolve_device
 from fss.labels import N_CLASSES, TISSUES
+from fss.paths import atomic_path
 from fss.unet import UNet
 
 FORMAT = "fss-checkpoint-1"
@@ -128,7 +129,7 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
 
     Returns
     -------
-    (model, metadata) : the model in eval mode on ``device``, and the metadata dictionary.
+    (model, metadata) : the model in eval mode on ``device`` ("auto": see :func:`fss.device.resolve_device`), and the metadata dictionary.
     """
     document = read_metadata(stem)
     architecture = {k: v for k, v in document["architecture"].items() if k != "name"}
@@ -147,4 +148,4 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     if wrong or set(state) - set(expected):
         raise CheckpointError(f"{weights_path}: weights do not match the architecture in the metadata ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.to(device).eval(), document
+    return model.to(resolve_device(device)).eval(), document

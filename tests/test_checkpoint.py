@@ -22,6 +22,8 @@ def test_round_trip(saved):
     assert torch.equal(loaded(x), model(x))
     assert metadata["architecture"] == {"name": "UNet", "in_channels": 1, "n_classes": 8, "channels": [4, 8, 16], "dropout": 0.0}
     assert metadata["label_convention"] == "feta" and metadata["spacing_mm"] == 1.6 and metadata["fss_version"]
+    on_any, _ = load_checkpoint(stem, "auto")  # the notebooks' default: the best device there is (the CPU here)
+    assert next(on_any.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
 
 
 def test_tampered_metadata_is_refused(saved):

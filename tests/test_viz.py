@@ -1,8 +1,9 @@
 import matplotlib
+import nibabel as nib
 import numpy as np
 import pytest
 
-from fss.viz import plot_comparison, plot_planes
+from fss.viz import plot_comparison, plot_planes, view_segmentation
 
 matplotlib.use("Agg")
 
@@ -23,3 +24,19 @@ def test_comparison_rows_share_their_slices_and_mark_left_and_right():
     with pytest.raises(ValueError, match="prediction"):
         plot_comparison(image, {"prediction": prediction[:10]})
     assert len(plot_planes(image).axes) == 3
+
+
+def test_viewer_page_shows_the_scan_with_its_labels_and_refuses_unknown_values(tmp_path):
+    affine = np.diag([0.9, 0.9, 2.2, 1.0])
+    affine[:3, :3] = affine[:3, :3] @ np.array([[0.96, -0.28, 0], [0.28, 0.96, 0], [0, 0, 1]])  # oblique, like a scanner's frame
+    image = nib.Nifti1Image(np.random.default_rng(0).random((24, 20, 10)).astype(np.float32), affine)
+    values = np.zeros(image.shape, np.int16)
+    values[6:18, 5:15, 2:8] = 3
+    values[10:14, 8:12, 4:6] = 7
+    page = view_segmentation(image, nib.Nifti1Image(values, affine), title="a scan")
+    page.save_as_html(tmp_path / "viewer.html")
+    text = (tmp_path / "viewer.html").read_text()
+    assert "a scan" in text and "brainsprite" in text.lower()
+    values[0, 0, 0] = 9
+    with pytest.raises(ValueError, match=r"no colour for label values \[9\]"):
+        view_segmentation(image, nib.Nifti1Image(values, affine))
