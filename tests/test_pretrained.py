@@ -29,13 +29,15 @@ def test_export_stores_half_precision_weights_that_predict_alike(tmp_path, monke
 
 
 @pytest.mark.slow
-def test_shipped_model_segments_a_held_out_atlas_age(mirror):
-    model, metadata = pretrained.load(pretrained.DEFAULT)
+@pytest.mark.parametrize("name", pretrained.available())
+def test_shipped_model_segments_a_held_out_atlas_age(mirror, name):
+    model, metadata = pretrained.load(name)
     held_out = {"crl-GA23", "crl-GA27", "crl-GA31", "crl-GA35"}
     assert set(metadata["data"]["validation"]) == held_out and not held_out & set(metadata["data"]["training"])
-    assert metadata["weights_dtype"] == "float16" and (pretrained.WEIGHTS / f"{pretrained.DEFAULT}.safetensors").stat().st_size < 25e6
+    assert metadata["weights_dtype"] == "float16" and (pretrained.WEIGHTS / f"{name}.safetensors").stat().st_size < 25e6
+    assert metadata["training_minutes"] > 0 and metadata["training_command"].startswith("fss train")
     [record] = datasets.fetch_crl_atlas(ages=[31])
     labels, _ = segment(record.image, (model, metadata), device="cpu")
     reference = np.asarray(record.feta_labels().dataobj)
     scores = dice_per_tissue(np.asarray(labels.dataobj), reference)
-    assert np.mean(list(scores.values())) > 0.75, scores  # 0.83 when measured for the model card
+    assert np.mean(list(scores.values())) > 0.75, scores  # measured: 0.824 (fss-synth-cpu), 0.934 (fss-real-cpu)
