@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 FETA_COLORS: dict[int, tuple[str, str]] = {t.value: (t.short, t.color) for t in TISSUES[1:]}
 """Legend name and colour of each FeTA label value."""
 
+FETA_COLORMAP = ListedColormap([FETA_COLORS[v][1] for v in sorted(FETA_COLORS)], name="feta")
+"""The FeTA colours as a colormap over label values ``min(FETA_COLORS)`` to ``max(FETA_COLORS)``."""
+
 META_COLORMAPS = {1: "Blues", 2: "Reds", 3: "Greys", 4: "Greens"}
 
 META_COLORS: dict[int, tuple[str, str]] = {m: (name, to_hex(plt.get_cmap(META_COLORMAPS[m])(0.7))) for m, (name, _) in META_LABELS.items()}
@@ -151,10 +154,6 @@ def _feta_label_image(labels: nib.spatialimages.SpatialImage, dtype: type = np.i
     if unknown:
         raise ValueError(f"no colour for label values {unknown}")
     return nib.Nifti1Image(values.astype(dtype), labels.affine), present
-
-
-FETA_COLORMAP = ListedColormap([FETA_COLORS[v][1] for v in sorted(FETA_COLORS)], name="feta")
-"""The FeTA colours as a colormap over label values ``min(FETA_COLORS)`` to ``max(FETA_COLORS)``."""
 
 
 def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage, title: str | None = None) -> Figure:
