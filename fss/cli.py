@@ -162,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from fss.experiments import load_experiment, plan, run_experiment, status
+    from fss.experiments import dice_per_seed, load_experiment, plan, run_experiment, status, summarize
 
     with _arguments():
         experiment = load_experiment(args.file)
@@ -176,7 +176,11 @@ def _experiment(args: argparse.Namespace) -> int:
     with _arguments():
         table = run_experiment(args.file, setting, args.root, only=args.only, kernel=args.kernel)
     failed = [run.id for run in runs if args.only in (None, run.id, run.arm) and status(run, args.root) == "failed"]
-    print(f"{table.run.nunique() if len(table) else 0} runs gathered in {Path(args.root) / experiment.name / setting / 'results.tsv'}"
+    folder = Path(args.root) / experiment.name / setting
+    if len(table):
+        print("\nmean Dice of the tissues over the seeds of each arm:")
+        print(summarize(dice_per_seed(table)).round(3).to_string())
+    print(f"{table.run.nunique() if len(table) else 0} runs gathered in {folder / 'results.tsv'}" + (f" (figure: {folder / 'results.png'})" if len(table) else "")
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -21,7 +21,9 @@ Each run (arm x seed) executes the chain with papermill into its own folder
 evaluation's table). The run id is the arm, the seed and a hash of all parameters, so that a
 changed setting never reuses old results. A run with ``metrics.tsv`` is done and skipped; a run
 folder without it (interrupted) is emptied and run again; a failing run writes ``error.txt``
-and the others go on. :func:`gather` puts every finished run's table into one tidy table.
+and the others go on. :func:`gather` puts every finished run's table into one tidy table;
+:func:`dice_per_seed` and :func:`summarize` reduce it to the Dice of each arm and seed, which
+:func:`fss.viz.plot_experiment` draws.
 
 Example
 -------
@@ -241,11 +243,33 @@ def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT)
     return pd.concat(tables, ignore_index=True)[[*RESULT_COLUMNS, *varying]]
 
 
+def dice_per_seed(results: pd.DataFrame) -> pd.DataFrame:
+    """Dice of every arm and seed per place and tissue, averaged over the cases, from a :func:`gather` table.
+
+    Returns columns ``where`` (the dataset for clean images, ``"<kind> <severity>"`` under a
+    stress), ``stress``, ``severity``, ``arm``, ``seed``, ``tissue`` and ``value``; the rows of
+    tissue ``"mean"`` average the tissues. Places and arms keep the order in which they appear.
+    """
+    dice = results[results.metric == "dice"]
+    where = dice.dataset.where(dice.stress.isna(), dice.stress + " " + dice.severity.astype("Int64").astype(str))
+    keys = ["where", "stress", "severity", "arm", "seed"]
+    per_tissue = dice.assign(where=where).groupby([*keys, "tissue"], sort=False, dropna=False).value.mean().reset_index()
+    mean = per_tissue.groupby(keys, sort=False, dropna=False).value.mean().reset_index().assign(tissue="mean")
+    return pd.concat([mean, per_tissue], ignore_index=True)[[*keys, "tissue", "value"]]
+
+
+def summarize(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFrame:
+    """Mean, lowest and highest Dice over the seeds of each arm at each place (rows of :func:`dice_per_seed`), and the seed count."""
+    chosen = per_seed[per_seed.tissue == tissue]
+    return chosen.groupby(["where", "arm"], sort=False).value.agg(["mean", "min", "max", "count"])
+
+
 def run_experiment(path: str | os.PathLike, setting: str, root: str | os.PathLike = ROOT, only: str | None = None,
                    kernel: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
 
-    The table goes to ``<root>/<experiment>/<setting>/results.tsv``.
+    The table goes to ``<root>/<experiment>/<setting>/results.tsv``, its figure
+    (:func:`fss.viz.plot_experiment`) to ``results.png`` beside it.
     """
     from tqdm.auto import tqdm
 
@@ -257,6 +281,15 @@ def run_experiment(path: str | os.PathLike, setting: str, root: str | os.PathLik
         result = execute(run, root, kernel)
         tqdm.write(f"{run.id}: {result}" + (f" (see {run.folder(root) / 'error.txt'})" if result == "failed" else ""))
     table = gather(experiment, setting, root)
-    with atomic_path(Path(root) / experiment.name / setting / "results.tsv", overwrite=True) as temporary:
+    folder = Path(root) / experiment.name / setting
+    with atomic_path(folder / "results.tsv", overwrite=True) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
+    if len(table):
+        import matplotlib.pyplot as plt
+
+        from fss.viz import plot_experiment, save_figure
+
+        figure = plot_experiment(dice_per_seed(table), f"{experiment.name}, {setting} setting")
+        save_figure(figure, folder / "results.png")
+        plt.close(figure)
     return table

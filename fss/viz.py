@@ -319,6 +319,51 @@ def plot_training(log: "pd.DataFrame") -> Figure:
     return figure
 
 
+def plot_experiment(per_seed: "pd.DataFrame", title: str = "") -> Figure:
+    """Dice of each arm of an experiment, per tissue and per place: a dot per seed, a bar at the mean.
+
+    Parameters
+    ----------
+    per_seed : pandas.DataFrame
+        Rows of :func:`fss.experiments.dice_per_seed` (``where``, ``stress``, ``severity``, ``arm``,
+        ``seed``, ``tissue``, ``value``).
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel for the mean over tissues, then one per tissue (FeTA order), each on a 0-1 Dice
+        axis. The places are the clean datasets and each stress at its highest severity in the
+        table; the other severities are in :func:`fss.experiments.summarize`.
+    """
+    highest = per_seed.groupby("stress").severity.transform("max")
+    shown = per_seed[per_seed.stress.isna() | (per_seed.severity == highest)]
+    places, arms = list(dict.fromkeys(shown["where"])), list(dict.fromkeys(shown.arm))
+    tissues = ["mean", *[t.short for t in TISSUES[1:] if t.short in set(shown.tissue)]]
+    columns = min(4, len(tissues))
+    rows = -(-len(tissues) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), layout="constrained", sharey=True, squeeze=False)
+    for ax, tissue in zip(axes.flat, tissues):
+        for a, arm in enumerate(arms):
+            x = np.arange(len(places)) + (a - (len(arms) - 1) / 2) * 0.8 / len(arms)
+            for i, place in enumerate(places):
+                values = shown[(shown["where"] == place) & (shown.arm == arm) & (shown.tissue == tissue)].value
+                ax.plot([x[i]] * len(values), values, "o", color=f"C{a}", alpha=0.6, markersize=4)
+                ax.plot([x[i] - 0.12, x[i] + 0.12], [values.mean()] * 2, "-", color=f"C{a}", linewidth=2, label=arm if i == 0 else None)
+        ax.set_xticks(range(len(places)), places, rotation=60, ha="right", fontsize=7)
+        ax.set_title("mean of the tissues" if tissue == "mean" else tissue, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Dice (dots: seeds, bars: means)", fontsize=8)
+    for ax in axes.flat[len(tissues):]:
+        ax.set_axis_off()
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write ``figure`` to ``path`` (format from the suffix, e.g. ``.png``), atomically, replacing an older one.
 

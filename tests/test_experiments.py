@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fss.cli import main
-from fss.experiments import gather, load_experiment, plan, run_experiment, status
+from fss.experiments import dice_per_seed, gather, load_experiment, plan, run_experiment, status, summarize, with_stress_columns
 
 TRAIN = """
 import json
@@ -71,10 +71,12 @@ def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_
     stressed = table[table.dataset == "stress: noise"]
     assert set(stressed.stress) == {"noise"} and set(stressed.severity) == {3}
     assert set(table.columns) >= {"run", "arm", "seed", "fail"}  # the parameter that differs between arms is a column
+    assert (root / "stub" / "tiny" / "results.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "mean Dice of the tissues over the seeds" in out and "failed: broken-seed0" in out
     stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
     run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
     assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp  # done runs are not redone
-    assert "broken-seed0" in capsys.readouterr().out
 
 
 def test_same_seed_same_parameters_same_metrics(experiment_file, tmp_path):
@@ -116,3 +118,19 @@ def test_dry_run_lists_and_bad_files_are_usage_errors(experiment_file, tmp_path,
     assert main(["experiment", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
     assert "no notebook" in capsys.readouterr().err
     assert gather(load_experiment(experiment_file), "tiny", tmp_path / "nothing").empty
+
+
+def test_dice_per_seed_averages_cases_then_tissues_and_summarize_spans_the_seeds():
+    rows = [{"arm": arm, "seed": seed, "dataset": dataset, "case": f"{case}{suffix}", "tissue": tissue, "metric": metric,
+             "value": value + 0.1 * seed + (0.2 if arm == "B" else 0) + (0.04 if case == "b" else 0) + (0.3 if tissue == "GM" else 0)}
+            for arm in ("A", "B") for seed in (0, 1) for case in ("a", "b") for tissue in ("WM", "GM")
+            for dataset, suffix, value in (("CRL (held out)", "", 0.1), ("stress: noise", " severity 2", 0.0), ("stress: noise", " severity 3", 0.05))
+            for metric in ("dice", "hd95")]
+    per_seed = dice_per_seed(with_stress_columns(pd.DataFrame(rows)))
+    assert list(dict.fromkeys(per_seed["where"])) == ["CRL (held out)", "noise 2", "noise 3"]
+    one = per_seed.set_index(["where", "arm", "seed", "tissue"]).value
+    assert one["CRL (held out)", "A", 0, "WM"] == pytest.approx(0.12)  # cases a and b: 0.1 and 0.14
+    assert one["noise 3", "B", 1, "GM"] == pytest.approx(0.05 + 0.1 + 0.2 + 0.02 + 0.3)
+    assert one["noise 2", "A", 1, "mean"] == pytest.approx((0.12 + 0.42) / 2)  # hd95 rows are not Dice
+    summary = summarize(per_seed)
+    assert summary.loc[("CRL (held out)", "B")].tolist() == pytest.approx([0.52, 0.47, 0.57, 2])  # seeds: 0.47 and 0.57

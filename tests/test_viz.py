@@ -1,9 +1,10 @@
 import matplotlib
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
-from fss.viz import plot_comparison, plot_planes, view_segmentation
+from fss.viz import plot_comparison, plot_experiment, plot_planes, view_segmentation
 
 matplotlib.use("Agg")
 
@@ -40,3 +41,15 @@ def test_viewer_page_shows_the_scan_with_its_labels_and_refuses_unknown_values(t
     values[0, 0, 0] = 9
     with pytest.raises(ValueError, match=r"no colour for label values \[9\]"):
         view_segmentation(image, nib.Nifti1Image(values, affine))
+
+
+def test_experiment_figure_has_a_panel_per_tissue_and_each_stress_at_its_highest_severity():
+    rows = [{"where": where, "stress": stress, "severity": severity, "arm": arm, "seed": seed, "tissue": tissue, "value": 0.5}
+            for where, stress, severity in (("CRL (held out)", None, None), ("noise 1", "noise", 1), ("noise 3", "noise", 3), ("bias 2", "bias", 2))
+            for arm in ("K=1-4", "K=1") for seed in (0, 1) for tissue in ("mean", "WM", "eCSF")]
+    figure = plot_experiment(pd.DataFrame(rows), "subclasses")
+    shown = [ax for ax in figure.axes if ax.axison]
+    assert [ax.get_title() for ax in shown] == ["mean of the tissues", "eCSF", "WM"]  # FeTA order after the mean
+    assert [t.get_text() for t in shown[0].get_xticklabels()] == ["CRL (held out)", "noise 3", "bias 2"]
+    assert shown[0].get_ylim() == (0, 1) and [t.get_text() for t in shown[0].get_legend().get_texts()] == ["K=1-4", "K=1"]
+    assert len(shown[1].lines) == 2 * 3 * 2  # per arm and place: the dots of the seeds and the bar of their mean
