@@ -415,9 +415,12 @@ def _resample(x: torch.Tensor, coords: Sequence[torch.Tensor], mode: str) -> tor
         raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
     if mode == "linear" and not x.is_floating_point():
         raise TypeError(f"linear interpolation needs floating-point data, got {x.dtype}; use mode='nearest' for labels")
-    lead = x.ndim - 3
-    for axis, c in enumerate(coords):
-        dim = lead + axis
+    if x.ndim > 3:  # one volume at a time: the result and one volume's temporaries, not those of the whole stack
+        out = torch.empty((*x.shape[:-3], *(len(c) for c in coords)), dtype=x.dtype, device=x.device)
+        for index in np.ndindex(*x.shape[:-3]):
+            out[index] = _resample(x[index], coords, mode)
+        return out
+    for dim, c in enumerate(coords):
         n = x.shape[dim]
         c = c.clamp(0, n - 1)
         if mode == "nearest":

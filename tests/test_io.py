@@ -175,6 +175,17 @@ def test_crop_margin_and_channels():
         grid.around(np.zeros(grid.shape, bool))
 
 
+def test_a_stack_of_channels_maps_back_as_each_channel_alone():
+    affine = np.array([[0.0, 0.0, 1.1, 3.0], [-0.7, 0.0, 0.0, -2.0], [0.0, 1.3, 0.0, 5.0], [0, 0, 0, 1]])  # turned, anisotropic
+    grid = WorkingGrid.from_image(nib.Nifti1Image(np.zeros((11, 13, 9), np.float32), affine), 0.8)
+    stack = torch.rand(2, 3, *grid.shape, generator=torch.Generator().manual_seed(0))
+    for mode in ("linear", "nearest"):
+        back = grid.to_input(stack, mode)
+        assert back.shape == (2, 3, 11, 13, 9)
+        for i, j in np.ndindex(2, 3):
+            torch.testing.assert_close(back[i, j], grid.to_input(stack[i, j], mode), rtol=0, atol=0)
+
+
 def test_linear_mode_refuses_integer_labels_and_shape_mismatch():
     grid = WorkingGrid.from_image(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), 1.0)
     with pytest.raises(TypeError, match="mode='nearest'"):
