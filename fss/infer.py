@@ -22,9 +22,11 @@ DEFAULT_WINDOW = 160
 """Side (voxels) of the sliding window used for volumes above :data:`MAX_WHOLE_VOXELS` unless one is given."""
 
 BYTES_PER_WORKING_VOXEL = 4 * (2 + 2 * 8)
-BYTES_PER_INPUT_VOXEL = 4 * (2 + 2 * 8) + 2
-"""Estimated peak memory of :func:`segment` per voxel (bytes): the image twice and the 8 class
-probabilities twice in float32 on each grid, the int16 labels on the input's."""
+BYTES_PER_INPUT_VOXEL = 4 * (2 + 8 + 2) + 8 + 2
+"""Estimated peak memory of :func:`segment` per voxel (bytes): on the working grid, the image
+twice and the 8 class probabilities twice in float32; on the input's, the image twice, the
+probabilities once and one class's two temporaries while they are mapped back (float32), the
+int64 argmax and the int16 labels."""
 
 
 def _forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
