@@ -177,11 +177,12 @@ def _experiment(args: argparse.Namespace) -> int:
         table = run_experiment(args.file, setting, args.root, only=args.only, kernel=args.kernel)
     failed = [run.id for run in runs if args.only in (None, run.id, run.arm) and status(run, args.root) == "failed"]
     folder = Path(args.root) / experiment.name / setting
+    gathered = f"0 runs gathered in {folder / 'results.tsv'}"
     if len(table):
         print("\nmean Dice of the tissues over the seeds of each arm:")
         print(summarize(dice_per_seed(table)).round(3).to_string())
-    print(f"{table.run.nunique() if len(table) else 0} runs gathered in {folder / 'results.tsv'}" + (f" (figure: {folder / 'results.png'})" if len(table) else "")
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+        gathered = f"{table.run.nunique()} runs gathered in {folder / 'results.tsv'} (figure: {folder / 'results.png'})"
+    print(gathered + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
