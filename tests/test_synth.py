@@ -14,6 +14,7 @@ from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches, SyntheticStream
 from fss.synth.explorer import configured
 from fss.synth.generator import params_from_records, params_to_records
+from fss.synth import motion
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
@@ -165,6 +166,16 @@ def test_slab_motion_moves_whole_slabs_rigidly_within_their_plane():
     assert not torch.allclose(moved[0, 0, :, :, 0], moved[0, 0, :, :, 3])
     stepped = slab_motion(volume, (1.0, 1.0, 1.0), 3.0, 0.0, 0.0, gain=0.1, seed=1)[0, 0].amax(dim=(0, 1))
     assert sorted({round(float(v), 4) for v in stepped}) == [0.9, 1.1]
+
+
+@pytest.mark.parametrize("slices_per_chunk", [1, 4])
+def test_slab_motion_moved_a_few_slices_at_a_time_equals_all_at_once(monkeypatch, slices_per_chunk):
+    volume = torch.rand(1, 2, 10, 12, 18, generator=torch.Generator().manual_seed(0))
+    arguments = ((0.9, 1.1, 1.3), 3.0, 1.5, 6.0, 0.05, 2)
+    monkeypatch.setattr(motion, "SAMPLED_VOXELS_PER_CHUNK", 10**9)
+    at_once = slab_motion(volume, *arguments)
+    monkeypatch.setattr(motion, "SAMPLED_VOXELS_PER_CHUNK", 10 * 12 * slices_per_chunk)  # 4 does not divide 18: a short last chunk
+    assert torch.equal(slab_motion(volume, *arguments), at_once)
 
 
 def test_another_configuration_shares_the_packed_subjects_and_draws_as_a_new_generator(subject):

@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from fss.synth.config import MotionConfig
 from fss.synth.draws import StageDraw, bernoulli, seeds_from, uniform
 
+SAMPLED_VOXELS_PER_CHUNK = 2**20
+"""Voxels moved at once by :func:`slab_motion` (whole slices; at least one): bounds its temporaries to about 50 MB."""
+
 
 @dataclass(frozen=True, eq=False)
 class MotionDraw(StageDraw):
@@ -106,14 +109,20 @@ def slab_motion(
     ix, iy = torch.meshgrid(torch.arange(nx, dtype=torch.float64), torch.arange(ny, dtype=torch.float64), indexing="ij")
     px, py = (ix - centre[0]) * step[0], (iy - centre[1]) * step[1]  # (X, Y) mm
     cos, sin = torch.cos(motion[:, 2]).view(-1, 1, 1), torch.sin(motion[:, 2]).view(-1, 1, 1)
-    qx = cos * px - sin * py - motion[:, 0].view(-1, 1, 1)  # (Z, X, Y) mm
-    qy = sin * px + cos * py - motion[:, 1].view(-1, 1, 1)
-    # grid_sample's normalised coordinates (align_corners=True); its last dimension is (along Y, along X)
-    grid = torch.stack([qy / step[1] / max(centre[1], 0.5), qx / step[0] / max(centre[0], 0.5)], dim=-1)
-    slices = volume[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
-    moved = F.grid_sample(slices, grid.to(volume.dtype).to(volume.device), mode="bilinear", padding_mode="zeros", align_corners=True)
-    moved = moved * scale.to(volume.dtype).to(volume.device).view(-1, 1, 1, 1)
-    return moved.permute(1, 2, 3, 0)[None]
+    scale = scale.to(volume.dtype).to(volume.device).view(-1, 1, 1, 1)
+    out = torch.empty_like(volume)
+    # each slice is moved on its own, so a few at a time: the coordinates (float64) stay small
+    per_chunk = max(1, SAMPLED_VOXELS_PER_CHUNK // (nx * ny))
+    for start in range(0, nz, per_chunk):
+        z = slice(start, start + per_chunk)
+        qx = cos[z] * px - sin[z] * py - motion[z, 0].view(-1, 1, 1)  # (slices, X, Y) mm
+        qy = sin[z] * px + cos[z] * py - motion[z, 1].view(-1, 1, 1)
+        # grid_sample's normalised coordinates (align_corners=True); its last dimension is (along Y, along X)
+        grid = torch.stack([qy / step[1] / max(centre[1], 0.5), qx / step[0] / max(centre[0], 0.5)], dim=-1)
+        slices = volume[0, ..., z].permute(3, 0, 1, 2)  # (slices, C, X, Y)
+        moved = F.grid_sample(slices, grid.to(volume.dtype).to(volume.device), mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[0, ..., z] = (moved * scale[z]).permute(1, 2, 3, 0)
+    return out
 
 
 def apply_motion(image: torch.Tensor, params: MotionDraw, spacings: torch.Tensor) -> torch.Tensor:
