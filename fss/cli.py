@@ -174,9 +174,9 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     with _arguments():
-        table = run_experiment(args.file, setting, args.root, only=args.only, kernel=args.kernel)
+        table = run_experiment(experiment, setting, args.root, only=args.only, kernel=args.kernel)
     failed = [run.id for run in runs if args.only in (None, run.id, run.arm) and status(run, args.root) == "failed"]
-    folder = Path(args.root) / experiment.name / setting
+    folder = experiment.folder(setting, args.root)
     gathered = f"0 runs gathered in {folder / 'results.tsv'}"
     if len(table):
         print("\nmean Dice of the tissues over the seeds of each arm:")

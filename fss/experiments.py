@@ -68,6 +68,10 @@ class Experiment:
     """The parameters that each notebook of the chain declares."""
     repeats: int = 1
 
+    def folder(self, setting: str, root: str | os.PathLike = ROOT) -> Path:
+        """``<root>/<experiment>/<setting>``: the runs of ``setting``, each in its own folder, and their gathered results."""
+        return Path(root) / self.name / setting
+
 
 @dataclass(frozen=True)
 class Run:
@@ -87,7 +91,7 @@ class Run:
         return f"{arm}-seed{self.seed}-{digest}"
 
     def folder(self, root: str | os.PathLike = ROOT) -> Path:
-        return Path(root) / self.experiment.name / self.setting / self.id
+        return self.experiment.folder(self.setting, root) / self.id
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
@@ -264,16 +268,18 @@ def summarize(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFrame:
     return chosen.groupby(["where", "arm"], sort=False).value.agg(["mean", "min", "max", "count"])
 
 
-def run_experiment(path: str | os.PathLike, setting: str, root: str | os.PathLike = ROOT, only: str | None = None,
+def run_experiment(experiment: Experiment | str | os.PathLike, setting: str, root: str | os.PathLike = ROOT, only: str | None = None,
                    kernel: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
 
-    The table goes to ``<root>/<experiment>/<setting>/results.tsv``, its figure
-    (:func:`fss.viz.plot_experiment`) to ``results.png`` beside it.
+    ``experiment`` is an :class:`Experiment` or the path of its file. The table goes to
+    ``results.tsv`` in :meth:`Experiment.folder`, its figure (:func:`fss.viz.plot_experiment`)
+    to ``results.png`` beside it.
     """
     from tqdm.auto import tqdm
 
-    experiment = load_experiment(path)
+    if not isinstance(experiment, Experiment):
+        experiment = load_experiment(experiment)
     runs = [run for run in plan(experiment, setting) if only in (None, run.id, run.arm)]
     if not runs:
         raise ValueError(f"no run of {experiment.name} is called {only!r}")
@@ -281,7 +287,7 @@ def run_experiment(path: str | os.PathLike, setting: str, root: str | os.PathLik
         result = execute(run, root, kernel)
         tqdm.write(f"{run.id}: {result}" + (f" (see {run.folder(root) / 'error.txt'})" if result == "failed" else ""))
     table = gather(experiment, setting, root)
-    folder = Path(root) / experiment.name / setting
+    folder = experiment.folder(setting, root)
     with atomic_path(folder / "results.tsv", overwrite=True) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
     if len(table):

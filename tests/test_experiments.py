@@ -1,5 +1,7 @@
 """The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
 
+import dataclasses
+
 import nbformat
 import pandas as pd
 import papermill
@@ -83,6 +85,14 @@ def test_same_seed_same_parameters_same_metrics(experiment_file, tmp_path):
     first = run_experiment(experiment_file, "tiny", tmp_path / "a", only="plain", progress=False)
     second = run_experiment(experiment_file, "tiny", tmp_path / "b", only="plain", progress=False)
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_an_experiment_changed_in_code_runs_as_changed(experiment_file, tmp_path):
+    root = tmp_path / "results"
+    fewer = dataclasses.replace(load_experiment(experiment_file), repeats=1)  # the file says 2
+    table = run_experiment(fewer, "tiny", root, only="plain", progress=False)
+    assert list(table.seed.unique()) == [0]
+    assert (fewer.folder("tiny", root) / "results.tsv").exists() and fewer.folder("tiny", root) == root / "stub" / "tiny"
 
 
 def test_an_interrupted_grid_restarts_cleanly(experiment_file, tmp_path, monkeypatch):
