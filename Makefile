@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (only Python 3.11 and pip needed):
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
 #   make test       run the test suite, notebooks included (nbval)
+#   make test-cpus  notebooks 03 and 06 checked again with PyTorch's CPU kernels one instruction set lower
 #   make pins       pin binder/ and environment.yml to the versions the tests ran with
 # TORCH is what pip installs first, from TORCH_INDEX: PyTorch's CPU wheels unless asked
 # otherwise, so that a Linux machine does not pull a CUDA build of several GB. For a GPU:
@@ -15,7 +16,7 @@ BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED := outputs/notebooks
 
-.PHONY: tutorial test pins clean
+.PHONY: tutorial test test-cpus pins clean
 
 tutorial: $(VENV)/.installed-notebooks
 	$(BIN)/fss fetch --all
@@ -31,6 +32,10 @@ tutorial: $(VENV)/.installed-notebooks
 test: $(VENV)/.installed-test
 	$(BIN)/fss fetch --all
 	$(BIN)/python -m pytest
+
+test-cpus: $(VENV)/.installed-test
+	$(BIN)/fss fetch --all
+	$(BIN)/python -m pytest -m cpus tests/test_cpu_capabilities.py
 
 pins: $(VENV)/.installed-test
 	$(BIN)/python tools/pin_environments.py

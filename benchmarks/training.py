@@ -1,8 +1,11 @@
 """Training speed: iterations per second and peak memory, synthetic batches made on the training device.
 
 Each iteration draws a batch with the generator, then runs :func:`fss.train.training_step`
-(forward, backward, AdamW step; bfloat16 autocast on CUDA), as training does. Settings come
-from a packaged configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA.
+(forward, backward, AdamW step), as training does. Settings come from a packaged
+configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA. Each device is timed in float32 and,
+where it computes bfloat16 natively (:func:`fss.device.native_bfloat16`: a CPU with AVX512-BF16
+or AMX, an Ampere or newer GPU), in bfloat16 too; elsewhere bfloat16 is emulated, far slower,
+and not timed.
 
 ``--modes CONFIG`` instead times one iteration of CONFIG with synthetic batches (the generator)
 and with real ones (the augmentation of real images), in alternating blocks in one process, so
@@ -21,7 +24,7 @@ import time
 import torch
 from memory import resident_mb
 
-from fss.device import describe_device, resolve_device
+from fss.device import describe_device, native_bfloat16, resolve_device
 from fss.synth import Generator, SynthSubject
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
@@ -29,7 +32,7 @@ from fss.train import TrainConfig, prepare_crl, training_step
 from fss.unet import UNet, count_parameters
 
 
-def measure(config_name: str, device: torch.device, iterations: int) -> dict:
+def measure(config_name: str, device: torch.device, dtype: torch.dtype, iterations: int) -> dict:
     config = TrainConfig.load(config_name)
     volumes = prepare_crl((30, 31), config.spacing, with_seeds=True)
     generator = Generator([SynthSubject(v.name, v.seeds, v.labels) for v in volumes], config.generator_config(), device)
@@ -40,7 +43,7 @@ def measure(config_name: str, device: torch.device, iterations: int) -> dict:
 
     def step():
         batch = next(batches)
-        training_step(model, optimizer, batch.image, batch.labels)
+        training_step(model, optimizer, batch.image, batch.labels, dtype)
 
     for _ in range(3):
         step()
@@ -57,6 +60,7 @@ def measure(config_name: str, device: torch.device, iterations: int) -> dict:
     return {
         "config": config_name,
         "device": describe_device(device),
+        "precision": str(dtype).removeprefix("torch."),
         "crop": "x".join(map(str, config.crop_shape)),
         "spacing": config.spacing,
         "batch": config.batch_size,
@@ -115,12 +119,17 @@ def main() -> None:
         if name == "cuda" and not torch.cuda.is_available():
             continue
         device = resolve_device(name)
-        rows.append(measure("gpu" if device.type == "cuda" else "cpu-demo", device, args.iterations))
+        for dtype in (torch.float32, torch.bfloat16) if native_bfloat16(device) else (torch.float32,):
+            rows.append(measure("gpu" if device.type == "cuda" else "cpu-demo", device, dtype, args.iterations))
     print(f"\ntorch {torch.__version__}, {args.iterations} timed iterations after 3 warm-up ones\n")
-    print("| configuration | device | crop (voxels) at mm | batch | parameters | iterations/s | peak memory |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| configuration | device | precision | crop (voxels) at mm | batch | parameters | iterations/s | peak memory |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['config']} | {r['device']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['parameters']:,} | {r['iterations_per_second']:.2f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
+        print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['parameters']:,} | "
+              f"{r['iterations_per_second']:.2f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
+    for name in args.devices:
+        if name == "cpu" and not native_bfloat16("cpu"):
+            print("\nThis CPU has neither AVX512-BF16 nor AMX: bfloat16 would be emulated, so only float32 is timed.")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(rows, file, indent=1)

@@ -1,4 +1,4 @@
-"""Choice of compute device: ``"auto"`` means CUDA, then Apple MPS, then CPU."""
+"""Choice of compute device (``"auto"`` means CUDA, then Apple MPS, then CPU) and of the precision a network computes in."""
 
 from __future__ import annotations
 
@@ -42,13 +42,56 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Precisions a network can be trained in: ``auto`` is bfloat16 where the device computes it natively, else float32."""
+
+
+def native_bfloat16(device: str | torch.device = "auto") -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it (Ampere and
+    newer), or a CPU with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated: on an AVX2-only
+    CPU a bfloat16 forward pass is two orders of magnitude slower than float32."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device = "auto") -> torch.dtype:
+    """The dtype a network computes in on ``device`` (under autocast; the weights stay float32).
+
+    ``"auto"`` is bfloat16 where :func:`native_bfloat16`, else float32; ``"float32"`` and
+    ``"bfloat16"`` are taken as they are.
+
+    Raises
+    ------
+    ValueError
+        For a name not in :data:`PRECISIONS`.
+
+    Example
+    -------
+    >>> resolve_precision("float32", "cpu")
+    torch.float32
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return getattr(torch, precision)
+
+
 def describe_device(device: str | torch.device = "auto") -> str:
-    """A one-line human description of the device, e.g. ``"cuda (NVIDIA H100 80GB HBM3)"``."""
+    """A one-line human description of the device, e.g. ``"cuda (NVIDIA H100 80GB HBM3)"`` or
+    ``"cpu (2 threads, AVX2 kernels, no native bfloat16)"``: the instruction set that PyTorch's
+    CPU kernels use (``ATEN_CPU_CAPABILITY`` can lower it), which changes float32 results in the
+    last bits and the speed."""
     device = resolve_device(device)
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        bfloat16 = "native bfloat16" if native_bfloat16(device) else "no native bfloat16"
+        return f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels, {bfloat16})"
     return device.type
 
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from fss import datasets
 from fss.checkpoint import load_checkpoint, save_checkpoint
 from fss.config_checks import check_options, check_types
-from fss.device import resolve_device
+from fss.device import PRECISIONS, resolve_device, resolve_precision
 from fss.infer import predict_working
 from fss.io import NORMALIZATION, WorkingGrid, load_nifti, normalize_intensities
 from fss.paths import atomic_path
@@ -80,12 +80,15 @@ class TrainConfig:
     seeds_dir: str | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "float32"
     deterministic: bool = False
 
     def __post_init__(self):
         check_types(self)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.synthetic_probability <= 1:
             raise ValueError(f"synthetic_probability must be in [0, 1], got {self.synthetic_probability}")
         for name in ("iterations", "batch_size", "validation_every"):
@@ -310,15 +313,18 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[3]
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image: torch.Tensor, labels: torch.Tensor) -> float:
-    """One optimisation step on a batch (bfloat16 autocast on CUDA, loss in float32); returns the loss.
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image: torch.Tensor, labels: torch.Tensor,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """One optimisation step on a batch (the network under autocast to ``dtype``, the loss in float32); returns the loss.
 
     Parameters
     ----------
     image : torch.Tensor, (B, 1, D, H, W)
     labels : torch.Tensor, (B, D, H, W) int64
+    dtype : torch.float32 or torch.bfloat16
+        What the network computes in (:func:`fss.device.resolve_precision`); the weights stay float32.
     """
-    with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=image.device.type == "cuda"):
+    with torch.autocast(device_type=image.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(image)
     loss = dice_ce_loss(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
@@ -340,6 +346,8 @@ class _Run:
     start: int
     best: float
     log: list[dict]
+    dtype: torch.dtype
+    """What the network computes in during training steps."""
 
 
 def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, distributed: _Distributed,
@@ -366,15 +374,17 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
         training = prepare_crl(training_ages, config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed, progress)
     if validation is None:
         validation = prepare_crl(config.validation_ages, config.spacing, False, progress=progress) if distributed.main else []
+    dtype = resolve_precision(config.precision, device)
     metadata = {
         "spacing_mm": config.spacing,
+        "precision": str(dtype).removeprefix("torch."),
         "normalization": NORMALIZATION,
         "training": config.to_dict(),
         "data": {"training": [v.name for v in training], "validation": [v.name for v in validation], "mode": config.mode},
         "parameters": count_parameters(model),
     }
     batches = _batches(config, training, device, distributed.rank, start)
-    return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log)
+    return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log, dtype)
 
 
 class TrainingInterrupted(Exception):
@@ -451,6 +461,7 @@ def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per
         "best_mean_dice": run.best,
         "parameters": count_parameters(run.model),
         "device": str(device),
+        "precision": run.metadata["precision"],
         "world_size": world,
     }
 
@@ -474,7 +485,7 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
             image, labels = next(run.batches)
             if first_batch_sum is None:
                 first_batch_sum = float(image.sum())
-            loss = training_step(run.trained, run.optimizer, image, labels)
+            loss = training_step(run.trained, run.optimizer, image, labels, run.dtype)
             row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
             checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
             if checkpointing:

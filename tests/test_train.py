@@ -76,6 +76,21 @@ def test_each_mode_draws_its_batches_from_its_source(tmp_path, monkeypatch):
         assert set(used) == expected and len(used) == 12 and metrics["mode"] == mode, (mode, used)
 
 
+def test_the_network_computes_in_the_precision_asked_and_the_run_records_it(tmp_path):
+    volume = ball_volume()
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        config = tiny_config(iterations=2, validation_every=2, channels=(4, 8), crop_shape=(16, 16, 16), precision=precision)
+        metrics = train(config, tmp_path / precision, progress=False, training=[volume], validation=[volume])
+        _, metadata = load_checkpoint(tmp_path / precision / "last")
+        assert metrics["precision"] == metadata["precision"] == precision and metadata["training"]["precision"] == precision
+        losses[precision] = pd.read_csv(tmp_path / precision / "log.csv")["loss"].tolist()
+    assert losses["float32"] != losses["bfloat16"]  # bfloat16 rounds the activations: the same batches give other losses
+    np.testing.assert_allclose(losses["float32"], losses["bfloat16"], rtol=0.05)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tiny_config(precision="half")
+
+
 def test_loss_and_schedule():
     labels = torch.randint(0, 8, (1, 8, 8, 8))
     perfect = torch.nn.functional.one_hot(labels, 8).permute(0, 4, 1, 2, 3).float() * 20
