@@ -127,9 +127,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['parameters']:,} | "
               f"{r['iterations_per_second']:.2f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
-    for name in args.devices:
-        if name == "cpu" and not native_bfloat16("cpu"):
-            print("\nThis CPU has neither AVX512-BF16 nor AMX: bfloat16 would be emulated, so only float32 is timed.")
+    if "cpu" in args.devices and not native_bfloat16("cpu"):
+        print("\nThis CPU has neither AVX512-BF16 nor AMX: bfloat16 would be emulated, so only float32 is timed.")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(rows, file, indent=1)
