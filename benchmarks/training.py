@@ -1,8 +1,12 @@
 """Training speed: iterations per second and peak memory, synthetic batches made on the training device.
 
 Each iteration draws a batch with the generator, then runs :func:`fss.train.training_step`
-(forward, backward, AdamW step), as training does. Settings come from a packaged
-configuration: ``cpu-demo`` on the CPU, ``gpu`` on CUDA. Each device is timed in float32 and,
+(forward, backward, AdamW step), as training does. Settings come from training configurations
+(``--configs``: packaged names or YAML files, such as the earlier recipes in
+``benchmarks/recipes/``), by default ``cpu-demo`` on the CPU and ``gpu`` on CUDA; several
+configurations are timed one after the other in one process, so that their ratio compares them
+on one machine. Speed is given in iterations and in thousands of training voxels (crop voxels
+times batch) per second. Each device is timed in float32 and,
 where it computes bfloat16 natively (:func:`fss.device.native_bfloat16`: a CPU with AVX512-BF16
 or AMX, an Ampere or newer GPU), in bfloat16 too; elsewhere bfloat16 is emulated, far slower,
 and not timed.
@@ -13,16 +17,20 @@ that both see the same machine: the budget of a synthetic and a real model train
 same recipe, per iteration.
 
 Run: python benchmarks/training.py [--devices cpu cuda] [--iterations 20]
+     python benchmarks/training.py --devices cpu --configs benchmarks/recipes/cpu-model-0.1.yaml cpu-model
      python benchmarks/training.py --modes cpu-model [--iterations 10] [--blocks 3]
 """
 
 import argparse
 import json
+import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
-from memory import resident_mb
+
+from memory import reset_peak_resident, resident_mb
 
 from fss.device import describe_device, native_bfloat16, resolve_device
 from fss.synth import Generator, SynthSubject
@@ -34,6 +42,8 @@ from fss.unet import UNet, count_parameters
 
 def measure(config_name: str, device: torch.device, dtype: torch.dtype, iterations: int) -> dict:
     config = TrainConfig.load(config_name)
+    if device.type == "cpu":
+        reset_peak_resident()
     volumes = prepare_crl((30, 31), config.spacing, with_seeds=True)
     generator = Generator([SynthSubject(v.name, v.seeds, v.labels) for v in volumes], config.generator_config(), device)
     batches = SyntheticBatches(generator, config.batch_size, seed=0)
@@ -58,14 +68,16 @@ def measure(config_name: str, device: torch.device, dtype: torch.dtype, iteratio
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else resident_mb("VmHWM")
     return {
-        "config": config_name,
+        "config": Path(config_name).name.removesuffix(".yaml"),
         "device": describe_device(device),
         "precision": str(dtype).removeprefix("torch."),
         "crop": "x".join(map(str, config.crop_shape)),
+        "channels": "-".join(map(str, config.channels)),
         "spacing": config.spacing,
         "batch": config.batch_size,
         "parameters": count_parameters(model),
         "iterations_per_second": iterations / seconds,
+        "kilovoxels_per_second": iterations * config.batch_size * math.prod(config.crop_shape) / seconds / 1000,
         "peak_mb": peak,
         "memory": "allocated" if device.type == "cuda" else "process RSS",
     }
@@ -107,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--configs", nargs="+", help="configurations to time on each device (default: cpu-demo on the CPU, gpu on CUDA)")
     parser.add_argument("--modes", metavar="CONFIG", help="compare synthetic and real batches for this configuration on the CPU")
     parser.add_argument("--blocks", type=int, default=3, help="with --modes: timed blocks per mode")
     parser.add_argument("--json", help="also write the results to this file")
@@ -119,14 +132,18 @@ def main() -> None:
         if name == "cuda" and not torch.cuda.is_available():
             continue
         device = resolve_device(name)
-        for dtype in (torch.float32, torch.bfloat16) if native_bfloat16(device) else (torch.float32,):
-            rows.append(measure("gpu" if device.type == "cuda" else "cpu-demo", device, dtype, args.iterations))
+        for config_name in args.configs or ["gpu" if device.type == "cuda" else "cpu-demo"]:
+            for dtype in (torch.float32, torch.bfloat16) if native_bfloat16(device) else (torch.float32,):
+                rows.append(measure(config_name, device, dtype, args.iterations))
     print(f"\ntorch {torch.__version__}, {args.iterations} timed iterations after 3 warm-up ones\n")
-    print("| configuration | device | precision | crop (voxels) at mm | batch | parameters | iterations/s | peak memory |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| configuration | device | precision | crop (voxels) at mm | batch | channels | parameters | iterations/s | thousand voxels/s | peak memory |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['parameters']:,} | "
-              f"{r['iterations_per_second']:.2f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
+        print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['channels']} | {r['parameters']:,} | "
+              f"{r['iterations_per_second']:.2f} | {r['kilovoxels_per_second']:.0f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
+    if len(rows) > 1 and "cpu" in args.devices:
+        print("\nPeak memory on the CPU counts from the start of each configuration, but memory an earlier one freed may stay with the process: "
+              "time one configuration per process to compare memory.")
     if "cpu" in args.devices and not native_bfloat16("cpu"):
         print("\nThis CPU has neither AVX512-BF16 nor AMX: bfloat16 would be emulated, so only float32 is timed.")
     if args.json:

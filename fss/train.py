@@ -7,8 +7,9 @@ from seeds on the training device), ``real`` (CRL atlas images with standard aug
 DistributedDataParallel, each rank drawing its own batches.
 
 Everything written goes to one output folder: ``last`` and ``best`` checkpoints
-(:mod:`fss.checkpoint`), ``last_state.*`` to resume, ``log.csv``, ``curves.png``,
-``metrics.json``.
+(:mod:`fss.checkpoint`), ``last_state.*`` to resume, ``log.csv`` (per iteration: loss, learning
+rate, ``seconds`` of training so far, validation and checkpoints left out, and the validation
+Dice where it was measured), ``curves.png``, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ class TrainConfig:
         except yaml.YAMLError as error:
             raise ValueError(f"{name_or_path}: not valid YAML ({' '.join(str(error).split())})") from error
         return cls(**check_options(cls, values, "training"))
+
+    def ages_to_train(self) -> tuple[int, ...]:
+        """The CRL ages trained on: ``training_ages``, or by default every age that is not a validation age."""
+        return self.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in self.validation_ages)
 
     def generator_config(self) -> GeneratorConfig:
         """The generator's configuration, cropping to ``crop_shape``."""
@@ -370,8 +375,7 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
                              "it cannot be resumed exactly: start afresh with --overwrite")
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
     if training is None:
-        training_ages = config.training_ages or tuple(a for a in datasets.FAMILIES["crl"].ages if a not in config.validation_ages)
-        training = prepare_crl(training_ages, config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed, progress)
+        training = prepare_crl(config.ages_to_train(), config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed, progress)
     if validation is None:
         validation = prepare_crl(config.validation_ages, config.spacing, False, progress=progress) if distributed.main else []
     dtype = resolve_precision(config.precision, device)
@@ -444,9 +448,11 @@ def _checkpoint(run: _Run, out: Path, iteration: int) -> dict:
     return {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
 
 
-def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per_second: float, device: torch.device, world: int) -> dict:
-    """Curves and the metrics of the run (also the return value of :func:`train`)."""
+def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, device: torch.device, world: int) -> dict:
+    """Curves and the metrics of the run (also the return value of :func:`train`); speed counts this call's training steps only."""
     frame = pd.DataFrame(run.log)
+    earlier = frame.loc[frame["iteration"] <= run.start, "seconds"]
+    seconds_now = float(frame["seconds"].iloc[-1]) - (float(earlier.iloc[-1]) if len(earlier) else 0.0)
     figure = plot_training(frame)
     save_figure(figure, out / "curves.png")
     plt.close(figure)
@@ -455,7 +461,7 @@ def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, iterations_per
         "mode": config.mode,
         "iterations": stop,
         "seconds": float(frame["seconds"].iloc[-1]),
-        "iterations_per_second": iterations_per_second,
+        "iterations_per_second": (stop - run.start) / max(seconds_now, 1e-9),
         "final_mean_dice": float(final["mean_dice"]),
         "final_dice": {t.short: float(final[f"dice_{t.short}"]) for t in TISSUES[1:]},
         "best_mean_dice": run.best,
@@ -477,6 +483,7 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
     first_batch_sum = None
     seconds_before = run.log[-1]["seconds"] if run.log else 0.0
     started = time.perf_counter()
+    checkpoint_seconds = 0.0  # validation and saving, left out of the training time
     bar = tqdm(range(run.start, stop), desc=f"training ({config.mode})", unit="it", disable=not (progress and distributed.main), initial=run.start, total=config.iterations)
     with _stop_on_interrupt(enabled=distributed.world == 1) as interrupt:
         for iteration in bar:
@@ -486,15 +493,18 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
             if first_batch_sum is None:
                 first_batch_sum = float(image.sum())
             loss = training_step(run.trained, run.optimizer, image, labels, run.dtype)
-            row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds_before + time.perf_counter() - started}
+            row = {"iteration": iteration + 1, "loss": loss, "learning_rate": run.optimizer.param_groups[0]["lr"],
+                   "seconds": seconds_before + time.perf_counter() - started - checkpoint_seconds}
             checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
             if checkpointing:
+                checkpoint_started = time.perf_counter()
                 row.update(_checkpoint(run, out, iteration + 1))
                 bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
             run.log.append(row)
             if checkpointing:
                 with atomic_path(out / "log.csv", overwrite=True) as temporary:
                     pd.DataFrame(run.log).to_csv(temporary, index=False)
+                checkpoint_seconds += time.perf_counter() - checkpoint_started
             if interrupt.requested:
                 bar.close()
                 raise TrainingInterrupted(out, iteration + 1)
@@ -555,10 +565,8 @@ def train(
     with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
         run = _set_up(config, out, resume, device, distributed, training, validation, progress and distributed.main)
         stop = min(until or config.iterations, config.iterations)
-        started = time.perf_counter()
         first_batch_sum = _iterate(run, config, out, stop, distributed, progress)
-        iterations_per_second = (stop - run.start) / max(time.perf_counter() - started, 1e-9)
-        metrics = _finish(run, out, config, stop, iterations_per_second, device, distributed.world) if distributed.main else {}
+        metrics = _finish(run, out, config, stop, device, distributed.world) if distributed.main else {}
         if distributed.world > 1:
             checksum = float(sum(p.detach().double().sum() for p in run.model.parameters()))
             gathered = [None] * distributed.world

@@ -2,12 +2,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import fss.train
 from fss.checkpoint import load_checkpoint
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
@@ -45,6 +48,25 @@ def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
     second, _ = load_checkpoint(tmp_path / "split" / "last")
     for p, q in zip(first.parameters(), second.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_training_seconds_leave_validation_out(tmp_path, monkeypatch):
+    volume = ball_volume()
+    validate = fss.train.validate
+
+    def slow_validation(model, volumes):
+        time.sleep(1.0)
+        return validate(model, volumes)
+
+    monkeypatch.setattr(fss.train, "validate", slow_validation)
+    config = tiny_config(iterations=4, validation_every=1, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    started = time.perf_counter()
+    metrics = train(config, tmp_path, progress=False, until=2, training=[volume], validation=[volume])
+    resumed = train(config, tmp_path, resume=True, progress=False, training=[volume], validation=[volume])
+    assert time.perf_counter() - started > 4.0
+    seconds = pd.read_csv(tmp_path / "log.csv")["seconds"]
+    assert seconds.is_monotonic_increasing and seconds.iloc[-1] < 2.0, seconds.tolist()
+    assert resumed["seconds"] == seconds.iloc[-1] and metrics["iterations_per_second"] > 1.0 and resumed["iterations_per_second"] > 1.0
 
 
 def test_training_leaves_the_callers_random_state_and_determinism_flags_alone(tmp_path, monkeypatch):
@@ -103,8 +125,10 @@ def test_loss_and_schedule():
 
 def test_configurations(tmp_path):
     demo = TrainConfig.load("cpu-demo", ["iterations=7", "mode=mixed"])
-    assert demo.iterations == 7 and demo.mode == "mixed" and demo.spacing == 1.6
+    assert demo.iterations == 7 and demo.mode == "mixed" and demo.spacing == 3.2
     assert TrainConfig.load("gpu").spacing == 0.8
+    for kept in sorted(Path(__file__).parents[1].glob("benchmarks/recipes/*.yaml")):  # earlier recipes still load
+        assert TrainConfig.load(kept).spacing == 1.6, kept
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.load("cpu-demo", ["iteration=7"])
     with pytest.raises(ValueError, match="multiples of 8"):
