@@ -1,7 +1,7 @@
 # Two commands from a fresh clone (only Python 3.11 and pip needed):
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
 #   make test       run the test suite, notebooks included (nbval)
-#   make test-cpus  notebooks 03 and 06 checked again with PyTorch's CPU kernels one instruction set lower
+#   make test-cpus  the training notebooks checked again with PyTorch's CPU kernels one instruction set lower
 #   make pins       pin binder/ and environment.yml to the versions the tests ran with
 # TORCH is what pip installs first, from TORCH_INDEX: PyTorch's CPU wheels unless asked
 # otherwise, so that a Linux machine does not pull a CUDA build of several GB. For a GPU:
