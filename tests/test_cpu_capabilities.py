@@ -4,7 +4,7 @@ nbval runs every notebook under this CPU's own instruction set (``make test``). 
 training gives other last bits on another instruction set, and hundreds of iterations amplify
 them, so the committed outputs of notebooks 03 and 06 were produced on one CPU and must hold,
 within the tolerance their cells declare (``tests/nbval_tolerance.py``), on others. This test runs
-the notebooks' checks again on this machine with PyTorch's CPU kernels one instruction set lower
+both notebooks' checks again on this machine with PyTorch's CPU kernels one instruction set lower
 (``ATEN_CPU_CAPABILITY``) and oneDNN's capped at AVX2 (``ONEDNN_MAX_CPU_ISA``): on an AVX-512
 CPU that is an AVX2 CPU, on an AVX2 CPU the kernels without vector instructions.
 """
@@ -19,14 +19,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).parents[1]
+NOTEBOOKS = ("03_training.ipynb", "06_experiments.ipynb")
 LOWER = {"AVX512": "avx2", "AVX2": "default"}
 """For each capability of PyTorch's CPU kernels (as ``torch.backends.cpu.get_cpu_capability()`` names it), the next lower one."""
-
-CHECKED = {"avx2": ("03_training.ipynb", "06_experiments.ipynb"), "default": ("06_experiments.ipynb",)}
-"""The notebooks checked under each lower capability. Without vector instructions (``default``) an
-iteration of notebook 03 took 8 s instead of 0.7 s on a 2-core AMD EPYC (the generator adds its
-noise on a grid finer than the 3.2 mm output and resamples it), so its 800 iterations would take
-over 100 minutes; there only notebook 06 is checked, whose runs are notebook 03 and 04 cut short."""
 
 
 def capability(environment: dict) -> str:
@@ -48,7 +43,7 @@ def test_training_notebooks_pass_their_checks_one_instruction_set_lower(tmp_path
     for file in ("pyproject.toml", "conftest.py", "tests/nbval_tolerance.py", "tests/nbval_sanitize.cfg"):
         (tmp_path / file).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / file, tmp_path / file)
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *(f"notebooks/{name}" for name in CHECKED[LOWER[native]])]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *(f"notebooks/{name}" for name in NOTEBOOKS)]
     result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, f"under ATEN_CPU_CAPABILITY={LOWER[native]}:\n{result.stdout[-6000:]}"
     assert " passed" in result.stdout.splitlines()[-1] and "skipped" not in result.stdout.splitlines()[-1]
