@@ -31,7 +31,7 @@ tutorial: $(VENV)/.installed-notebooks
 
 test: $(VENV)/.installed-test
 	$(BIN)/fss fetch --all
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 test-cpus: $(VENV)/.installed-test
 	$(BIN)/fss fetch --all

@@ -30,7 +30,7 @@ def models(device: torch.device) -> dict[str, tuple[UNet, dict]]:
     for config_name in ("cpu-demo", "gpu"):
         config = TrainConfig.load(config_name)
         torch.manual_seed(0)
-        found[f"{config_name} architecture (untrained)"] = (UNet(channels=config.channels).to(device), {"spacing_mm": config.spacing})
+        found[f"{config_name} architecture (untrained)"] = (config.network().to(device), {"spacing_mm": config.spacing})
     return found
 
 

@@ -4,9 +4,10 @@ Each row times forward, Dice + cross-entropy, backward and an AdamW step on a ra
 random labels (no generator, so that only the network's cost is compared): 2 warm-up steps, then
 the mean of ``--steps``. Candidates that the package does not build are defined here:
 ``onednn`` calls oneDNN's convolution directly (PyTorch uses it at batch 1 only above a size,
-see ``use_mkldnn`` in its ``Convolution.cpp``), ``added skip`` adds the finest skip connection
-instead of concatenating it. The first row is timed again at the end, to show how steady the
-machine was.
+see ``use_mkldnn`` in its ``Convolution.cpp``), ``channels_last_3d`` keeps the weights in
+oneDNN's layout, ``torch.compile`` compiles the network with the default inductor backend (it
+needs a C++ compiler; the compilation happens in the warm-up steps, whose seconds are shown
+apart). The first row is timed again at the end, to show how steady the machine was.
 
 ``--profile FILE`` instead writes ``torch.profiler``'s operator table (self CPU time) of two
 steps of the first candidate to FILE.
@@ -25,7 +26,7 @@ from torch import nn
 
 from fss.device import describe_device
 from fss.train import dice_ce_loss
-from fss.unet import ConvBlock, UNet
+from fss.unet import UNet
 
 
 class OneDNNConv3d(nn.Conv3d):
@@ -46,27 +47,13 @@ def on_onednn(model: nn.Module) -> nn.Module:
     return model
 
 
-class AddedSkip(nn.Module):
-    """A decoder block that adds the two halves of its concatenated input (upsampled features and skip) before its convolutions."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.channels = channels
-        self.block = ConvBlock(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        upsampled, skip = x.split(self.channels, dim=1)
-        return self.block(upsampled + skip)
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its weights in the ``channels_last_3d`` memory format (oneDNN's preferred layout)."""
+    return model.to(memory_format=torch.channels_last_3d)
 
 
-def with_added_skip(model: UNet) -> UNet:
-    """``model`` with its finest skip connection added to the upsampled features instead of concatenated."""
-    model.decoder[0] = AddedSkip(model.config["channels"][0])
-    return model
-
-
-def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, steps: int, profile_to: str | None = None) -> float:
-    """Mean seconds of ``steps`` training steps after 2; with ``profile_to``, the operator table of those steps written there."""
+def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, steps: int, profile_to: str | None = None) -> tuple[float, float]:
+    """Seconds of the 2 warm-up steps together and mean seconds of the ``steps`` training steps after them; with ``profile_to``, the operator table of those steps written there."""
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(batch, 1, *shape, generator=generator)
     labels = torch.randint(0, 8, (batch, *shape), generator=generator)
@@ -78,8 +65,10 @@ def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, 
         loss.backward()
         optimizer.step()
 
+    started = time.perf_counter()
     step()
     step()
+    warm_up = time.perf_counter() - started
     with torch.profiler.profile() if profile_to else contextlib.nullcontext() as profiler:
         started = time.perf_counter()
         for _ in range(steps):
@@ -88,7 +77,7 @@ def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, 
     if profile_to:
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=45)
         Path(profile_to).write_text(f"{steps} training steps, {shape}, batch {batch}, {describe_device(torch.device('cpu'))}, torch {torch.__version__}\n{table}")
-    return seconds
+    return warm_up, seconds
 
 
 CANDIDATES = [
@@ -97,7 +86,10 @@ CANDIDATES = [
     ("8-32-64-128", lambda: UNet(channels=(8, 32, 64, 128)), (64, 80, 64), 1),
     ("16-32-64-128", lambda: UNet(channels=(16, 32, 64, 128)), (48, 64, 48), 2),
     ("8-32-64-128", lambda: UNet(channels=(8, 32, 64, 128)), (48, 64, 48), 2),
-    ("8-32-64-128, added skip", lambda: with_added_skip(UNet(channels=(8, 32, 64, 128))), (48, 64, 48), 2),
+    ("8-32-64-128, channels_last_3d", lambda: channels_last(UNet(channels=(8, 32, 64, 128))), (48, 64, 48), 2),
+    ("8-32-64-128, torch.compile (compiled in the warm-up steps)", lambda: torch.compile(UNet(channels=(8, 32, 64, 128))), (48, 64, 48), 2),
+    ("8-32-64-128, skips added (cpu-model)", lambda: UNet(channels=(8, 32, 64, 128), skip="add"), (48, 64, 48), 2),
+    ("16-32-64-128, skips added", lambda: UNet(channels=(16, 32, 64, 128), skip="add"), (48, 64, 48), 2),
     ("16-32-64-128", lambda: UNet(channels=(16, 32, 64, 128)), (32, 40, 32), 1),
     ("16-32-64-128, oneDNN", lambda: on_onednn(UNet(channels=(16, 32, 64, 128))), (32, 40, 32), 1),
     ("16-32-64-128 (cpu-demo)", lambda: UNet(channels=(16, 32, 64, 128)), (32, 40, 32), 2),
@@ -117,13 +109,13 @@ def main() -> None:
         print(f"{name}: operator table in {args.profile}")
         return
     print(f"\n{describe_device(torch.device('cpu'))}, torch {torch.__version__}, {torch.get_num_threads()} threads, mean of {args.steps} steps after 2\n")
-    print("| network | crop | batch | seconds per step | thousand voxels per second |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| network | crop | batch | seconds for the 2 warm-up steps | seconds per step | thousand voxels per second |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, build, shape, batch in [*CANDIDATES, CANDIDATES[0]]:
         torch.manual_seed(0)
-        seconds = seconds_per_step(build(), shape, batch, args.steps)
+        warm_up, seconds = seconds_per_step(build(), shape, batch, args.steps)
         voxels = batch * shape[0] * shape[1] * shape[2]
-        print(f"| {name} | {' x '.join(map(str, shape))} | {batch} | {seconds:.2f} | {voxels / seconds / 1000:.0f} |", flush=True)
+        print(f"| {name} | {' x '.join(map(str, shape))} | {batch} | {warm_up:.1f} | {seconds:.2f} | {voxels / seconds / 1000:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

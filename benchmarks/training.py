@@ -37,7 +37,7 @@ from fss.synth import Generator, SynthSubject
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
 from fss.train import TrainConfig, prepare_crl, training_step
-from fss.unet import UNet, count_parameters
+from fss.unet import count_parameters
 
 
 def measure(config_name: str, device: torch.device, dtype: torch.dtype, iterations: int) -> dict:
@@ -48,7 +48,7 @@ def measure(config_name: str, device: torch.device, dtype: torch.dtype, iteratio
     generator = Generator([SynthSubject(v.name, v.seeds, v.labels) for v in volumes], config.generator_config(), device)
     batches = SyntheticBatches(generator, config.batch_size, seed=0)
     torch.manual_seed(0)
-    model = UNet(channels=config.channels).to(device)
+    model = config.network().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
 
     def step():
@@ -72,7 +72,7 @@ def measure(config_name: str, device: torch.device, dtype: torch.dtype, iteratio
         "device": describe_device(device),
         "precision": str(dtype).removeprefix("torch."),
         "crop": "x".join(map(str, config.crop_shape)),
-        "channels": "-".join(map(str, config.channels)),
+        "channels": "-".join(map(str, config.channels)) + (", skips added" if config.skip == "add" else ""),
         "spacing": config.spacing,
         "batch": config.batch_size,
         "parameters": count_parameters(model),
@@ -94,7 +94,7 @@ def compare_modes(config_name: str, iterations: int, blocks: int) -> None:
     models = {}
     for mode in sources:
         torch.manual_seed(0)
-        model = UNet(channels=config.channels)
+        model = config.network()
         models[mode] = (model, torch.optim.AdamW(model.parameters(), lr=config.learning_rate))
     seconds = {mode: [] for mode in sources}
     for block in range(blocks + 1):  # block 0 warms up

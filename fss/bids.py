@@ -1,4 +1,4 @@
-"""Finding images and label maps in a BIDS folder (``sub-*/[ses-*/]anat/*_T2w.nii.gz``)."""
+"""Finding images and label maps in a BIDS folder (``sub-*/[ses-*/]anat/*_T2w.nii.gz``), and the tables written beside them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from fss.paths import atomic_path, locked
 
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -85,3 +87,21 @@ def find_t2w_images(root: str | os.PathLike, labels_from: str | None = None) -> 
         labels = next((p for p in _label_candidates(image, folder) if p.exists()), None)
         found.append(BidsImage(image.relative_to(root).parts[0], image, labels))
     return found
+
+
+def update_table(path: Path, rows: list[dict], key: str) -> None:
+    """Add ``rows`` to the TSV at ``path`` (created if missing), replacing the rows with the same ``key``.
+
+    The write is atomic, and the read and write happen under an exclusive lock on the table's
+    folder, so that processes updating one table at once keep each other's rows.
+    """
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent):
+        table = pd.DataFrame(rows)
+        if path.exists():
+            previous = pd.read_csv(path, sep="\t")
+            table = pd.concat([previous[~previous[key].isin(table[key])], table], ignore_index=True)
+        with atomic_path(path, overwrite=True) as temporary:
+            table.to_csv(temporary, sep="\t", index=False)

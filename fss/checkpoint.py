@@ -133,6 +133,7 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     """
     document = read_metadata(stem)
     architecture = {k: v for k, v in document["architecture"].items() if k != "name"}
+    architecture.setdefault("skip", "concatenate")  # checkpoints written before the U-Net had the option concatenated
     expected_keys = set(inspect.signature(UNet).parameters)
     if set(architecture) != expected_keys:
         unknown, missing = sorted(set(architecture) - expected_keys), sorted(expected_keys - set(architecture))

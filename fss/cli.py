@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -150,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"--until {args.until}: give an iteration of at least 1")
     out = Path(args.out or Path("outputs") / "training" / Path(args.config).stem)
     try:
-        metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until)
+        metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until, command=args.command_line)
     except TrainingInterrupted as stopped:
         print(f"interrupted after iteration {stopped.iteration}; state saved: continue with "
               f"fss train --config {args.config} --out {out} --resume" + "".join(f" --set {s}" for s in args.set), file=sys.stderr)
@@ -162,7 +163,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from fss.experiments import dice_per_seed, load_experiment, plan, run_experiment, status, summarize
+    from fss.experiments import dice_per_seed, load_experiment, plan, run_experiment, spread_over_seeds, status
 
     with _arguments():
         experiment = load_experiment(args.file)
@@ -180,7 +181,7 @@ def _experiment(args: argparse.Namespace) -> int:
     gathered = f"0 runs gathered in {folder / 'results.tsv'}"
     if len(table):
         print("\nmean Dice of the tissues over the seeds of each arm:")
-        print(summarize(dice_per_seed(table)).round(3).to_string())
+        print(spread_over_seeds(dice_per_seed(table)).round(3).to_string())
         gathered = f"{table.run.nunique()} runs gathered in {folder / 'results.tsv'} (figure: {folder / 'results.png'})"
     print(gathered + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
@@ -294,19 +295,6 @@ def _probabilities_path(target: Path) -> Path:
     return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
 
 
-def _update_table(path: Path, rows: list[dict], key: str) -> None:
-    """Add ``rows`` to the TSV at ``path`` (created if missing), replacing the rows with the same ``key``; atomic."""
-    import pandas as pd
-
-
-    table = pd.DataFrame(rows)
-    if path.exists():
-        previous = pd.read_csv(path, sep="\t")
-        table = pd.concat([previous[~previous[key].isin(table[key])], table], ignore_index=True)
-    with atomic_path(path, overwrite=True) as temporary:
-        table.to_csv(temporary, sep="\t", index=False)
-
-
 def _segment_model(args: argparse.Namespace):
     """The model of ``--checkpoint``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap`` checked against it."""
     from fss.checkpoint import load_checkpoint
@@ -362,6 +350,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    from fss.bids import update_table
     from fss.io import load_nifti
     from fss.metrics import tissue_volumes
 
@@ -382,7 +371,7 @@ def _segment(args: argparse.Namespace) -> int:
             failed += 1
             tqdm.write(f"{name}: failed: {error}")
     if rows:
-        _update_table(table_path, rows, key="segmentation")
+        update_table(table_path, rows, key="segmentation")
     print(f"{len(rows) - kept} of {len(jobs)} images segmented" + (f", {kept} kept from before" if kept else "")
           + f"; volumes in {table_path}" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
@@ -481,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["fss", *(sys.argv[1:] if argv is None else argv)])
     if args.command == "fetch" and not args.all:
         unknown = sorted(set(args.names) - set(DATASETS))
         if unknown or not args.names:

@@ -1,4 +1,4 @@
-"""Checking configuration values against the types their dataclass declares.
+"""Reading configuration values, and checking them against the types their dataclass declares.
 
 YAML and ``--set key=value`` give whatever the user typed: ``enabled: "no"`` is a string (which
 Python would take as true), ``iterations: abc`` a word. :func:`check_types` refuses such values
@@ -23,6 +23,16 @@ import dataclasses
 import math
 import types
 import typing
+
+import yaml
+
+
+def parse_yaml(text: str, source) -> object:
+    """``text`` read as YAML; ValueError naming ``source`` (a file, or the option it came from) in one line if it is not YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{source}: not valid YAML ({' '.join(str(error).split())})") from error
 
 
 def check_types(instance) -> None:

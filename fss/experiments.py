@@ -19,10 +19,12 @@ Each run (arm x seed) executes the chain with papermill into its own folder
 (``output_dir`` = the run folder / the notebook's name; the notebooks after the first also get
 ``trained_dir``, the first one's folder), ``params.yaml`` and, last, ``metrics.tsv`` (the
 evaluation's table). The run id is the arm, the seed and a hash of all parameters, so that a
-changed setting never reuses old results. A run with ``metrics.tsv`` is done and skipped; a run
-folder without it (interrupted) is emptied and run again; a failing run writes ``error.txt``
-and the others go on. :func:`gather` puts every finished run's table into one tidy table;
-:func:`dice_per_seed` and :func:`summarize` reduce it to the Dice of each arm and seed, which
+changed setting never reuses old results; ``params.yaml`` also records the fss version and a hash
+of each notebook's code (:func:`provenance`). A run with ``metrics.tsv`` and the current
+provenance is done and skipped; one made by other code is stale, left out of the gathered
+results and run again, as is a run folder without ``metrics.tsv`` (interrupted), after it is
+emptied; a failing run writes ``error.txt`` and the others go on. :func:`gather` puts every finished run's table into one tidy table;
+:func:`dice_per_seed` and :func:`spread_over_seeds` reduce it to the Dice of each arm and seed, which
 :func:`fss.viz.plot_experiment` draws.
 
 Example
@@ -45,7 +47,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fss.paths import atomic_path
+from fss import __version__
+from fss.config_checks import parse_yaml
+from fss.paths import atomic_path, locked
 
 ROOT = Path("outputs") / "experiments"
 """Default folder of experiment results, relative to the working directory."""
@@ -105,10 +109,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         be ignored).
     """
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+    values = parse_yaml(path.read_text(), path)
     if not isinstance(values, dict):
         raise ValueError(f"{path}: an experiment is a mapping of keys, got {type(values).__name__}")
     known = {"description", "notebooks", "chain", "parameters", "settings", "arms", "repeats"}
@@ -149,11 +150,29 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     )
 
 
+def _papermill():
+    """The papermill module, or a ValueError that says how to install it."""
+    try:
+        import papermill
+    except ImportError as error:
+        raise ValueError("experiments run notebooks with papermill, which is not installed: pip install 'fss[notebooks]'") from error
+    return papermill
+
+
 def _declared(notebook: Path) -> frozenset[str]:
     """Names of the parameters that ``notebook`` declares in its ``parameters`` cell."""
-    import papermill
+    return frozenset(_papermill().inspect_notebook(str(notebook)))
 
-    return frozenset(papermill.inspect_notebook(str(notebook)))
+
+def provenance(experiment: Experiment) -> dict:
+    """What a run's results depend on besides its parameters: the fss version, and for each notebook of the chain the
+    first 16 hex digits of the sha256 of its code cells (text cells may change without making results stale)."""
+    code = {}
+    for name in experiment.chain:
+        cells = json.loads((experiment.notebooks / f"{name}.ipynb").read_text())["cells"]
+        source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        code[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return {"fss": __version__, "notebooks": code}
 
 
 def plan(experiment: Experiment, setting: str) -> list[Run]:
@@ -169,52 +188,58 @@ def plan(experiment: Experiment, setting: str) -> list[Run]:
 
 
 def status(run: Run, root: str | os.PathLike = ROOT) -> str:
-    """``"done"`` (its metrics exist), ``"failed"`` (its last attempt left an error), ``"interrupted"`` or ``"pending"``."""
+    """``"done"`` (its metrics exist, made by the current code), ``"stale"`` (made by other code: see :func:`provenance`),
+    ``"failed"`` (its last attempt left an error), ``"interrupted"`` or ``"pending"``."""
     folder = run.folder(root)
     if (folder / "metrics.tsv").exists():
-        return "done"
+        recorded = parse_yaml((folder / "params.yaml").read_text(), folder / "params.yaml")
+        return "done" if recorded.get("provenance") == provenance(run.experiment) else "stale"
     if (folder / "error.txt").exists():
         return "failed"
     return "interrupted" if folder.exists() else "pending"
 
 
 def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None) -> str:
-    """Run the chain of ``run`` unless it is done; returns its status afterwards (``"done"`` or ``"failed"``).
+    """Run the chain of ``run`` unless it is done; returns its status afterwards: ``"done"``, ``"failed"``, or
+    ``"running"`` when another process is running it (it is left alone).
 
-    An interrupted or failed attempt's folder is emptied first. A notebook that raises stops the
-    run: its error goes to ``error.txt`` (the executed notebook, up to the failing cell, stays
+    A run holds a lock (a hidden ``.<run id>.lock`` beside its folder) while it runs. An
+    interrupted, failed or stale attempt's folder is emptied first. A notebook that raises stops
+    the run: its error goes to ``error.txt`` (the executed notebook, up to the failing cell, stays
     beside it). Ctrl-C is not caught: the folder stays incomplete and the next call starts over.
     """
-    import papermill
-
-    if status(run, root) == "done":
-        return "done"
+    papermill = _papermill()
     folder = run.folder(root)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    with atomic_path(folder / "params.yaml") as temporary:
-        temporary.write_text(yaml.safe_dump({"experiment": run.experiment.name, "setting": run.setting, "arm": run.arm,
-                                             "seed": run.seed, "parameters": run.parameters}, sort_keys=False))
-    first = folder.resolve() / run.experiment.chain[0]
-    try:
-        for index, name in enumerate(run.experiment.chain):
-            notebook = run.experiment.notebooks / f"{name}.ipynb"
-            parameters = {**run.parameters, "output_dir": str(folder.resolve() / name)}
-            if index > 0:
-                parameters["trained_dir"] = str(first)
-            parameters = {key: value for key, value in parameters.items() if key in run.experiment.declared[name]}  # those it declares
-            papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
-                                       cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False,
-                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter from each kernel
-        table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
-    except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
-        with atomic_path(folder / "error.txt") as temporary:
-            temporary.write_text(traceback.format_exc())
-        return "failed"
-    with atomic_path(folder / "metrics.tsv") as temporary:
-        table.to_csv(temporary, sep="\t", index=False)
-    return "done"
+    with locked(folder.parent / f".{run.id}.lock", wait=False) as mine:
+        if not mine:
+            return "running"
+        if status(run, root) == "done":
+            return "done"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        with atomic_path(folder / "params.yaml") as temporary:
+            temporary.write_text(yaml.safe_dump({"experiment": run.experiment.name, "setting": run.setting, "arm": run.arm, "seed": run.seed,
+                                                 "parameters": run.parameters, "provenance": provenance(run.experiment)}, sort_keys=False))
+        first = folder.resolve() / run.experiment.chain[0]
+        try:
+            for index, name in enumerate(run.experiment.chain):
+                notebook = run.experiment.notebooks / f"{name}.ipynb"
+                parameters = {**run.parameters, "output_dir": str(folder.resolve() / name)}
+                if index > 0:
+                    parameters["trained_dir"] = str(first)
+                parameters = {key: value for key, value in parameters.items() if key in run.experiment.declared[name]}  # those it declares
+                papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
+                                           cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False,
+                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter from each kernel
+            table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
+        except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
+            with atomic_path(folder / "error.txt") as temporary:
+                temporary.write_text(traceback.format_exc())
+            return "failed"
+        with atomic_path(folder / "metrics.tsv") as temporary:
+            table.to_csv(temporary, sep="\t", index=False)
+        return "done"
 
 
 def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -227,7 +252,8 @@ def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
-    """One tidy table of every finished run (columns :data:`RESULT_COLUMNS`, then the parameters that differ between runs).
+    """One tidy table of every run done with the current code (columns :data:`RESULT_COLUMNS`, then the parameters that
+    differ between runs); stale runs are left out.
 
     ``stress`` and ``severity`` as :func:`with_stress_columns` gives them.
     """
@@ -262,7 +288,7 @@ def dice_per_seed(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([mean, per_tissue], ignore_index=True)[[*keys, "tissue", "value"]]
 
 
-def summarize(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFrame:
+def spread_over_seeds(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFrame:
     """Mean, lowest and highest Dice over the seeds of each arm at each place (rows of :func:`dice_per_seed`), and the seed count."""
     chosen = per_seed[per_seed.tissue == tissue]
     return chosen.groupby(["where", "arm"], sort=False).value.agg(["mean", "min", "max", "count"])
@@ -285,7 +311,8 @@ def run_experiment(experiment: Experiment | str | os.PathLike, setting: str, roo
         raise ValueError(f"no run of {experiment.name} is called {only!r}")
     for run in tqdm(runs, desc=experiment.name, unit="run", disable=not progress):
         result = execute(run, root, kernel)
-        tqdm.write(f"{run.id}: {result}" + (f" (see {run.folder(root) / 'error.txt'})" if result == "failed" else ""))
+        notes = {"failed": f" (see {run.folder(root) / 'error.txt'})", "running": " in another process: left to it, not gathered yet"}
+        tqdm.write(f"{run.id}: {result}" + notes.get(result, ""))
     table = gather(experiment, setting, root)
     folder = experiment.folder(setting, root)
     with atomic_path(folder / "results.tsv", overwrite=True) as temporary:

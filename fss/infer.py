@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from fss.checkpoint import load_checkpoint
-from fss.device import check_memory, resolve_device
-from fss.io import WorkingGrid, load_nifti, normalize_intensities
+from fss.device import check_memory, native_bfloat16, resolve_device
+from fss.io import WorkingGrid, load_nifti, normalize_as_recorded
 from fss.unet import UNet
 
 MAX_WHOLE_VOXELS = 192**3
@@ -30,8 +30,10 @@ int64 argmax and the int16 labels."""
 
 
 def _forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities (1, C, *S) of a (1, 1, *S) input whose sides are multiples of the model's."""
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    """Softmax probabilities (1, C, *S) of a (1, 1, *S) input whose sides are multiples of the model's; bfloat16 on GPUs
+    that compute it natively (:func:`fss.device.native_bfloat16`), float32 elsewhere (CPUs included, for the same
+    results on every CPU)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda" and native_bfloat16(x.device)):
         return torch.softmax(model(x).float(), dim=1)
 
 
@@ -172,7 +174,7 @@ def segment(
     if not (resampled > 0).any():
         raise ValueError("the image has no voxel above 0: nothing to segment")
     grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple, minimum=2 * model.multiple)
-    working = normalize_intensities(full.cut(resampled, grid))
+    working = normalize_as_recorded(full.cut(resampled, grid), metadata.get("normalization"))
     probabilities = predict_working(model, working, device, tta=tta, window=window, overlap=overlap).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)
     back[0] = 1 - back[1:].sum(0)

@@ -156,6 +156,20 @@ def normalize_intensities(image: np.ndarray | torch.Tensor, low: float = 0.5, hi
     return ((x - bounds[0]) / (bounds[1] - bounds[0]).clamp(min=1e-6)).clamp_(0, 1)
 
 
+def normalize_as_recorded(image: np.ndarray | torch.Tensor, recorded: dict | None) -> torch.Tensor:
+    """:func:`normalize_intensities` with the percentiles a checkpoint records (``None``: :data:`NORMALIZATION`).
+
+    Raises
+    ------
+    ValueError
+        If the recorded normalisation is not fss's percentile scaling of the voxels above 0.
+    """
+    recorded = recorded or NORMALIZATION
+    if recorded.get("method") != NORMALIZATION["method"] or recorded.get("of") != NORMALIZATION["of"]:
+        raise ValueError(f"the checkpoint's images were normalised as {recorded}, which fss cannot reproduce (it scales as {NORMALIZATION})")
+    return normalize_intensities(image, recorded["low"], recorded["high"])
+
+
 @dataclass(frozen=True, eq=False)
 class WorkingGrid:
     """Geometry linking an input volume's grid to the working grid, both ways.

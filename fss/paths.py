@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import secrets
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so concurrent writers are not kept apart there
+    fcntl = None
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,10 +47,11 @@ def refuse_to_overwrite_inputs(outputs: Iterable[str | os.PathLike], inputs: Ite
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    An interrupted or failing write leaves neither a half-written file nor a
-    changed ``path``. The temporary name keeps the suffixes of ``path`` (so
-    ``.nii.gz`` is still compressed); one that a killed process left behind
-    (``.<name>.<random><suffixes>``) is removed by the next write of ``path``.
+    An interrupted or failing write leaves neither a half-written file nor a changed ``path``.
+    The temporary file (``.<name>.<process id>-<random><suffixes>``: the suffixes of ``path``, so
+    ``.nii.gz`` is still compressed) is created with the permissions of any new file (the
+    umask applies). One that a killed process left behind is removed by the next write of
+    ``path``; one whose process still runs is another write in progress and is left alone.
 
     Raises
     ------
@@ -57,16 +63,63 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):  # of a write killed before it finished
-        leftover.unlink(missing_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(descriptor)
-    temporary = Path(temporary)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+        if not _writer_running(leftover.name[len(path.name) + 2 :]):
+            leftover.unlink(missing_ok=True)
+    temporary = _new_file(path.parent, f".{path.name}.{os.getpid()}-", suffix)
     try:
         yield temporary
-        umask = os.umask(0)
-        os.umask(umask)
-        temporary.chmod(0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """An empty file ``prefix<random>suffix`` in ``folder`` that did not exist, mode 0o666 less the umask."""
+    while True:
+        candidate = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def _writer_running(tail: str) -> bool:
+    """Whether the process named at the start of a temporary file's name tail (``<pid>-...``) still runs."""
+    pid = tail.split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def locked(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the folder or file at ``path`` (a file is created if missing) while the block runs.
+
+    Yields whether the lock is held: with ``wait`` always (after waiting for another holder),
+    without it false at once when another process holds it. Other processes that take the same
+    lock are kept out; nothing else is (an advisory lock; none on Windows).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        if fcntl is None:
+            yield True
+            return
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # releases the lock

@@ -58,12 +58,17 @@ def load(name: str = DEFAULT, device: str | torch.device = "cpu") -> tuple[UNet,
 def export(
     checkpoint: str | os.PathLike,
     name: str,
-    facts: dict,
+    facts: dict | None = None,
     folder: str | os.PathLike = WEIGHTS,
     dtype: str = "float16",
     overwrite: bool = False,
 ) -> Path:
-    """Write a trained checkpoint as packaged model ``name`` (how the shipped models were made).
+    """Write a trained checkpoint as packaged model ``name`` (how the shipped models are made).
+
+    What the run recorded goes into the model's metadata as it was recorded, never typed in:
+    ``training_minutes`` (training steps only, validation left out) from the checkpoint's
+    ``training_seconds``, and ``training_machines`` and ``training_commands``, one entry per
+    sitting (:func:`fss.train.train` records them), beside the iterations and settings.
 
     Parameters
     ----------
@@ -71,8 +76,8 @@ def export(
         A checkpoint written by :func:`fss.train.train` (e.g. ``run/best``).
     name : str
         The model's name, also its file stem.
-    facts : dict
-        JSON-ready facts for the model card kept in the metadata (training time, machine, ...).
+    facts : dict, optional
+        Other JSON-ready facts for the model card kept in the metadata; not the recorded ones.
     folder : path
         Where to write (default: the package's weights folder).
     dtype : str
@@ -84,10 +89,27 @@ def export(
     -------
     Path
         The weights file.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint does not record its training time and sittings (written by an earlier
+        fss), or ``facts`` would replace what it records.
     """
     import torch
 
     from fss.checkpoint import load_checkpoint, save_checkpoint
 
     model, metadata = load_checkpoint(checkpoint)
-    return save_checkpoint(model, Path(folder) / name, {**metadata, **facts, "name": name}, dtype=getattr(torch, dtype), overwrite=overwrite)
+    if "training_seconds" not in metadata or "sittings" not in metadata:
+        raise ValueError(f"{checkpoint} does not record its training time and sittings (a checkpoint of an earlier fss): retrain to export it")
+    recorded = {
+        "training_minutes": round(metadata["training_seconds"] / 60, 1),
+        "training_machines": sorted({sitting["machine"] for sitting in metadata["sittings"]}),
+        "training_commands": [sitting["command"] for sitting in metadata["sittings"]],
+    }
+    typed = sorted(set(facts or {}) & (set(recorded) | set(metadata)))
+    if typed:
+        raise ValueError(f"facts {typed} are read from the checkpoint, not given")
+    return save_checkpoint(model, Path(folder) / name, {**metadata, **recorded, **(facts or {}), "name": name},
+                           dtype=getattr(torch, dtype), overwrite=overwrite)

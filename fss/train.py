@@ -33,14 +33,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from fss import datasets
 from fss.checkpoint import load_checkpoint, save_checkpoint
-from fss.config_checks import check_options, check_types
-from fss.device import PRECISIONS, resolve_device, resolve_precision
+from fss.config_checks import check_options, check_types, parse_yaml
+from fss.device import PRECISIONS, describe_device, resolve_device, resolve_precision
 from fss.infer import predict_working
 from fss.io import NORMALIZATION, WorkingGrid, load_nifti, normalize_intensities
 from fss.paths import atomic_path
@@ -51,17 +50,22 @@ from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
 from fss.synth.draws import derive_seed
-from fss.unet import UNet, count_parameters
+from fss.unet import SKIPS, UNet, count_parameters
 from fss.viz import plot_training, save_figure
 
 MODES = ("synthetic", "real", "mixed")
+RUN_FILES = ("last.safetensors", "last.json", "best.safetensors", "best.json", "last_state.safetensors", "last_state.json",
+             "log.csv", "curves.png", "metrics.json")
+"""What a training run writes in its folder."""
+SETTINGS_ADDED_SINCE_0_1 = {"skip": "concatenate"}
+"""Settings that runs of fss 0.1 did not record, with the value they trained with."""
 CONFIGS = tuple(sorted(p.name.removesuffix(".yaml") for p in resources.files("fss").joinpath("configs").iterdir() if p.name.endswith(".yaml")))
 """Names of the packaged training configurations (``fss/configs/*.yaml``)."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (saved in every checkpoint)."""
+    """Everything a training run depends on (saved in every checkpoint); each option's meaning and unit in :data:`OPTION_DOCS`."""
 
     mode: str = "synthetic"
     synthetic_probability: float = 0.5
@@ -71,6 +75,7 @@ class TrainConfig:
     spacing: float = 1.6
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropout: float = 0.0
+    skip: str = "concatenate"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     warmup: int = 20
@@ -99,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"warmup, seed and weight_decay must not be negative, got {self.warmup}, {self.seed}, {self.weight_decay}")
         if not (self.learning_rate > 0 and self.spacing > 0 and 0 <= self.dropout < 1):
             raise ValueError(f"need learning_rate > 0, spacing > 0 and 0 <= dropout < 1, got {self.learning_rate}, {self.spacing}, {self.dropout}")
+        if self.skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"channels must be positive numbers of feature maps, one per level, got {self.channels}")
         crl_ages = set(datasets.FAMILIES["crl"].ages)
@@ -118,6 +125,10 @@ class TrainConfig:
         if self.training_ages is not None:
             self.training_ages = tuple(self.training_ages)
 
+    def network(self) -> UNet:
+        """The untrained U-Net this configuration trains (weights drawn from torch's global generator)."""
+        return UNet(channels=self.channels, dropout=self.dropout, skip=self.skip)
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
@@ -130,15 +141,12 @@ class TrainConfig:
             text = Path(name_or_path).read_text()
         else:
             raise ValueError(f"{name_or_path!r} is neither a packaged configuration ({', '.join(CONFIGS)}) nor a YAML file")
-        try:
-            values = check_options(cls, yaml.safe_load(text) or {}, "training")
-            for override in overrides or []:
-                key, separator, value = override.partition("=")
-                if not separator:
-                    raise ValueError(f"expected key=value, got {override!r}")
-                values[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{name_or_path}: not valid YAML ({' '.join(str(error).split())})") from error
+        values = check_options(cls, parse_yaml(text, name_or_path) or {}, "training")
+        for override in overrides or []:
+            key, separator, value = override.partition("=")
+            if not separator:
+                raise ValueError(f"expected key=value, got {override!r}")
+            values[key.strip()] = parse_yaml(value, override)
         return cls(**check_options(cls, values, "training"))
 
     def ages_to_train(self) -> tuple[int, ...]:
@@ -149,6 +157,32 @@ class TrainConfig:
         """The generator's configuration, cropping to ``crop_shape``."""
         base = GeneratorConfig.from_dict(self.generator) if isinstance(self.generator, dict) else load_config(self.generator)
         return dataclasses.replace(base, output_shape=self.crop_shape)
+
+
+OPTION_DOCS: dict[str, tuple[str, str]] = {
+    "mode": ("what the network is trained on: synthetic images, real CRL images with standard augmentation, or both", "synthetic/real/mixed"),
+    "synthetic_probability": ("in mixed mode, the chance that a batch is synthetic", "probability"),
+    "iterations": ("training steps; the learning rate reaches 0 at the last", "count"),
+    "batch_size": ("crops per step", "count"),
+    "crop_shape": ("side lengths of a training crop on the working grid", "voxels"),
+    "spacing": ("voxel size of the working grid, the same on every axis", "mm"),
+    "channels": ("feature maps of each U-Net level, finest first; one pooling between levels", "count per level"),
+    "dropout": ("dropout after each decoder block", "probability"),
+    "skip": ("how a decoder level joins the encoder's features: concatenated or added", "concatenate/add"),
+    "learning_rate": ("AdamW's peak learning rate, reached after the warm-up", "per step"),
+    "weight_decay": ("AdamW's decoupled weight decay", "per step"),
+    "warmup": ("steps of linear warm-up before the polynomial decay", "count"),
+    "generator": ("synthetic image generator: a preset name or generator options", "name or mapping"),
+    "training_ages": ("CRL ages trained on (default: every age not validated on)", "weeks"),
+    "validation_ages": ("CRL ages validated on, never trained on", "weeks"),
+    "validation_every": ("steps between validations and checkpoints", "count"),
+    "seeds_dir": ("dataset root whose seeds are read (default: fitted on the resampled atlas)", "path"),
+    "seed": ("seed of the network's initial weights, the seeds' fit and every batch", "integer"),
+    "device": ("where training runs: auto, cpu, cuda or mps", "name"),
+    "precision": ("what training steps compute in: float32, bfloat16 or auto", "name"),
+    "deterministic": ("same bits on every re-run on one machine (slower on a GPU)", "on/off"),
+}
+"""Meaning and unit of every :class:`TrainConfig` option."""
 
 
 @dataclass
@@ -356,12 +390,13 @@ class _Run:
 
 
 def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, distributed: _Distributed,
-            training: list[Volume] | None, validation: list[Volume] | None, progress: bool) -> _Run:
-    """Model (initialised from ``config.seed``), optimizer, data (with a progress bar if ``progress``) and, when resuming, the saved state."""
+            training: list[Volume] | None, validation: list[Volume] | None, progress: bool, command: str | None) -> _Run:
+    """Model (initialised from ``config.seed``), optimizer, data (with a progress bar if ``progress``), the metadata of its
+    checkpoints and, when resuming, the saved state."""
     torch.manual_seed(config.seed)
-    model = UNet(channels=config.channels, dropout=config.dropout).to(device)
+    model = config.network().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start, best, log = 0, -1.0, []
+    start, best, log, sittings = 0, -1.0, [], []
     if resume:
         loaded, saved = load_checkpoint(out / "last", device)
         _check_resumable(config, out, saved)
@@ -369,6 +404,7 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
         state = _load_state(out, optimizer)
         start, best = state["iteration"], state["best_mean_dice"]
         log = pd.read_csv(out / "log.csv").to_dict("records")
+        sittings = saved.get("sittings", [])
         if state["iteration"] != saved["iterations"] or not log or log[-1]["iteration"] != start:
             raise ValueError(f"{out}: the checkpoint (iteration {saved['iterations']}), the optimizer state (iteration {state['iteration']}) and "
                              f"log.csv (iteration {log[-1]['iteration'] if log else 0}) disagree, as when a run is stopped while saving; "
@@ -386,6 +422,7 @@ def _set_up(config: TrainConfig, out: Path, resume: bool, device: torch.device, 
         "training": config.to_dict(),
         "data": {"training": [v.name for v in training], "validation": [v.name for v in validation], "mode": config.mode},
         "parameters": count_parameters(model),
+        "sittings": [*sittings, {"from_iteration": start, "machine": describe_device(device), "torch": torch.__version__, "command": command}],
     }
     batches = _batches(config, training, device, distributed.rank, start)
     return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log, dtype)
@@ -400,12 +437,25 @@ class TrainingInterrupted(Exception):
 
 
 class _Interrupt:
+    """What Ctrl-C asked of the training loop."""
+
     requested = False
+    saving = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While the block runs (a save), any Ctrl-C only asks to stop after it."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
 
 @contextlib.contextmanager
 def _stop_on_interrupt(enabled: bool) -> Iterator[_Interrupt]:
-    """While the block runs, a first Ctrl-C asks the loop to stop after the current iteration; a second one stops at once.
+    """While the block runs, a first Ctrl-C asks the loop to stop after the current iteration; a second one stops at once,
+    except during a save (:meth:`_Interrupt.deferred`), which it lets finish.
 
     The caller's SIGINT handler is back on exit. Off (``enabled`` false, or outside the main
     thread) the block runs with the handler as it is.
@@ -416,8 +466,9 @@ def _stop_on_interrupt(enabled: bool) -> Iterator[_Interrupt]:
         return
 
     def request(signum, frame):
+        if interrupt.requested and not interrupt.saving:
+            raise KeyboardInterrupt
         interrupt.requested = True
-        signal.signal(signal.SIGINT, previous)
 
     previous = signal.signal(signal.SIGINT, request)
     try:
@@ -428,18 +479,20 @@ def _stop_on_interrupt(enabled: bool) -> Iterator[_Interrupt]:
 
 def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
     """Raise if ``config`` differs from the configuration the run in ``out`` was trained with, naming the keys."""
-    before, now = saved["training"], config.to_dict()
+    now = config.to_dict()
+    before = {**SETTINGS_ADDED_SINCE_0_1, **saved["training"]}
     changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
     if changed:
         differences = "; ".join(f"{key}: {before.get(key)!r} then, {now.get(key)!r} now" for key in changed)
         raise ValueError(f"{out} was trained with other settings ({differences}): resume with the same ones, or start afresh with --overwrite")
 
 
-def _checkpoint(run: _Run, out: Path, iteration: int) -> dict:
-    """Validate, save ``last`` (and ``best`` when it improved) and the optimizer state; the Dice columns of the log."""
+def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
+    """Validate, save ``last`` (and ``best`` when it improved), recording the ``seconds`` of training steps so far, and the
+    optimizer state; the Dice columns of the log."""
     scores = validate(run.model, run.validation)
     mean = float(np.nanmean(scores.to_numpy()))
-    checkpoint = {**run.metadata, "iterations": iteration, "validation_dice": {k: float(v) for k, v in scores.mean().items()}, "mean_validation_dice": mean}
+    checkpoint = {**run.metadata, "iterations": iteration, "training_seconds": seconds, "validation_dice": {k: float(v) for k, v in scores.mean().items()}, "mean_validation_dice": mean}
     save_checkpoint(run.model, out / "last", checkpoint)
     if mean > run.best:
         run.best = mean
@@ -497,14 +550,16 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
                    "seconds": seconds_before + time.perf_counter() - started - checkpoint_seconds}
             checkpointing = distributed.main and ((iteration + 1) % config.validation_every == 0 or iteration + 1 == stop or interrupt.requested)
             if checkpointing:
-                checkpoint_started = time.perf_counter()
-                row.update(_checkpoint(run, out, iteration + 1))
+                with interrupt.deferred():  # checkpoint, optimizer state and log agree whenever Ctrl-C comes
+                    checkpoint_started = time.perf_counter()
+                    row.update(_checkpoint(run, out, iteration + 1, row["seconds"]))
+                    run.log.append(row)
+                    with atomic_path(out / "log.csv", overwrite=True) as temporary:
+                        pd.DataFrame(run.log).to_csv(temporary, index=False)
+                    checkpoint_seconds += time.perf_counter() - checkpoint_started
                 bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
-            run.log.append(row)
-            if checkpointing:
-                with atomic_path(out / "log.csv", overwrite=True) as temporary:
-                    pd.DataFrame(run.log).to_csv(temporary, index=False)
-                checkpoint_seconds += time.perf_counter() - checkpoint_started
+            else:
+                run.log.append(row)
             if interrupt.requested:
                 bar.close()
                 raise TrainingInterrupted(out, iteration + 1)
@@ -521,6 +576,7 @@ def train(
     until: int | None = None,
     training: list[Volume] | None = None,
     validation: list[Volume] | None = None,
+    command: str | None = None,
 ) -> dict:
     """Train a U-Net as ``config`` says; returns the metrics also written to ``out/metrics.json`` (empty on other ranks).
 
@@ -536,7 +592,8 @@ def train(
     resume : bool
         Continue from ``out/last`` and its optimizer state, at the saved iteration.
     overwrite : bool
-        Start afresh in a folder that already holds a run.
+        Start afresh in a folder that already holds a run: the files of that run (:data:`RUN_FILES`)
+        are removed first, any other file is left alone.
     progress : bool
         Show a progress bar (main process only).
     until : int, optional
@@ -544,11 +601,16 @@ def train(
         schedule still runs to ``config.iterations``.
     training, validation : list of Volume, optional
         Volumes to train and validate on instead of the CRL atlas ages of ``config``.
+    command : str, optional
+        How this sitting was started (the command line passes its own), recorded in the
+        checkpoints' ``sittings`` with the machine and the iteration it started from.
 
     Raises
     ------
     FileExistsError
         If ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
+    ValueError
+        If ``until`` is not after the iteration a resumed run has reached.
     """
     out = Path(out)
     device = resolve_device(config.device)
@@ -560,10 +622,17 @@ def train(
         raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
     if resume and not (out / "last_state.json").exists():
         raise FileNotFoundError(f"nothing to resume in {out} (no last_state.json)")
+    if resume and until is not None:
+        done = json.loads((out / "last_state.json").read_text())["iteration"]
+        if until <= done:
+            raise ValueError(f"{out} has trained {done} iterations already: stop later than that (--until), or resume without --until")
+    if overwrite and not resume and distributed.main:
+        for name in RUN_FILES:  # an earlier run's files must not stay beside a new run's if it stops early
+            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cuda_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
-        run = _set_up(config, out, resume, device, distributed, training, validation, progress and distributed.main)
+        run = _set_up(config, out, resume, device, distributed, training, validation, progress and distributed.main, command)
         stop = min(until or config.iterations, config.iterations)
         first_batch_sum = _iterate(run, config, out, stop, distributed, progress)
         metrics = _finish(run, out, config, stop, device, distributed.world) if distributed.main else {}

@@ -1,8 +1,9 @@
 """A 3D U-Net for tissue segmentation.
 
 Each level: two 3x3x3 convolutions, each followed by instance normalisation and LeakyReLU;
-max pooling down, transposed convolutions up, skip connections by concatenation, and a
-1x1x1 convolution to the class scores.
+max pooling down, transposed convolutions up, skip connections by concatenation (or by
+addition, which halves the input channels of each decoder block), and a 1x1x1 convolution to
+the class scores.
 
 Example
 -------
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from fss.labels import N_CLASSES
+
+SKIPS = ("concatenate", "add")
 
 
 class ConvBlock(nn.Sequential):
@@ -52,21 +55,29 @@ class UNet(nn.Module):
         input sides must be multiples of ``2 ** (len(channels) - 1)``.
     dropout : float
         Dropout probability after each decoder block (0: none).
+    skip : {"concatenate", "add"}
+        How a decoder level joins its upsampled features and the encoder's skip connection:
+        concatenated (2 x channels into the decoder block) or added (channels into it: the
+        first convolution of each decoder block does half the work).
 
     Shapes
     ------
     input ``(B, in_channels, D, H, W)`` -> class scores (logits) ``(B, n_classes, D, H, W)``.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = N_CLASSES, channels: Sequence[int] = (16, 32, 64, 128, 256), dropout: float = 0.0):
+    def __init__(self, in_channels: int = 1, n_classes: int = N_CLASSES, channels: Sequence[int] = (16, 32, 64, 128, 256),
+                 dropout: float = 0.0, skip: str = "concatenate"):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least two levels, got channels={tuple(channels)}")
-        self.config = {"in_channels": in_channels, "n_classes": n_classes, "channels": list(channels), "dropout": dropout}
+        if skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
+        self.config = {"in_channels": in_channels, "n_classes": n_classes, "channels": list(channels), "dropout": dropout, "skip": skip}
         self.encoder = nn.ModuleList([ConvBlock(in_channels, channels[0])] + [ConvBlock(a, b) for a, b in zip(channels[:-1], channels[1:])])
         self.pool = nn.MaxPool3d(2)
         self.up = nn.ModuleList([nn.ConvTranspose3d(b, a, kernel_size=2, stride=2) for a, b in zip(channels[:-1], channels[1:])])
-        self.decoder = nn.ModuleList([ConvBlock(2 * a, a, dropout) for a in channels[:-1]])
+        self.concatenate = skip == "concatenate"
+        self.decoder = nn.ModuleList([ConvBlock((2 if self.concatenate else 1) * a, a, dropout) for a in channels[:-1]])
         self.head = nn.Conv3d(channels[0], n_classes, kernel_size=1)
 
     @property
@@ -83,7 +94,8 @@ class UNet(nn.Module):
             skips.append(x)
         x = skips.pop()
         for level in reversed(range(len(self.decoder))):
-            x = self.decoder[level](torch.cat([self.up[level](x), skips.pop()], dim=1))
+            upsampled, skip = self.up[level](x), skips.pop()
+            x = self.decoder[level](torch.cat([upsampled, skip], dim=1) if self.concatenate else upsampled + skip)
         return self.head(x)
 
 

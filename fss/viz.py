@@ -334,7 +334,7 @@ def plot_experiment(per_seed: "pd.DataFrame", title: str = "") -> Figure:
     matplotlib.figure.Figure
         One panel for the mean over tissues, then one per tissue (FeTA order), each on a 0-1 Dice
         axis. The places are the clean datasets and each stress at its highest severity in the
-        table; the other severities are in :func:`fss.experiments.summarize`.
+        table; the other severities are in :func:`fss.experiments.spread_over_seeds`.
     """
     highest = per_seed.groupby("stress").severity.transform("max")
     shown = per_seed[per_seed.stress.isna() | (per_seed.severity == highest)]

@@ -1,4 +1,4 @@
-"""Shared fixtures: no network in tests, and the public data mirror when present."""
+"""Shared fixtures: no network in tests, and the public data mirror when present; figures drawn off screen."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 import socket
 from pathlib import Path
 
+import matplotlib
 import pytest
 
 from fss import datasets
+
+matplotlib.use("Agg")  # once for every test: no window, the same pictures on every machine
 
 
 _connect = socket.socket.connect

@@ -20,10 +20,30 @@ def test_round_trip(saved):
     loaded, metadata = load_checkpoint(stem)
     x = torch.rand(1, 1, 8, 8, 8)
     assert torch.equal(loaded(x), model(x))
-    assert metadata["architecture"] == {"name": "UNet", "in_channels": 1, "n_classes": 8, "channels": [4, 8, 16], "dropout": 0.0}
+    assert metadata["architecture"] == {"name": "UNet", "in_channels": 1, "n_classes": 8, "channels": [4, 8, 16], "dropout": 0.0, "skip": "concatenate"}
     assert metadata["label_convention"] == "feta" and metadata["spacing_mm"] == 1.6 and metadata["fss_version"]
     on_any, _ = load_checkpoint(stem, "auto")  # the notebooks' default: the best device there is (the CPU here)
     assert next(on_any.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+
+
+def test_checkpoints_from_before_the_skip_option_load_with_concatenated_skips(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(channels=(4, 8, 16)).eval()
+    del model.config["skip"]  # what fss 0.1 wrote
+    save_checkpoint(model, tmp_path / "old", {})
+    loaded, metadata = load_checkpoint(tmp_path / "old")
+    x = torch.rand(1, 1, 8, 8, 8)
+    assert "skip" not in metadata["architecture"] and loaded.config["skip"] == "concatenate"
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_an_added_skip_architecture_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(channels=(4, 8, 16), skip="add").eval()
+    save_checkpoint(model, tmp_path / "added", {})
+    loaded, metadata = load_checkpoint(tmp_path / "added")
+    x = torch.rand(1, 1, 8, 8, 8)
+    assert metadata["architecture"]["skip"] == "add" and torch.equal(loaded(x), model(x))
 
 
 def test_tampered_metadata_is_refused(saved):

@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import signal
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +14,7 @@ import fss.device
 import fss.metrics
 import fss.train
 from fss import datasets, pretrained
-from fss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from fss.cli import main
 from fss.device import resolve_device
 from fss.infer import segment
@@ -64,6 +66,9 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | an output (label map, table, QC picture) that is one of the inputs, even with --overwrite | test_no_command_writes_over_its_inputs |
 # | a second synth set written over a first one | test_a_samples_folder_holds_one_set |
 # | two runs into one folder: the table keeps the rows of both | test_volumes_table_is_updated_by_image |
+# | three processes updating one 3000-row table at once | test_processes_updating_one_table_at_once_keep_every_row |
+# | a second experiment runner while a run is running | test_a_run_that_another_process_is_running_is_left_alone (test_experiments.py) |
+# | an experiment's results made by other notebook code or another fss | test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again (test_experiments.py) |
 # | two inputs of one name into one folder | test_two_inputs_of_one_name_are_refused |
 # | a file-like -o for several inputs, a non-NIfTI -o, QC beside x.nii | test_output_names_are_checked |
 # | resume after a kill between checkpoint and state; resume with other settings | test_resume_refuses_mismatched_state_and_settings |
@@ -80,7 +85,10 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | a scan smaller than the network's receptive box | test_a_tiny_scan_is_segmented |
 # | a file shorter than its header says | test_a_truncated_file_is_named |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
+# | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |
+# | --overwrite over a finished run, stopped early; --resume --until an iteration already passed | test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_already_passed (test_train.py) |
 # | hidden temporary files left by a killed write | test_leftover_temporary_files_are_ignored_and_cleaned |
+# | another process's write in progress to the same file | test_a_write_in_progress_elsewhere_keeps_its_temporary_file_and_a_dead_ones_is_removed (test_io.py) |
 # | an unexpected error | test_an_unexpected_error_is_one_line_unless_debugging |
 # | probabilities, sliding window and overlap from the command line | test_segment_writes_probabilities_and_takes_a_window |
 
@@ -140,6 +148,20 @@ def test_volumes_table_is_updated_by_image(tmp_path, checkpoint):
     assert sorted(table.image) == ["a.nii.gz", "b.nii.gz"]
     assert main(["segment", str(tmp_path / "b.nii.gz"), "-o", str(out / "b_dseg.nii.gz"), "--checkpoint", str(checkpoint), "--overwrite"]) == 0
     assert sorted(pd.read_csv(out / "volumes.tsv", sep="\t").image) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_processes_updating_one_table_at_once_keep_every_row(tmp_path):
+    table = tmp_path / "volumes.tsv"
+    pd.DataFrame({"segmentation": [f"old{i}" for i in range(3000)], "WM": 1.0}).to_csv(table, sep="\t", index=False)
+    update = ("import sys; from pathlib import Path; from fss.bids import update_table\n"
+              "for i in range(15):\n"
+              "    update_table(Path(sys.argv[1]), [{'segmentation': f'{sys.argv[2]}{i}', 'WM': 2.0}], key='segmentation')\n")
+    writers = [subprocess.Popen([sys.executable, "-c", update, str(table), name], stderr=subprocess.PIPE, text=True) for name in ("a", "b", "c")]
+    errors = [writer.communicate()[1] for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0, 0], errors
+    rows = pd.read_csv(table, sep="\t").segmentation
+    assert len(rows) == 3045 and rows.is_unique
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volumes.tsv"]  # no lock file, no temporary file left
 
 
 def test_two_inputs_of_one_name_are_refused(tmp_path, checkpoint, capsys):
@@ -362,6 +384,44 @@ def test_an_interrupt_saves_the_training_state_and_says_how_to_resume(tmp_path, 
     monkeypatch.undo()
     resumed = train(config, tmp_path / "run", resume=True, progress=False, training=[volume], validation=[volume])
     assert resumed["iterations"] == 10
+
+
+def test_a_second_interrupt_stops_at_once_but_lets_a_save_finish(tmp_path, monkeypatch):
+    volume = ball_volume()
+    config = tiny_config(iterations=10, validation_every=5, crop_shape=(16, 16, 16), channels=(4, 8))
+
+    def twice(*args, **kwargs):  # two Ctrl-C 0.02 s apart during a training step
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        return 1.0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fss.train, "training_step", twice)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tmp_path / "stopped", progress=False, training=[volume], validation=[volume])
+    checkpoint = fss.train._checkpoint
+
+    def twice_while_saving(*args):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        return checkpoint(*args)
+
+    monkeypatch.setattr(fss.train, "_checkpoint", twice_while_saving)
+    with pytest.raises(TrainingInterrupted, match="after iteration 5"):
+        train(config, tmp_path / "run", progress=False, training=[volume], validation=[volume])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "last_state.json").read_text())["iteration"] == 5
+    assert read_metadata(tmp_path / "run" / "last")["iterations"] == 5
+    assert pd.read_csv(tmp_path / "run" / "log.csv")["iteration"].iloc[-1] == 5
+    resumed = train(config, tmp_path / "run", resume=True, progress=False, training=[volume], validation=[volume])
+    assert resumed["iterations"] == 10
+
+
+def test_train_records_the_command_line_that_started_it(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(fss.train, "train", lambda config, out, **options: seen.update(options) or {})
+    assert main(["train", "--config", "cpu-demo", "--out", str(tmp_path / "my run"), "--until", "5"]) == 0
+    assert seen["command"] == f"fss train --config cpu-demo --out '{tmp_path / 'my run'}' --until 5"
 
 
 def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path, capsys):

@@ -68,13 +68,6 @@ def test_python_versions_agree():
     assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
 
 
-def test_field_dependencies_are_present():
-    assert {"torch", "numpy", "scipy", "nibabel", "nilearn", "matplotlib", "ipywidgets", "pooch", "scikit-learn",
-            "pandas", "tqdm", "pyyaml", "safetensors"} <= CORE
-    assert {"jupyterlab", "papermill", "ipykernel"} <= EXTRAS["notebooks"]
-    assert {"nbval", "pytest"} <= EXTRAS["test"]
-
-
 def test_colab_installs_the_release_that_matches_the_package_version():
     for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
         installs = re.findall(r"git\+https://github\.com/fetalsynthseg/fss(@[\w.]+)?", notebook.read_text())

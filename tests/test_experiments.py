@@ -1,6 +1,7 @@
 """The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
 
 import dataclasses
+import sys
 
 import nbformat
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from fss.cli import main
-from fss.experiments import dice_per_seed, gather, load_experiment, plan, run_experiment, status, summarize, with_stress_columns
+from fss.experiments import dice_per_seed, execute, gather, load_experiment, plan, run_experiment, spread_over_seeds, status, with_stress_columns
+from fss.paths import locked
 
 TRAIN = """
 import json
@@ -81,10 +83,35 @@ def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_
     assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp  # done runs are not redone
 
 
-def test_same_seed_same_parameters_same_metrics(experiment_file, tmp_path):
-    first = run_experiment(experiment_file, "tiny", tmp_path / "a", only="plain", progress=False)
-    second = run_experiment(experiment_file, "tiny", tmp_path / "b", only="plain", progress=False)
-    pd.testing.assert_frame_equal(first, second)
+def test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again(experiment_file, tmp_path):
+    root = tmp_path / "results"
+    run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    done = plan(load_experiment(experiment_file), "tiny")[0]
+    assert status(done, root) == "done" and yaml.safe_load((done.folder(root) / "params.yaml").read_text())["provenance"]["fss"]
+    notebook(tmp_path / "notebooks" / "train.ipynb", TRAIN.replace("0.5 +", "0.7 +"), 'seed = 0\ngain = 0.0\noutput_dir = "out"')
+    changed = load_experiment(experiment_file)
+    again = plan(changed, "tiny")[0]
+    assert again.id == done.id and status(again, root) == "stale"  # same parameters, other code
+    assert gather(changed, "tiny", root).empty
+    table = run_experiment(changed, "tiny", root, only="plain", progress=False)
+    assert sorted(table.value.unique()) == pytest.approx([0.7, 0.8])
+
+
+def test_without_papermill_the_runner_says_how_to_install_it(experiment_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r"pip install 'fss\[notebooks\]'"):
+        load_experiment(experiment_file)
+
+
+def test_a_run_that_another_process_is_running_is_left_alone(experiment_file, tmp_path):
+    root = tmp_path / "results"
+    running = plan(load_experiment(experiment_file), "tiny")[0]
+    running.folder(root).mkdir(parents=True)
+    (running.folder(root) / "03_training.ipynb").write_text("half executed")
+    with locked(running.folder(root).parent / f".{running.id}.lock"):  # as another runner holds it
+        assert execute(running, root) == "running"
+        assert (running.folder(root) / "03_training.ipynb").read_text() == "half executed"
+    assert execute(running, root) == "done"
 
 
 def test_an_experiment_changed_in_code_runs_as_changed(experiment_file, tmp_path):
@@ -130,7 +157,7 @@ def test_dry_run_lists_and_bad_files_are_usage_errors(experiment_file, tmp_path,
     assert gather(load_experiment(experiment_file), "tiny", tmp_path / "nothing").empty
 
 
-def test_dice_per_seed_averages_cases_then_tissues_and_summarize_spans_the_seeds():
+def test_dice_per_seed_averages_cases_then_tissues_and_the_spread_spans_the_seeds():
     rows = [{"arm": arm, "seed": seed, "dataset": dataset, "case": f"{case}{suffix}", "tissue": tissue, "metric": metric,
              "value": value + 0.1 * seed + (0.2 if arm == "B" else 0) + (0.04 if case == "b" else 0) + (0.3 if tissue == "GM" else 0)}
             for arm in ("A", "B") for seed in (0, 1) for case in ("a", "b") for tissue in ("WM", "GM")
@@ -142,5 +169,5 @@ def test_dice_per_seed_averages_cases_then_tissues_and_summarize_spans_the_seeds
     assert one["CRL (held out)", "A", 0, "WM"] == pytest.approx(0.12)  # cases a and b: 0.1 and 0.14
     assert one["noise 3", "B", 1, "GM"] == pytest.approx(0.05 + 0.1 + 0.2 + 0.02 + 0.3)
     assert one["noise 2", "A", 1, "mean"] == pytest.approx((0.12 + 0.42) / 2)  # hd95 rows are not Dice
-    summary = summarize(per_seed)
+    summary = spread_over_seeds(per_seed)
     assert summary.loc[("CRL (held out)", "B")].tolist() == pytest.approx([0.52, 0.47, 0.57, 2])  # seeds: 0.47 and 0.57

@@ -18,6 +18,7 @@ import fss.infer
 from fss.checkpoint import load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
+from fss.io import NORMALIZATION
 from fss.metrics import dice
 from fss.train import train
 
@@ -46,6 +47,34 @@ def test_sliding_window_puts_every_tile_back_in_its_place(checkpoint, monkeypatc
     for overlap in (0.0, 0.25, 0.5):
         windowed = predict_working(model, volume, window=16, overlap=overlap)
         torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=0)
+
+
+def test_test_time_augmentation_averages_with_the_prediction_of_the_left_right_flipped_volume(checkpoint, monkeypatch):
+    def ramp(model, x):  # class scores that grow along each axis at its own rate, so that every flip changes them
+        d, h, w = x.shape[2:]
+        position = torch.arange(d)[:, None, None] + 2 * torch.arange(h)[None, :, None] + 4 * torch.arange(w)[None, None, :]
+        return torch.softmax(torch.stack([position * k / 20 for k in range(8)])[None].float() + 0 * x, dim=1)
+
+    monkeypatch.setattr(fss.infer, "_forward", ramp)
+    model, _ = load_checkpoint(checkpoint)
+    volume = torch.rand(16, 12, 8)  # sides that are multiples of the model's: no padding
+    plain = predict_working(model, volume)
+    expected = (plain + plain.flip(1)) / 2  # (C, X, Y, Z): X is the left-right axis of the RAS+ working grid
+    torch.testing.assert_close(predict_working(model, volume, tta=True), expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(expected, plain, atol=1e-3) and not torch.allclose(expected, (plain + plain.flip(2)) / 2, atol=1e-3)
+
+
+def test_segment_scales_intensities_as_the_checkpoint_records(checkpoint):
+    model, metadata = load_checkpoint(checkpoint)
+    assert "normalization" not in metadata  # as checkpoints written outside fss.train
+    image = scan()
+    _, unrecorded = segment(image, (model, metadata), device="cpu")
+    _, recorded = segment(image, (model, {**metadata, "normalization": NORMALIZATION}), device="cpu")
+    torch.testing.assert_close(unrecorded, recorded, rtol=0, atol=0)  # none recorded: fss's own
+    _, narrower = segment(image, (model, {**metadata, "normalization": {**NORMALIZATION, "high": 60.0}}), device="cpu")
+    assert not torch.allclose(narrower, recorded, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot reproduce"):
+        segment(image, (model, {**metadata, "normalization": {"method": "z-score"}}), device="cpu")
 
 
 def test_empty_scan_is_refused(checkpoint):

@@ -1,4 +1,8 @@
 import itertools
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -259,3 +263,31 @@ def test_atomic_save_refuses_to_overwrite_and_leaves_nothing_on_failure(tmp_path
         temporary.write_bytes(b"half written")
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in Path(tmp_path / "out").iterdir()) == ["labels.nii.gz"]
+
+
+def test_atomic_files_take_the_umask_without_the_process_umask_being_touched(tmp_path, monkeypatch):
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("os.umask changes the whole process's umask"))
+        with atomic_path(tmp_path / "table.tsv") as temporary:
+            temporary.write_text("a\tb\n")
+        assert stat.S_IMODE((tmp_path / "table.tsv").stat().st_mode) == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
+def test_a_write_in_progress_elsewhere_keeps_its_temporary_file_and_a_dead_ones_is_removed(tmp_path):
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+        in_progress = tmp_path / f".table.tsv.{running.pid}-1a2b3c4d.tsv"
+        killed = tmp_path / f".table.tsv.{int(finished.stdout)}-5e6f7a8b.tsv"
+        older_naming = tmp_path / ".table.tsv.k2j4h1.tsv"
+        for leftover in (in_progress, killed, older_naming):
+            leftover.write_text("half a table")
+        with atomic_path(tmp_path / "table.tsv") as temporary:
+            assert temporary.name.startswith(f".table.tsv.{os.getpid()}-") and temporary.name.endswith(".tsv")
+            temporary.write_text("a\n")
+        running.kill()
+    assert in_progress.exists() and not killed.exists() and not older_naming.exists()
+    assert (tmp_path / "table.tsv").read_text() == "a\n"

@@ -93,7 +93,8 @@ def test_training_takes_the_configuration_and_mode_it_is_given(tmp_path):
     training = metadata["training"]
     assert training["mode"] == "real" and training["iterations"] == 6 and training["validation_ages"] == [31]
     # cpu-model's own network, crops and spacing, not the demonstration's
-    assert training["crop_shape"] == [64, 80, 64] and training["channels"] == [16, 32, 64, 128] and training["spacing"] == 1.6
+    assert training["crop_shape"] == [48, 64, 48] and training["channels"] == [8, 32, 64, 128] and training["skip"] == "add"
+    assert training["spacing"] == 1.6
     assert summary["metrics"]["mode"] == "real" and summary["metrics"]["iterations"] == 6
     assert 0 <= summary["metrics"]["final_mean_dice"] <= 1
 

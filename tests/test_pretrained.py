@@ -9,23 +9,32 @@ from fss.metrics import dice_per_tissue
 from fss.unet import UNet
 
 
-def test_export_stores_half_precision_weights_that_predict_alike(tmp_path, monkeypatch):
+def test_export_stores_half_precision_weights_that_predict_alike_with_what_the_run_recorded(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = UNet(channels=(4, 8))
-    save_checkpoint(model, tmp_path / "run" / "best", {"spacing_mm": 1.6, "iterations": 10})
+    sittings = [{"from_iteration": 0, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --until 5"},
+                {"from_iteration": 5, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --resume"}]
+    save_checkpoint(model, tmp_path / "run" / "best", {"spacing_mm": 1.6, "iterations": 10, "training_seconds": 90.0, "sittings": sittings})
+    save_checkpoint(model, tmp_path / "old" / "best", {"spacing_mm": 1.6, "iterations": 10})
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")
     with pytest.raises(KeyError, match="no packaged model 'tiny'; available: none"):
         pretrained.load("tiny")
-    written = pretrained.export(tmp_path / "run" / "best", "tiny", {"training_minutes": 1.5}, folder=tmp_path / "weights")
+    with pytest.raises(ValueError, match="does not record its training time"):
+        pretrained.export(tmp_path / "old" / "best", "tiny", folder=tmp_path / "weights")
+    with pytest.raises(ValueError, match=r"facts \['training_minutes'\] are read from the checkpoint"):
+        pretrained.export(tmp_path / "run" / "best", "tiny", {"training_minutes": 1.0}, folder=tmp_path / "weights")
+    written = pretrained.export(tmp_path / "run" / "best", "tiny", {"note": "a test"}, folder=tmp_path / "weights")
     assert pretrained.available() == ["tiny"]
     half, metadata = pretrained.load("tiny")
-    assert metadata["name"] == "tiny" and metadata["training_minutes"] == 1.5 and metadata["iterations"] == 10
+    assert metadata["name"] == "tiny" and metadata["note"] == "a test" and metadata["iterations"] == 10
+    assert metadata["training_minutes"] == 1.5 and metadata["training_machines"] == ["cpu (2 threads)"]
+    assert metadata["training_commands"] == [s["command"] for s in sittings]
     assert metadata["weights_dtype"] == "float16" and next(half.parameters()).dtype == torch.float32
     assert written.stat().st_size < 0.6 * (tmp_path / "run" / "best.safetensors").stat().st_size
     volume = torch.rand(16, 16, 16)
     torch.testing.assert_close(predict_working(half, volume), predict_working(model, volume), atol=5e-3, rtol=0)
     with pytest.raises(FileExistsError):
-        pretrained.export(tmp_path / "run" / "best", "tiny", {}, folder=tmp_path / "weights")
+        pretrained.export(tmp_path / "run" / "best", "tiny", folder=tmp_path / "weights")
 
 
 @pytest.mark.slow

@@ -8,10 +8,10 @@ import torch
 
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
-from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
+from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, preset, up_to_stage
 from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, MotionConfig, ResolutionConfig, SpatialConfig, SubclassConfig, range_options
 from fss.synth.contrast import apply_contrast, draw_contrast
-from fss.synth.dataset import SyntheticBatches, SyntheticStream
+from fss.synth.dataset import SyntheticBatches
 from fss.synth.explorer import configured
 from fss.synth.generator import params_from_records, params_to_records
 from fss.synth import motion
@@ -70,6 +70,18 @@ def test_smaller_output_is_a_crop(subject):
     assert sample.image.shape == (2, 1, 16, 16, 12) and sample.labels.shape == (2, 16, 16, 12)
 
 
+def test_the_output_affine_places_the_centred_window_of_the_subject(subject):
+    config = dataclasses.replace(OFF, output_shape=(16, 16, 12))
+    generator = Generator([subject], config, device="cpu")
+    sample = generator.sample(1, seed=0)
+    offset = ((24 - 16) // 2, (28 - 16) // 2, (20 - 12) // 2)
+    window = tuple(slice(o, o + n) for o, n in zip(offset, (16, 16, 12)))
+    assert torch.equal(sample.labels[0], torch.from_numpy(subject.labels[window].astype(np.int64)))
+    expected = subject.seeds.affine.copy()
+    expected[:3, 3] += subject.seeds.affine[:3, :3] @ np.array(offset)  # output voxel 0 is subject voxel `offset`
+    np.testing.assert_allclose(generator.output_affine(0), expected)
+
+
 def test_seeds_and_labels_are_deformed_identically(subject):
     sample = Generator([subject], preset("reference"), device="cpu").sample(4, seed=3)
     meta_of_seeds = (sample.seed_map // 10).long()
@@ -119,13 +131,30 @@ def test_linear_image_is_the_source_mixture_resampled_linearly_with_partial_volu
         assert np.mean(np.abs(image[..., None] - levels).min(-1) > 1e-3) > 0.05
 
 
-def test_every_stage_off_is_the_identity(subject):
-    sample = Generator([subject], OFF, device="cpu").sample(2, seed=0)
-    for b in range(2):
-        assert torch.equal(sample.labels[b], torch.from_numpy(subject.labels.astype(np.int64)))
+def test_every_stage_off_is_the_identity_of_the_subject_each_sample_drew(subject):
+    subjects = [subject, make_subject("sub-b", shift=2)]
+    sample = Generator(subjects, OFF, device="cpu").sample(6, seed=0)
+    drawn = sample.params["subject"].tolist()
+    assert set(drawn) == {0, 1}, "both subjects must be drawn for the test to mean anything"
+    assert not np.array_equal(subjects[0].labels, subjects[1].labels)
+    for b, s in enumerate(drawn):
+        assert torch.equal(sample.labels[b], torch.from_numpy(subjects[s].labels.astype(np.int64))), f"sample {b} of subject {s}"
         ks = dict(zip(range(1, 5), sample.params["subclasses"][b].tolist()))
-        composed = compose_seed_map(subject.seeds, {m: ks[m] for m in subject.seeds.meta_labels})
+        composed = compose_seed_map(subjects[s].seeds, {m: ks[m] for m in subjects[s].seeds.meta_labels})
         assert torch.equal(sample.seed_map[b], torch.from_numpy(composed))
+
+
+def test_stages_name_every_drawn_stage_in_the_order_they_are_applied(subject):
+    generator = Generator([subject], preset("fetal"), device="cpu")
+    params = generator.draw(1, seed=3)
+    assert set(STAGES) == set(params) - {"subject", "subclasses"}
+    assert STAGES.index("motion") < STAGES.index("resolution") < STAGES.index("flip")  # motion is left by reconstruction, before the blur
+    assert torch.equal(generator.apply(up_to_stage(params, "flip")).image, generator.apply(params).image)
+    after_motion = up_to_stage(params, "motion")
+    assert after_motion["motion"] is params["motion"] and after_motion["resolution"] is None and after_motion["flip"] is None
+    assert all(up_to_stage(params, "subclasses")[stage] is None for stage in STAGES)
+    with pytest.raises(ValueError, match="stage must be"):
+        up_to_stage(params, "noise")
 
 
 def test_same_seed_bit_identical_replay_and_json(subject):
@@ -241,19 +270,14 @@ def test_flip_moves_labels_with_the_image(subject):
     assert torch.allclose(sample.image[0, 0], expected / expected.max(), atol=1e-5), "image and labels must be flipped together"
 
 
-def test_streams_and_batches_never_repeat(subject):
+def test_batches_never_repeat_and_resume_at_their_step(subject):
     generator = Generator([subject], preset("reference"), device="cpu")
-    stream = iter(SyntheticStream(generator, seed=4))
-    a, b = next(stream), next(stream)
-    assert a[0].shape == (1, *SHAPE) and not torch.equal(a[0], b[0])
-    loader = torch.utils.data.DataLoader(SyntheticStream(generator, seed=4), batch_size=1, num_workers=2)
-    images = [image for image, _ in zip(loader, range(4))]
-    assert all(not torch.equal(images[i][0], images[j][0]) for i in range(4) for j in range(i + 1, 4))
     batches = SyntheticBatches(generator, batch_size=2, seed=4)
-    first = next(batches)
-    assert first.image.shape == (2, 1, *SHAPE)
-    resumed = next(SyntheticBatches(generator, batch_size=2, seed=4, start=0))
-    assert torch.equal(resumed.image, first.image)
+    first, second, third = next(batches), next(batches), next(batches)
+    assert first.image.shape == (2, 1, *SHAPE) and not torch.equal(first.image[0], first.image[1])
+    assert not torch.equal(first.image, second.image) and not torch.equal(second.image, third.image)
+    resumed = SyntheticBatches(generator, batch_size=2, seed=4, start=2)
+    assert torch.equal(next(resumed).image, third.image) and resumed.step == 3
     assert not torch.equal(next(SyntheticBatches(generator, 2, seed=4, rank=1)).image, first.image)
 
 

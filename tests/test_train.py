@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,10 +12,13 @@ import pytest
 import torch
 
 import fss.train
+from fss import datasets
 from fss.checkpoint import load_checkpoint
+from fss.labels import to_meta_labels
+from fss.seeds import Seeds, save_seeds
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
-from fss.train import TrainConfig, dice_ce_loss, learning_rate, train
+from fss.train import TrainConfig, dice_ce_loss, learning_rate, prepare_crl, train
 
 from ball import ball_volume, tiny_config
 
@@ -45,9 +49,24 @@ def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
     np.testing.assert_allclose(b["learning_rate"], a["learning_rate"])
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
     first, _ = load_checkpoint(tmp_path / "straight" / "last")
-    second, _ = load_checkpoint(tmp_path / "split" / "last")
+    second, metadata = load_checkpoint(tmp_path / "split" / "last")
+    assert [sitting["from_iteration"] for sitting in metadata["sittings"]] == [0, 3] and metadata["sittings"][0]["machine"].startswith("cpu")
+    assert metadata["training_seconds"] == b["seconds"].iloc[-1]
     for p, q in zip(first.parameters(), second.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_runs_from_before_the_skip_setting_resume_with_concatenated_skips_only(tmp_path, monkeypatch):
+    volume = ball_volume()
+    config = tiny_config(iterations=4, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    to_dict = TrainConfig.to_dict
+    with monkeypatch.context() as patch:  # the settings fss 0.1 recorded: no "skip"
+        patch.setattr(TrainConfig, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "skip"})
+        train(config, tmp_path, progress=False, until=2, training=[volume], validation=[volume])
+    with pytest.raises(ValueError, match="skip: 'concatenate' then, 'add' now"):
+        train(dataclasses.replace(config, skip="add"), tmp_path, resume=True, progress=False, training=[volume], validation=[volume])
+    resumed = train(config, tmp_path, resume=True, progress=False, training=[volume], validation=[volume])
+    assert resumed["iterations"] == 4
 
 
 def test_training_seconds_leave_validation_out(tmp_path, monkeypatch):
@@ -150,3 +169,43 @@ def test_two_processes_with_gloo_keep_identical_replicas(mirror, tmp_path):
     assert metrics["world_size"] == 2
     assert metrics["replica_checksums"][0] == metrics["replica_checksums"][1], "replicas drifted apart"
     assert metrics["first_batch_sums"][0] != metrics["first_batch_sums"][1], "ranks drew the same batch"
+
+
+def test_seeds_from_a_folder_are_read_for_their_age_and_brought_to_the_working_grid(mirror, tmp_path):
+    record = datasets.fetch_crl_atlas(ages=(31,))[0]
+    atlas_labels = record.feta_labels()
+    meta = to_meta_labels(np.asarray(atlas_labels.dataobj))
+    stripes = np.arange(meta.shape[0])[:, None, None] // 8 % 2  # subclasses no fit would draw: 6.4 mm stripes across the first axis
+    layers = {k: {m: np.where(meta == m, 10 * m + stripes * (k - 1), 0).astype(np.uint8) for m in (1, 2, 3)} for k in (1, 2)}
+    save_seeds(Seeds(layers, atlas_labels.affine), tmp_path, "crlGA31", "atlas")
+    [volume] = prepare_crl((31,), 3.2, with_seeds=True, seeds_dir=str(tmp_path))
+    assert volume.seeds.subclass_counts == [1, 2] and volume.seeds.shape == volume.labels.shape
+    np.testing.assert_array_equal(volume.seeds.affine, volume.affine)
+    working_meta = to_meta_labels(volume.labels)
+    for m in (1, 2, 3):
+        np.testing.assert_array_equal(volume.seeds.layers[1][m] > 0, working_meta == m)  # seeds and labels resampled alike
+        assert set(np.unique(volume.seeds.layers[2][m])) == {0, 10 * m, 10 * m + 1}
+
+
+def test_every_training_option_has_a_meaning_and_a_unit():
+    assert list(fss.train.OPTION_DOCS) == [field.name for field in dataclasses.fields(TrainConfig)]
+    assert all(meaning and unit for meaning, unit in fss.train.OPTION_DOCS.values())
+
+
+def test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_already_passed(tmp_path, monkeypatch):
+    volume = ball_volume()
+    config = tiny_config(iterations=4, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    train(config, tmp_path, progress=False, until=3, training=[volume], validation=[volume])
+    with pytest.raises(ValueError, match="trained 3 iterations already"):
+        train(config, tmp_path, resume=True, until=2, progress=False, training=[volume], validation=[volume])
+    train(config, tmp_path, resume=True, progress=False, training=[volume], validation=[volume])
+    assert {"metrics.json", "curves.png", "best.json"} <= {p.name for p in tmp_path.iterdir()}
+    (tmp_path / "notes.txt").write_text("not the run's")
+
+    def killed(model, volumes):  # the new run stops before its first checkpoint
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(fss.train, "validate", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, tmp_path, overwrite=True, progress=False, training=[volume], validation=[volume])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -1,12 +1,9 @@
-import matplotlib
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
 from fss.viz import plot_comparison, plot_experiment, plot_planes, view_segmentation
-
-matplotlib.use("Agg")
 
 
 def test_comparison_rows_share_their_slices_and_mark_left_and_right():

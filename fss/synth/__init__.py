@@ -8,6 +8,6 @@ super-resolution (:mod:`~fss.synth.motion`, off unless configured), resolution a
 """
 
 from fss.synth.config import GeneratorConfig, load_config, preset
-from fss.synth.generator import Generator, Sample, SynthSubject, load_subjects
+from fss.synth.generator import STAGES, Generator, Sample, SynthSubject, load_subjects, up_to_stage
 
-__all__ = ["Generator", "GeneratorConfig", "Sample", "SynthSubject", "load_config", "load_subjects", "preset"]
+__all__ = ["STAGES", "Generator", "GeneratorConfig", "Sample", "SynthSubject", "load_config", "load_subjects", "preset", "up_to_stage"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from fss.config_checks import check_options, check_types
+from fss.config_checks import check_options, check_types, parse_yaml
 from fss.paths import atomic_path
 
 
@@ -284,10 +284,7 @@ class GeneratorConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> GeneratorConfig:
         """Read a YAML file written by :meth:`save` (missing options take the reference defaults)."""
-        try:
-            values = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+        values = parse_yaml(Path(path).read_text(), path)
         try:
             return cls.from_dict(values or {})
         except ValueError as error:

@@ -1,7 +1,7 @@
-"""Feeding training: a ``torch.utils.data`` stream for loader workers, and batches drawn on the GPU.
+"""Feeding training: batches drawn on the training device.
 
-Every sample's seed is derived from (base seed, worker or rank, step), so workers and
-ranks never repeat each other, and a run can be re-made or resumed from its step.
+Every batch's seed is derived from (base seed, rank, step), so ranks never repeat each other,
+and a run can be re-made or resumed from its step.
 """
 
 from __future__ import annotations
@@ -9,34 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from fss.synth.draws import derive_seed
 from fss.synth.generator import Generator, Sample
-
-
-class SyntheticStream(IterableDataset):
-    """Endless single samples for a ``DataLoader`` (CPU generators, any number of workers).
-
-    Worker w draws its n-th sample from ``derive_seed(seed, w, n)``.
-
-    Yields
-    ------
-    (image, labels) : ``(1, D, H, W)`` float32 and ``(D, H, W)`` int64
-    """
-
-    def __init__(self, generator: Generator, seed: int = 0):
-        self.generator = generator
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        step = 0
-        while True:
-            sample = self.generator.sample(1, derive_seed(self.seed, worker, step))
-            yield sample.image[0], sample.labels[0]
-            step += 1
 
 
 class SyntheticBatches:

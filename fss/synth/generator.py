@@ -27,7 +27,7 @@ import torch
 from nibabel.affines import voxel_sizes
 
 from fss.device import check_memory, resolve_device
-from fss.labels import to_feta
+from fss.labels import META_LABELS, to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
 from fss.synth.bias import BiasDraw, apply_bias, draw_bias
 from fss.synth.config import GeneratorConfig
@@ -39,6 +39,9 @@ from fss.synth.resolution import ResolutionDraw, apply_resolution, draw_resoluti
 from fss.synth.spatial import SpatialDraw, draw_spatial, flip, read_at, sampling_positions
 
 MAX_PACKED_SUBCLASSES = 4
+"""The most subclasses per meta-label the generator draws: a voxel's int16 code packs its subclass for every K up to
+this in 8 bits (:data:`SUBCLASS_BITS`), where seed files allow up to :data:`fss.seeds.MAX_SUBCLASSES`."""
+N_META_LABELS = len(META_LABELS)
 SUBCLASS_BITS = {2: (3, 1), 3: (4, 2), 4: (6, 2)}
 """(shift, width) of the subclass index j for K = 2, 3, 4 in a voxel's code; bits 0-2 hold the meta-label."""
 BYTES_PER_OUTPUT_VOXEL = 96
@@ -52,6 +55,8 @@ STAGE_DRAWS: dict[str, type[StageDraw]] = {
     "motion": MotionDraw,
 }
 """The draws of each stage that has more than one parameter; ``subject``, ``subclasses`` and ``flip`` are tensors."""
+STAGES = ("spatial", "contrast", "gamma", "bias", "motion", "resolution", "flip")
+"""The stages in the order :meth:`Generator.apply` applies them (``subject`` and ``subclasses`` choose its input)."""
 LABEL_SHIFT = 8
 N_CODES = 1 << LABEL_SHIFT
 """Each voxel packs its meta-label, its subclass for every K and its label into one int16, so that one
@@ -207,7 +212,7 @@ class Generator:
         config = self.config
         return {
             "subject": integers(generator, (batch_size,), 0, len(self.subjects) - 1),
-            "subclasses": integers(generator, (batch_size, 4), config.subclasses.min_subclasses, config.subclasses.max_subclasses),
+            "subclasses": integers(generator, (batch_size, N_META_LABELS), config.subclasses.min_subclasses, config.subclasses.max_subclasses),
             "spatial": draw_spatial(config.spatial, batch_size, generator),
             "contrast": draw_contrast(config.contrast, batch_size, generator),
             **draw_acquisition(config, batch_size, generator),
@@ -282,6 +287,17 @@ class Generator:
         return tables.flatten()[lookup]
 
 
+def up_to_stage(params: dict, stage: str) -> dict:
+    """``params`` with every stage after ``stage`` switched off (None): the sample as it is after ``stage``.
+
+    ``stage`` is one of :data:`STAGES`, or ``"subclasses"`` for the seed map before any stage.
+    """
+    if stage != "subclasses" and stage not in STAGES:
+        raise ValueError(f"stage must be 'subclasses' or one of {STAGES}, got {stage!r}")
+    kept = STAGES[: STAGES.index(stage) + 1] if stage in STAGES else ()
+    return {key: None if key in STAGES and key not in kept else value for key, value in params.items()}
+
+
 def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.Generator) -> dict:
     """Parameters of the stages after the contrast (gamma, bias, resolution, motion, flip), shared with real-image augmentation.
 
@@ -338,13 +354,13 @@ def params_from_records(records: Sequence[dict]) -> dict:
 
 
 def seed_value_tables(subclasses: torch.Tensor) -> torch.Tensor:
-    """(B, 256) uint8: the seed value of every voxel code, given each sample's K per meta-label (B, 4)."""
+    """(B, 256) uint8: the seed value of every voxel code, given each sample's K per meta-label (B, N_META_LABELS)."""
     codes = torch.arange(N_CODES)
     meta = codes & 7
     subclass = [torch.zeros_like(codes)] + [(codes >> shift) & ((1 << width) - 1) for shift, width in SUBCLASS_BITS.values()]
-    subclass = torch.stack(subclass)  # (4, 256): j for K = 1..4
+    subclass = torch.stack(subclass)  # (MAX_PACKED_SUBCLASSES, 256): j for K = 1..4
     k = torch.cat([torch.ones(len(subclasses), 1, dtype=torch.int64), subclasses.long()], dim=1)  # meta 0 takes K=1
-    chosen_k = k.gather(1, meta.clamp(max=4).expand(len(subclasses), -1))  # (B, 256)
+    chosen_k = k.gather(1, meta.clamp(max=N_META_LABELS).expand(len(subclasses), -1))  # (B, 256)
     j = subclass.gather(0, chosen_k - 1)
     return torch.where(meta > 0, 10 * meta + j, 0).to(torch.uint8)
 
