@@ -20,8 +20,8 @@ Each run (arm x seed) executes the chain with papermill into its own folder
 ``trained_dir``, the first one's folder), ``params.yaml`` and, last, ``metrics.tsv`` (the
 evaluation's table). The run id is the arm, the seed and a hash of all parameters, so that a
 changed setting never reuses old results; ``params.yaml`` also records the fss version and a hash
-of each notebook's code (:func:`provenance`). A run with ``metrics.tsv`` and the current
-provenance is done and skipped; one made by other code is stale, left out of the gathered
+of each notebook's code (:func:`provenance`, read once when the experiment file is loaded). A run
+with ``metrics.tsv`` and the current provenance is done and skipped; one made by other code is stale, left out of the gathered
 results and run again, as is a run folder without ``metrics.tsv`` (interrupted), after it is
 emptied; a failing run writes ``error.txt`` and the others go on. :func:`gather` puts every finished run's table into one tidy table;
 :func:`dice_per_seed` and :func:`spread_over_seeds` reduce it to the Dice of each arm and seed, which
@@ -71,6 +71,8 @@ class Experiment:
     declared: dict[str, frozenset[str]]
     """The parameters that each notebook of the chain declares."""
     repeats: int = 1
+    provenance: dict = field(default_factory=dict)
+    """What its runs' results depend on besides their parameters, read once when the file is loaded (:func:`provenance`)."""
 
     def folder(self, setting: str, root: str | os.PathLike = ROOT) -> Path:
         """``<root>/<experiment>/<setting>``: the runs of ``setting``, each in its own folder, and their gathered results."""
@@ -147,6 +149,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         arms={str(k): dict(v or {}) for k, v in values["arms"].items()},
         declared=declared,
         repeats=repeats,
+        provenance=provenance(notebooks, tuple(values["chain"])),
     )
 
 
@@ -164,12 +167,12 @@ def _declared(notebook: Path) -> frozenset[str]:
     return frozenset(_papermill().inspect_notebook(str(notebook)))
 
 
-def provenance(experiment: Experiment) -> dict:
+def provenance(notebooks: Path, chain: tuple[str, ...]) -> dict:
     """What a run's results depend on besides its parameters: the fss version, and for each notebook of the chain the
     first 16 hex digits of the sha256 of its code cells (text cells may change without making results stale)."""
     code = {}
-    for name in experiment.chain:
-        cells = json.loads((experiment.notebooks / f"{name}.ipynb").read_text())["cells"]
+    for name in chain:
+        cells = json.loads((notebooks / f"{name}.ipynb").read_text())["cells"]
         source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
         code[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
     return {"fss": __version__, "notebooks": code}
@@ -193,7 +196,7 @@ def status(run: Run, root: str | os.PathLike = ROOT) -> str:
     folder = run.folder(root)
     if (folder / "metrics.tsv").exists():
         recorded = parse_yaml((folder / "params.yaml").read_text(), folder / "params.yaml")
-        return "done" if recorded.get("provenance") == provenance(run.experiment) else "stale"
+        return "done" if recorded.get("provenance") == run.experiment.provenance else "stale"
     if (folder / "error.txt").exists():
         return "failed"
     return "interrupted" if folder.exists() else "pending"
@@ -220,7 +223,7 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
         folder.mkdir(parents=True)
         with atomic_path(folder / "params.yaml") as temporary:
             temporary.write_text(yaml.safe_dump({"experiment": run.experiment.name, "setting": run.setting, "arm": run.arm, "seed": run.seed,
-                                                 "parameters": run.parameters, "provenance": provenance(run.experiment)}, sort_keys=False))
+                                                 "parameters": run.parameters, "provenance": run.experiment.provenance}, sort_keys=False))
         first = folder.resolve() / run.experiment.chain[0]
         try:
             for index, name in enumerate(run.experiment.chain):
