@@ -1,6 +1,6 @@
 # Two commands from a fresh clone (only Python 3.11 and pip needed):
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
-#   make test       run the test suite, notebooks included (nbval)
+#   make test       lint and format checks (ruff), then the test suite, notebooks included (nbval)
 #   make test-cpus  the training notebooks checked again with PyTorch's CPU kernels one instruction set lower
 #   make pins       pin binder/ and environment.yml to the versions the tests ran with
 # TORCH is what pip installs first, from TORCH_INDEX: PyTorch's CPU wheels unless asked
@@ -30,6 +30,8 @@ tutorial: $(VENV)/.installed-notebooks
 	@echo "Their results (figures, tables, checkpoints): outputs/<notebook name>/"
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/fss fetch --all
 	$(BIN)/python -m pytest --durations=25
 

@@ -14,30 +14,19 @@ Run: python benchmarks/generator_fidelity.py [--recipe cpu-demo] [--iterations 8
 import argparse
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fss import datasets
 from fss.checkpoint import load_checkpoint
+from fss.evaluation import atlas_cases
 from fss.infer import segment
-from fss.io import load_nifti
-from fss.paths import atomic_path
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
-from fss.train import TrainConfig, train
+from fss.paths import atomic_path
+from fss.train import train
+from fss.training_config import TrainConfig
 
 WU_AGES = (22, 26, 30, 34)
-
-
-def cases(validation_ages: tuple[int, ...]):
-    """(dataset, case, image, FeTA labels) of the held-out CRL ages and the brain-masked Wu ages."""
-    for record in datasets.fetch_crl_atlas(ages=validation_ages):
-        yield "CRL (held out)", record.name, load_nifti(record.image), record
-    for record in datasets.fetch_wu_atlas(ages=WU_AGES):
-        image = load_nifti(record.image)
-        masked = np.asarray(image.dataobj, dtype=np.float32) * (np.asarray(load_nifti(record.mask).dataobj) > 0)
-        yield "Wu 2021, brain mask", record.name, nib.Nifti1Image(masked, image.affine), record
 
 
 def main() -> None:
@@ -57,11 +46,11 @@ def main() -> None:
             if not (run / "metrics.json").exists():
                 train(config, run, overwrite=True)
             model = load_checkpoint(run / "last", "cpu")
-            for dataset, case, image, record in cases(config.validation_ages):
+            for case in atlas_cases(crl_ages=config.validation_ages, wu_ages=WU_AGES, wu_whole_head=False):
+                image, labels = case.load()
                 prediction, _ = segment(image, model, device="cpu")
-                labels = np.asarray(record.feta_labels().dataobj)
                 for tissue, value in dice_per_tissue(np.asarray(prediction.dataobj), labels).items():
-                    rows.append({"preset": preset, "seed": seed, "dataset": dataset, "case": case, "tissue": tissue, "dice": value})
+                    rows.append({"preset": preset, "seed": seed, "dataset": case.dataset, "case": case.name, "tissue": tissue, "dice": value})
     table = pd.DataFrame(rows)
     with atomic_path(out / "dice.tsv", overwrite=True) as path:
         table.to_csv(path, sep="\t", index=False)
@@ -69,7 +58,10 @@ def main() -> None:
     summary = table.pivot_table(index=["dataset", "preset"], columns="tissue", values="dice", aggfunc="mean")[order]
     summary["mean"] = summary.mean(axis=1)
     spread = table.groupby(["dataset", "preset", "seed"]).dice.mean().groupby(["dataset", "preset"]).agg(["min", "max"])
-    print(f"\n{Path(args.recipe).name.removesuffix('.yaml')} recipe, {args.iterations} iterations, seeds {args.seeds}: mean Dice per tissue (last checkpoint)\n")
+    print(
+        f"\n{Path(args.recipe).name.removesuffix('.yaml')} recipe, {args.iterations} iterations, seeds {args.seeds}: "
+        "mean Dice per tissue (last checkpoint)\n"
+    )
     print(summary.join(spread.add_prefix("mean over seeds ")).round(3).to_string())
 
 

@@ -91,8 +91,12 @@ def image_statistics(base: GeneratorConfig, images: int) -> dict:
     subjects = load_subjects(datasets.fetch_reference_example().labels.parents[2], ["sta30"])
     native = dataclasses.replace(base, resolution=dataclasses.replace(base.resolution, preserve_resol=1.0), flip=FlipConfig(enabled=False))
     contrast_only = dataclasses.replace(
-        base, subclasses=SubclassConfig(1, 1), gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False),
-        resolution=ResolutionConfig(enabled=False), flip=FlipConfig(enabled=False),
+        base,
+        subclasses=SubclassConfig(1, 1),
+        gamma=GammaConfig(enabled=False),
+        bias=BiasConfig(enabled=False),
+        resolution=ResolutionConfig(enabled=False),
+        flip=FlipConfig(enabled=False),
     )
     found: dict[str, list[float]] = {"wm_high_frequency_std": [], "edge_width_voxels": [], "texture_std_ratio": [], "texture_lag1": []}
     native_generator = Generator(subjects, native, "cpu")
@@ -118,7 +122,12 @@ def main() -> None:
     print(f"\nEffective resolution of a {spacing} mm input, 100,000 draws\n")
     print("| generator | mean mm | 10-90% mm | max mm | unblurred |")
     print("| --- | --- | --- | --- | --- |")
-    rows = [("reference method, modelled (its draws read as it reads them)", effective_resolution(preset("literal").resolution, spacing, scale=REFERENCE_MM))]
+    rows = [
+        (
+            "reference method, modelled (its draws read as it reads them)",
+            effective_resolution(preset("literal").resolution, spacing, scale=REFERENCE_MM),
+        )
+    ]
     rows += [(f"fss {name}", effective_resolution(preset(name).resolution, spacing)) for name in args.presets]
     for name, r in rows:
         print(f"| {name} | {r['mean_mm']:.2f} | {r['p10_mm']:.2f}-{r['p90_mm']:.2f} | {r['max_mm']:.2f} | {r['unblurred']:.0%} |")
@@ -126,7 +135,10 @@ def main() -> None:
     print("| generator | WM high-frequency std | edge width (voxels) | texture std ratio | texture lag-1 |")
     print("| --- | --- | --- | --- | --- |")
     r = REFERENCE_IMAGE_STATISTICS
-    print(f"| reference method, quoted (measured once with its own code, not run here) | {r['wm_high_frequency_std']:.3f} | | {r['texture_std_ratio']:.3f} | {r['texture_lag1']:.2f} |")
+    print(
+        "| reference method, quoted (measured once with its own code, not run here) | "
+        f"{r['wm_high_frequency_std']:.3f} | | {r['texture_std_ratio']:.3f} | {r['texture_lag1']:.2f} |"
+    )
     for name in args.presets:
         s = image_statistics(preset(name), args.images)
         cells = [f"{m:.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in s.values()]

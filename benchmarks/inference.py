@@ -20,7 +20,7 @@ from fss import datasets, pretrained
 from fss.device import describe_device, resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
-from fss.train import TrainConfig
+from fss.training_config import TrainConfig
 from fss.unet import UNet, count_parameters
 
 

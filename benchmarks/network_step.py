@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fss.device import describe_device
-from fss.train import dice_ce_loss
+from fss.optimization import dice_ce_loss
 from fss.unet import UNet
 
 
@@ -53,7 +53,10 @@ def channels_last(model: nn.Module) -> nn.Module:
 
 
 def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, steps: int, profile_to: str | None = None) -> tuple[float, float]:
-    """Seconds of the 2 warm-up steps together and mean seconds of the ``steps`` training steps after them; with ``profile_to``, the operator table of those steps written there."""
+    """Seconds of the 2 warm-up steps together and mean seconds of the ``steps`` training steps after them.
+
+    With ``profile_to``, the operator table of those steps is written there.
+    """
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(batch, 1, *shape, generator=generator)
     labels = torch.randint(0, 8, (batch, *shape), generator=generator)
@@ -76,7 +79,9 @@ def seconds_per_step(model: nn.Module, shape: tuple[int, int, int], batch: int, 
         seconds = (time.perf_counter() - started) / steps
     if profile_to:
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=45)
-        Path(profile_to).write_text(f"{steps} training steps, {shape}, batch {batch}, {describe_device(torch.device('cpu'))}, torch {torch.__version__}\n{table}")
+        Path(profile_to).write_text(
+            f"{steps} training steps, {shape}, batch {batch}, {describe_device(torch.device('cpu'))}, torch {torch.__version__}\n{table}"
+        )
     return warm_up, seconds
 
 
@@ -108,7 +113,10 @@ def main() -> None:
         seconds_per_step(build(), shape, batch, 2, profile_to=args.profile)
         print(f"{name}: operator table in {args.profile}")
         return
-    print(f"\n{describe_device(torch.device('cpu'))}, torch {torch.__version__}, {torch.get_num_threads()} threads, mean of {args.steps} steps after 2\n")
+    print(
+        f"\n{describe_device(torch.device('cpu'))}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"mean of {args.steps} steps after 2\n"
+    )
     print("| network | crop | batch | seconds for the 2 warm-up steps | seconds per step | thousand voxels per second |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, build, shape, batch in [*CANDIDATES, CANDIDATES[0]]:

@@ -21,9 +21,11 @@ from nbclient import NotebookClient
 from fss.device import describe_device
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-PEAK_CELL = ("import json, resource\n"
-             "print(json.dumps({'self': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-             " 'children': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+PEAK_CELL = (
+    "import json, resource\n"
+    "print(json.dumps({'self': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+    " 'children': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+)
 
 
 def run(path: Path) -> dict:

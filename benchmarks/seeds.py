@@ -42,8 +42,10 @@ def main() -> None:
     print(f"seeds for {record.name}: {image.shape} voxels at 0.8 mm, K = 1..{args.max_subclasses}")
     print(f"machine: {describe_device('cpu')}, torch {torch.__version__}")
     print(f"seconds per volume: median {np.median(seconds):.2f}, min {min(seconds):.2f}, max {max(seconds):.2f} ({args.repeats} runs)")
-    print(f"peak memory: {traced_peak / 2**20:.0f} MiB allocated by the seeds code (tracemalloc); "
-          f"process peak RSS {rss_after:.0f} MiB (was {rss_before:.0f} MiB before)")
+    print(
+        f"peak memory: {traced_peak / 2**20:.0f} MiB allocated by the seeds code (tracemalloc); "
+        f"process peak RSS {rss_after:.0f} MiB (was {rss_before:.0f} MiB before)"
+    )
 
 
 if __name__ == "__main__":

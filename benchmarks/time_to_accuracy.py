@@ -37,7 +37,9 @@ from fss.device import describe_device
 from fss.evaluation import crl_dice
 from fss.labels import TISSUES
 from fss.paths import atomic_path
-from fss.train import TrainConfig, prepare_crl, train
+from fss.train import train
+from fss.training_config import TrainConfig
+from fss.training_data import prepare_crl
 from fss.viz import save_figure
 
 TIMING_ITERATIONS = (5, 15)
@@ -59,8 +61,10 @@ class Volumes:
         key = (config.spacing, with_seeds, config.seed if with_seeds else None, config.ages_to_train(), config.validation_ages)
         if key not in self.prepared:
             self.prepared.clear()
-            self.prepared[key] = (prepare_crl(config.ages_to_train(), config.spacing, with_seeds, config.seeds_dir, config.seed, progress=True),
-                                  prepare_crl(config.validation_ages, config.spacing, False))
+            self.prepared[key] = (
+                prepare_crl(config.ages_to_train(), config.spacing, with_seeds, config.seeds_dir, config.seed, progress=True),
+                prepare_crl(config.validation_ages, config.spacing, False),
+            )
         return self.prepared[key]
 
 
@@ -80,7 +84,10 @@ def plan(config: TrainConfig, label: str, minutes: float, marks: list[float], ou
         seconds = pd.read_csv(Path(folder) / "log.csv").set_index("iteration")["seconds"]
     per_iteration = float(seconds[last] - seconds[first]) / (last - first)
     result = {
-        "recipe": label, "mode": config.mode, "minutes": minutes, "marks": marks,
+        "recipe": label,
+        "mode": config.mode,
+        "minutes": minutes,
+        "marks": marks,
         "seconds_per_iteration": per_iteration,
         "iterations": max(1, round(minutes * 60 / per_iteration)),
         "mark_iterations": [max(1, round(mark * 60 / per_iteration)) for mark in marks],
@@ -107,13 +114,24 @@ def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volu
         log = pd.read_csv(folder / "log.csv").set_index("iteration")
         started = time.perf_counter()
         scores = crl_dice(folder / "last", config.validation_ages)
-        rows.append({
-            "recipe": label, "mode": config.mode, "seed": config.seed, "mark_minutes": mark, "iteration": iteration,
-            "training_minutes": float(log.loc[iteration, "seconds"]) / 60, "scoring_seconds": time.perf_counter() - started,
-            "mean_dice": float(np.nanmean(scores.to_numpy())), **scores.mean().to_dict(),
-        })
-        print(f"{folder.name}: mark {mark} min, iteration {iteration}, {rows[-1]['training_minutes']:.1f} training minutes, "
-              f"mean Dice {rows[-1]['mean_dice']:.3f}", flush=True)
+        rows.append(
+            {
+                "recipe": label,
+                "mode": config.mode,
+                "seed": config.seed,
+                "mark_minutes": mark,
+                "iteration": iteration,
+                "training_minutes": float(log.loc[iteration, "seconds"]) / 60,
+                "scoring_seconds": time.perf_counter() - started,
+                "mean_dice": float(np.nanmean(scores.to_numpy())),
+                **scores.mean().to_dict(),
+            }
+        )
+        print(
+            f"{folder.name}: mark {mark} min, iteration {iteration}, {rows[-1]['training_minutes']:.1f} training minutes, "
+            f"mean Dice {rows[-1]['mean_dice']:.3f}",
+            flush=True,
+        )
         with atomic_path(table_path, overwrite=True) as temporary:
             pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
     return pd.DataFrame(rows)
@@ -127,8 +145,15 @@ def plot(table: pd.DataFrame):
     markers = "osD^v<>"
     for (recipe, mode, seed), rows in table.groupby(["recipe", "mode", "seed"]):
         rows = rows.sort_values("training_minutes")
-        axes.plot(rows["training_minutes"], rows["mean_dice"], styles.get(mode, "-"), marker=markers[seed % len(markers)], markersize=4,
-                  color=colors[recipe], label=f"{recipe}, {mode}, seed {seed}")
+        axes.plot(
+            rows["training_minutes"],
+            rows["mean_dice"],
+            styles.get(mode, "-"),
+            marker=markers[seed % len(markers)],
+            markersize=4,
+            color=colors[recipe],
+            label=f"{recipe}, {mode}, seed {seed}",
+        )
     axes.set_xlabel("training minutes (2 CPU cores, validation and scoring excluded)")
     axes.set_ylabel("mean Dice, held-out CRL ages, own grids")
     axes.set_ylim(0, 1)
@@ -139,7 +164,9 @@ def plot(table: pd.DataFrame):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["benchmarks/recipes/cpu-model-0.1.yaml", "cpu-model"], help="packaged configurations or YAML files")
+    parser.add_argument(
+        "--recipes", nargs="+", default=["benchmarks/recipes/cpu-model-0.1.yaml", "cpu-model"], help="packaged configurations or YAML files"
+    )
     parser.add_argument("--mode", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--minutes", type=float, default=60.0, help="training minutes each recipe is planned for")
@@ -157,8 +184,11 @@ def main() -> None:
         label = recipe_label(name)
         base = TrainConfig.load(name, [f"mode={args.mode}", "device=cpu", *args.overrides])
         planned = plan(base, label, args.minutes, sorted(args.marks), out, volumes)
-        print(f"{label} ({args.mode}): {planned['seconds_per_iteration']:.2f} s per iteration on {planned['machine']}, "
-              f"{planned['iterations']} iterations planned, marks at iterations {planned['mark_iterations']}", flush=True)
+        print(
+            f"{label} ({args.mode}): {planned['seconds_per_iteration']:.2f} s per iteration on {planned['machine']}, "
+            f"{planned['iterations']} iterations planned, marks at iterations {planned['mark_iterations']}",
+            flush=True,
+        )
         for seed in args.seeds:
             run(TrainConfig(**{**base.to_dict(), "seed": seed}), label, planned, out, volumes)
     table = pd.concat([pd.read_csv(path, sep="\t") for path in sorted(out.glob("*/marks.tsv"))], ignore_index=True)

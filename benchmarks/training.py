@@ -1,6 +1,6 @@
 """Training speed: iterations per second and peak memory, synthetic batches made on the training device.
 
-Each iteration draws a batch with the generator, then runs :func:`fss.train.training_step`
+Each iteration draws a batch with the generator, then runs :func:`fss.optimization.training_step`
 (forward, backward, AdamW step), as training does. Settings come from training configurations
 (``--configs``: packaged names or YAML files, such as the earlier recipes in
 ``benchmarks/recipes/``), by default ``cpu-demo`` on the CPU and ``gpu`` on CUDA; several
@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 
 import torch
-
 from memory import reset_peak_resident, resident_mb
 
 from fss.device import describe_device, native_bfloat16, resolve_device
+from fss.optimization import training_step
 from fss.synth import Generator, SynthSubject
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
-from fss.train import TrainConfig, prepare_crl, training_step
+from fss.training_config import TrainConfig
+from fss.training_data import prepare_crl
 from fss.unet import count_parameters
 
 
@@ -107,7 +108,10 @@ def compare_modes(config_name: str, iterations: int, blocks: int) -> None:
             if block:
                 seconds[mode].append((time.perf_counter() - start) / iterations)
     medians = {mode: statistics.median(values) for mode, values in seconds.items()}
-    print(f"\n{config_name} on {describe_device(torch.device('cpu'))}, torch {torch.__version__}: {blocks} alternating blocks of {iterations} iterations\n")
+    print(
+        f"\n{config_name} on {describe_device(torch.device('cpu'))}, torch {torch.__version__}: "
+        f"{blocks} alternating blocks of {iterations} iterations\n"
+    )
     print("| batches | seconds per iteration (median of blocks) | blocks |")
     print("| --- | --- | --- |")
     for mode, values in seconds.items():
@@ -136,14 +140,22 @@ def main() -> None:
             for dtype in (torch.float32, torch.bfloat16) if native_bfloat16(device) else (torch.float32,):
                 rows.append(measure(config_name, device, dtype, args.iterations))
     print(f"\ntorch {torch.__version__}, {args.iterations} timed iterations after 3 warm-up ones\n")
-    print("| configuration | device | precision | crop (voxels) at mm | batch | channels | parameters | iterations/s | thousand voxels/s | peak memory |")
+    print(
+        "| configuration | device | precision | crop (voxels) at mm | batch | channels | parameters | "
+        "iterations/s | thousand voxels/s | peak memory |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['channels']} | {r['parameters']:,} | "
-              f"{r['iterations_per_second']:.2f} | {r['kilovoxels_per_second']:.0f} | {r['peak_mb']:.0f} MiB {r['memory']} |")
+        print(
+            f"| {r['config']} | {r['device']} | {r['precision']} | {r['crop']} at {r['spacing']} | {r['batch']} | {r['channels']} | "
+            f"{r['parameters']:,} | "
+            f"{r['iterations_per_second']:.2f} | {r['kilovoxels_per_second']:.0f} | {r['peak_mb']:.0f} MiB {r['memory']} |"
+        )
     if len(rows) > 1 and "cpu" in args.devices:
-        print("\nPeak memory on the CPU counts from the start of each configuration, but memory an earlier one freed may stay with the process: "
-              "time one configuration per process to compare memory.")
+        print(
+            "\nPeak memory on the CPU counts from the start of each configuration, but memory an earlier one freed may stay with the process: "
+            "time one configuration per process to compare memory."
+        )
     if "cpu" in args.devices and not native_bfloat16("cpu"):
         print("\nThis CPU has neither AVX512-BF16 nor AMX: bfloat16 would be emulated, so only float32 is timed.")
     if args.json:

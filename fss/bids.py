@@ -1,4 +1,5 @@
-"""Finding images and label maps in a BIDS folder (``sub-*/[ses-*/]anat/*_T2w.nii.gz``), and the tables written beside them."""
+"""BIDS folders: finding images and label maps (``sub-*/[ses-*/]anat/*_T2w.nii.gz``), where fss may write, and the
+description and tables of the derivative folders it writes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fss.paths import atomic_path, locked
+from fss.records import GENERATED_BY
 
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -46,14 +48,9 @@ def _check_label_source(root: Path, labels_from: str) -> Path:
     source = root / labels_from
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such folder of label maps")
-    description = source / "dataset_description.json"
-    if description.exists():
-        try:
-            generated = [g.get("Name") for g in json.loads(description.read_text()).get("GeneratedBy", [])]
-        except (json.JSONDecodeError, AttributeError, TypeError) as error:
-            raise ValueError(f"{description} is not a readable dataset description") from error
-        if "fss" in generated:
-            raise ValueError(f"{source} holds segmentations made by fss; seeds need reference label maps (manual or from another pipeline)")
+    description = _description(source)
+    if description is not None and "fss" in _generators(description):
+        raise ValueError(f"{source} holds segmentations made by fss; seeds need reference label maps (manual or from another pipeline)")
     return source
 
 
@@ -105,3 +102,97 @@ def update_table(path: Path, rows: list[dict], key: str) -> None:
             table = pd.concat([previous[~previous[key].isin(table[key])], table], ignore_index=True)
         with atomic_path(path, overwrite=True) as temporary:
             table.to_csv(temporary, sep="\t", index=False)
+
+
+def _description(folder: Path) -> dict | None:
+    """The dataset description of ``folder``, None without one.
+
+    Raises
+    ------
+    ValueError
+        If it cannot be read as a JSON object.
+    """
+    path = folder / "dataset_description.json"
+    if not path.exists():
+        return None
+    try:
+        description = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable dataset description") from error
+    if not isinstance(description, dict):
+        raise ValueError(f"{path} is not a readable dataset description")
+    return description
+
+
+def _generators(description: dict) -> list[str]:
+    generated = description.get("GeneratedBy", [])
+    return [g.get("Name", "?") for g in generated if isinstance(g, dict)] if isinstance(generated, list) else []
+
+
+def check_output_place(output: str | os.PathLike) -> None:
+    """Raise unless fss may write ``output`` (a file or folder, existing or not) where it lies.
+
+    The nearest dataset description at or above ``output`` decides: inside a raw BIDS dataset
+    (a description whose ``DatasetType`` is not ``derivative``) fss writes only under its
+    ``derivatives/`` folder; inside a derivative dataset, only when fss generated it. Outside
+    any dataset, anywhere.
+
+    Raises
+    ------
+    ValueError
+        Naming the dataset and where to write instead.
+    """
+    target = Path(output).resolve()
+    for folder in [target, *target.parents]:
+        description = _description(folder) if folder.is_dir() else None
+        if description is None:
+            continue
+        if description.get("DatasetType", "raw") == "derivative":
+            owners = _generators(description)
+            if "fss" not in owners:
+                raise ValueError(
+                    f"{output} is inside {folder}, a derivative dataset of {', '.join(owners) or 'another pipeline'}: "
+                    f"fss writes only into its own derivative folders, e.g. {folder.parent / 'fss'}"
+                )
+            return
+        if folder / "derivatives" not in [target, *target.parents]:
+            raise ValueError(
+                f"{output} is inside the raw BIDS dataset {folder}: write under {folder / 'derivatives'}, e.g. {folder / 'derivatives' / 'fss'}"
+            )
+        return
+
+
+def write_derivative_description(output: Path) -> None:
+    """The files that make ``output`` a BIDS derivative of fss: description, label table, and what validators should skip.
+
+    Raises
+    ------
+    ValueError
+        If ``output`` is not a place fss may write (:func:`check_output_place`).
+    """
+    import pandas as pd
+
+    from fss.labels import TISSUES
+
+    check_output_place(output)
+    names = ("dataset_description.json", "dseg.tsv", ".bidsignore")
+    if _description(output) is None and any((output / name).exists() for name in names):
+        found = next(output / name for name in names if (output / name).exists())
+        raise ValueError(f"{found} was not written by fss (no dataset description of fss beside it); fss never replaces it")
+    description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [GENERATED_BY]}
+    table = pd.DataFrame(
+        {
+            "index": [t.value for t in TISSUES],
+            "name": [t.short for t in TISSUES],
+            "description": [t.name for t in TISSUES],
+            "color": [t.color for t in TISSUES],
+        }
+    )
+    files = {
+        "dataset_description.json": json.dumps(description, indent=1),
+        "dseg.tsv": table.to_csv(sep="\t", index=False),
+        ".bidsignore": "volumes.tsv\n*_qc.png\n*_probseg.nii.gz\n",
+    }
+    for name, text in files.items():
+        with atomic_path(output / name, overwrite=True) as temporary:
+            temporary.write_text(text)

@@ -113,7 +113,9 @@ def read_metadata(stem: str | os.PathLike) -> dict:
     if document.get("format") != FORMAT:
         raise CheckpointError(f"{metadata_path}: format {document.get('format')!r}, expected {FORMAT!r}")
     if document.get("weights_sha256") != _sha256(weights_path):
-        raise CheckpointError(f"{weights_path}: its sha256 differs from the one in {metadata_path.name}; the weights were changed or belong to another checkpoint")
+        raise CheckpointError(
+            f"{weights_path}: its sha256 differs from the one in {metadata_path.name}; the weights were changed or belong to another checkpoint"
+        )
     with safe_open(str(weights_path), framework="pt") as handle:
         header = handle.metadata() or {}
     recorded = {k: v for k, v in document.items() if k != "weights_sha256"}
@@ -147,6 +149,22 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     expected = model.state_dict()
     wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     if wrong or set(state) - set(expected):
-        raise CheckpointError(f"{weights_path}: weights do not match the architecture in the metadata ({len(wrong)} tensors differ, e.g. {wrong[:3]})")
+        raise CheckpointError(
+            f"{weights_path}: weights do not match the architecture in the metadata ({len(wrong)} tensors differ, e.g. {wrong[:3]})"
+        )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(resolve_device(device)).eval(), document
+
+
+def describe_checkpoint(metadata: dict) -> str:
+    """One line on how a checkpoint was trained, from its metadata: mode, iterations, grid, CPU minutes and validation Dice,
+    each where recorded (a checkpoint written outside :func:`fss.train.train` may lack them)."""
+    parts = [f"{metadata['training']['mode']} training" if "mode" in metadata.get("training", {}) else "training not recorded"]
+    if "iterations" in metadata:
+        parts[0] += f", {metadata['iterations']} iterations"
+    parts[0] += f" at {metadata['spacing_mm']} mm"
+    if metadata.get("training_minutes"):
+        parts.append(f"{metadata['training_minutes']:.0f} CPU minutes")
+    if "mean_validation_dice" in metadata:
+        parts.append(f"validation Dice {metadata['mean_validation_dice']:.3f}")
+    return ", ".join(parts)

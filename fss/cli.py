@@ -9,18 +9,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fss import __version__, pretrained
+from fss.bids import check_output_place
 from fss.labels import CONVENTIONS
 from fss.paths import atomic_path, nifti_stem, refuse_to_overwrite_inputs
+from fss.records import sidecar_path
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -109,6 +111,8 @@ def _seeds(args: argparse.Namespace) -> int:
             raise UsageError("without a BIDS folder, give --image, --labels, --subject and --out")
         jobs = [(args.image, args.labels, args.subject, nifti_stem(args.labels))]
         root = args.out
+    with _arguments():
+        check_output_place(Path(root) / "derivatives" / "seeds")
     failed = 0
     for image, labels, subject, stem in tqdm(jobs, desc="seeds", unit="subject"):
         try:
@@ -130,6 +134,7 @@ def _synth(args: argparse.Namespace) -> int:
     with _arguments():
         if args.n < 1:
             raise ValueError(f"--n {args.n}: the number of samples must be at least 1")
+        check_output_place(args.out)
         config = load_config(args.config)
         if args.output_shape:
             config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
@@ -142,7 +147,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from fss.device import resolve_device
-    from fss.train import TrainConfig, TrainingInterrupted, train
+    from fss.run_control import TrainingInterrupted
+    from fss.train import train
+    from fss.training_config import TrainConfig
 
     with _arguments():
         config = TrainConfig.load(args.config, args.set)
@@ -150,15 +157,22 @@ def _train(args: argparse.Namespace) -> int:
         if args.until is not None and args.until < 1:
             raise ValueError(f"--until {args.until}: give an iteration of at least 1")
     out = Path(args.out or Path("outputs") / "training" / Path(args.config).stem)
+    with _arguments():
+        check_output_place(out)
     try:
         metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until, command=args.command_line)
     except TrainingInterrupted as stopped:
-        print(f"interrupted after iteration {stopped.iteration}; state saved: continue with "
-              f"fss train --config {args.config} --out {out} --resume" + "".join(f" --set {s}" for s in args.set), file=sys.stderr)
+        print(
+            f"interrupted after iteration {stopped.iteration}; state saved: continue with "
+            f"fss train --config {args.config} --out {out} --resume" + "".join(f" --set {s}" for s in args.set),
+            file=sys.stderr,
+        )
         return 130
     if metrics:
-        print(f"{metrics['iterations']} iterations in {metrics['seconds']:.0f} s; validation Dice {metrics['final_mean_dice']:.3f} "
-              f"(best {metrics['best_mean_dice']:.3f}); checkpoints and curves in {out}")
+        print(
+            f"{metrics['iterations']} iterations in {metrics['seconds']:.0f} s; validation Dice {metrics['final_mean_dice']:.3f} "
+            f"(best {metrics['best_mean_dice']:.3f}); checkpoints and curves in {out}"
+        )
     return 0
 
 
@@ -168,6 +182,7 @@ def _experiment(args: argparse.Namespace) -> int:
     with _arguments():
         experiment = load_experiment(args.file)
         setting = args.setting or next(iter(experiment.settings))
+        check_output_place(args.root)
         runs = plan(experiment, setting)
     print(f"{experiment.name} ({setting}): {experiment.description}")
     for run in runs:
@@ -209,6 +224,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"no label maps of the same name in {args.prediction} and {args.reference}")
     with _arguments():
         refuse_to_overwrite_inputs([args.output], [*predictions.values(), *references.values()])
+        check_output_place(args.output)
     table = evaluate([p for _, p, _ in pairs], [r for _, _, r in pairs], names=[n for n, _, _ in pairs], convention=args.convention)
     with atomic_path(args.output, args.overwrite) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
@@ -253,40 +269,6 @@ def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path
     return jobs, output
 
 
-def _write_derivative_files(output: Path) -> None:
-    """The files that make ``output`` a BIDS derivative: description, label table, and what validators should skip.
-
-    Raises
-    ------
-    ValueError
-        If ``output`` holds a dataset description that is not a derivative's (a raw dataset).
-    """
-    import pandas as pd
-
-    from fss.labels import TISSUES
-
-    existing = output / "dataset_description.json"
-    if existing.exists():
-        try:
-            kind = json.loads(existing.read_text()).get("DatasetType", "raw")
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise ValueError(f"{existing} is not a readable dataset description; fss will not replace it") from error
-        if kind != "derivative":
-            raise UsageError(f"{output} is a {kind} BIDS dataset ({existing}); fss writes derivatives only into a derivative folder")
-    description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                   "GeneratedBy": [{"Name": "fss", "Version": __version__, "CodeURL": "https://github.com/fetalsynthseg/fss"}]}
-    table = pd.DataFrame({"index": [t.value for t in TISSUES], "name": [t.short for t in TISSUES],
-                          "description": [t.name for t in TISSUES], "color": [t.color for t in TISSUES]})
-    files = {
-        "dataset_description.json": json.dumps(description, indent=1),
-        "dseg.tsv": table.to_csv(sep="\t", index=False),
-        ".bidsignore": "volumes.tsv\n*_qc.png\n*_probseg.nii.gz\n",
-    }
-    for name, text in files.items():
-        with atomic_path(output / name, overwrite=True) as temporary:
-            temporary.write_text(text)
-
-
 def _qc_path(target: Path) -> Path:
     return target.parent / f"{nifti_stem(target)}_qc.png"
 
@@ -296,7 +278,10 @@ def _probabilities_path(target: Path) -> Path:
 
 
 def _segment_model(args: argparse.Namespace):
-    """The model of ``--checkpoint``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap`` checked against it."""
+    """The model of ``--checkpoint``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap`` checked against it.
+
+    Returns (model, metadata), the device, and the model's name (the packaged name or the checkpoint as given).
+    """
     from fss.checkpoint import load_checkpoint
     from fss.device import resolve_device
 
@@ -314,66 +299,125 @@ def _segment_model(args: argparse.Namespace):
         raise UsageError(f"--overlap {args.overlap}: give a fraction in [0, 1)")
     if args.window is not None and (args.window < multiple or args.window % multiple):
         raise UsageError(f"--window {args.window}: give a positive multiple of {multiple} (the model's)")
-    return model, device
+    return model, device, args.checkpoint or pretrained.DEFAULT
 
 
-def _segment_one(source: Path, target: Path, name: str, model, device, args: argparse.Namespace):
-    """Segment ``source`` into ``target``, with its probability maps and QC figure when asked; the label map (nibabel image)."""
+def _segment_one(source: Path, target: Path, name: str, model, model_name: str, device, args: argparse.Namespace):
+    """Segment ``source`` into ``target``, with its probability maps and QC figure when asked; the label map (nibabel image).
+
+    The QC picture's title names the image, the model (``model_name`` and how it was trained), the date and the brain volume.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from fss.checkpoint import describe_checkpoint
     from fss.infer import segment
-    from fss.io import load_nifti, save_nifti
+    from fss.io import SEGMENTATION_DESCRIPTION, load_nifti, save_nifti
+    from fss.metrics import tissue_volumes
     from fss.viz import plot_segmentation, save_figure
 
     scan = load_nifti(source)
     labels, probabilities = segment(scan, model, device=device, tta=args.tta, window=args.window, overlap=args.overlap)
-    save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=args.overwrite)
+    description = f"{SEGMENTATION_DESCRIPTION} {__version__}"
+    save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=True, description=description)
     if args.probabilities:  # (X, Y, Z, class), uint8 with slope 1/255: readers get probabilities to 0.002
         compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
-        save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=args.overwrite, slope=1 / 255)
+        save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=True, slope=1 / 255, description=description)
     if args.qc:
-        figure = plot_segmentation(scan, labels, title=name)
+        volumes = tissue_volumes(labels)
+        brain = sum(volumes.values()) / 1000
+        title = f"{name}\n{model_name}: {describe_checkpoint(model[1])}\n{date.today().isoformat()}, brain {brain:.0f} ml"
+        figure = plot_segmentation(scan, labels, title=title)
         save_figure(figure, _qc_path(target))
         plt.close(figure)
     return labels
+
+
+def _segment_outputs(target: Path, args: argparse.Namespace) -> list[Path]:
+    """The files besides the label map that a segmentation into ``target`` writes."""
+    return [*([_probabilities_path(target)] if args.probabilities else []), *([_qc_path(target)] if args.qc else [])]
+
+
+def _segment_job(name: str, source: Path, target: Path, model, model_name: str, device, args: argparse.Namespace):
+    """One image: (the label map, ``"kept"`` or ``"segmented"``), as its record allows (:func:`fss.records.judge`); ``--overwrite``
+    makes again what fss made before, never what it did not make.
+
+    Raises
+    ------
+    ValueError
+        When the output is not fss's to replace, or was made from something else and ``--overwrite`` is not given.
+    """
+    from fss.io import load_nifti
+    from fss.records import Request, judge, read_record, sha256, write_record
+
+    files = _segment_outputs(target, args)
+    request = Request(
+        str(source.resolve()), sha256(source), model[1]["weights_sha256"], {"tta": args.tta, "window": args.window, "overlap": args.overlap}
+    )
+    verdict = judge(target, files, request)
+    if verdict.action == "kept" and not args.overwrite:
+        return load_nifti(target), "kept"
+    if verdict.action == "foreign" or (verdict.action == "different" and not args.overwrite):
+        raise ValueError(verdict.reason)
+    previous = read_record(target) or {}
+    for stale in set(previous.get("planned", [])) - {target.name, *(f.name for f in files)}:  # fss's own files this request does not make
+        (target.parent / stale).unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_record(target, request, files, complete=False, model_name=model_name)
+    try:
+        labels = _segment_one(source, target, name, model, model_name, device, args)
+    except BaseException:
+        if not any(path.exists() for path in [target, *files]):  # nothing written: no record of it either
+            sidecar_path(target).unlink()
+        raise
+    write_record(target, request, files, complete=True, model_name=model_name)
+    return labels, "segmented"
 
 
 def _segment(args: argparse.Namespace) -> int:
     output = Path(args.output)
     jobs, folder = _segment_jobs(args.inputs, output)
     table_path = folder / "volumes.tsv"
-    outputs = [table_path, *(t for _, _, t in jobs), *(_qc_path(t) for _, _, t in jobs if args.qc),
-               *(_probabilities_path(t) for _, _, t in jobs if args.probabilities)]
+    outputs = [
+        table_path,
+        *(t for _, _, t in jobs),
+        *(_qc_path(t) for _, _, t in jobs if args.qc),
+        *(_probabilities_path(t) for _, _, t in jobs if args.probabilities),
+        *(sidecar_path(t) for _, _, t in jobs),
+    ]
     with _arguments():
         refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])  # before the heavy imports: a refusal answers at once
+        check_output_place(folder)
 
     from tqdm.auto import tqdm
 
-    from fss.bids import update_table
-    from fss.io import load_nifti
+    from fss.bids import update_table, write_derivative_description
     from fss.metrics import tissue_volumes
 
-    model, device = _segment_model(args)
+    model, device, model_name = _segment_model(args)
     if any(Path(i).is_dir() for i in args.inputs):
-        _write_derivative_files(output)
+        with _arguments():
+            write_derivative_description(output)
     rows, failed, kept = [], 0, 0
     for name, source, target in tqdm(jobs, desc="segment", unit="image"):
         try:
-            if target.exists() and not args.overwrite:
-                rows.append({"image": name, "segmentation": str(target), **tissue_volumes(load_nifti(target))})
-                kept += 1
-                tqdm.write(f"{name}: {target} exists, kept (--overwrite to redo)")
-                continue
-            labels = _segment_one(source, target, name, model, device, args)
-            rows.append({"image": name, "segmentation": str(target), **tissue_volumes(labels)})
+            labels, done = _segment_job(name, source, target, model, model_name, device, args)
         except (ValueError, OSError) as error:
             failed += 1
             tqdm.write(f"{name}: failed: {error}")
+            continue
+        if done == "kept":
+            kept += 1
+            tqdm.write(f"{name}: {target} exists, made from the same input, model and options: kept")
+        rows.append({"image": name, "segmentation": str(target.resolve()), **tissue_volumes(labels)})
     if rows:
         update_table(table_path, rows, key="segmentation")
-    print(f"{len(rows) - kept} of {len(jobs)} images segmented" + (f", {kept} kept from before" if kept else "")
-          + f"; volumes in {table_path}" + (f"; {failed} failed" if failed else ""))
+    print(
+        f"{len(rows) - kept} of {len(jobs)} images segmented"
+        + (f", {kept} kept from before" if kept else "")
+        + (f"; volumes in {table_path}" if rows else "")
+        + (f"; {failed} failed" if failed else "")
+    )
     return 1 if failed else 0
 
 
@@ -394,8 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     seeds = commands.add_parser("seeds", help="intensity-subclass seed maps from images and label maps")
     seeds.add_argument("bids", nargs="?", help="BIDS folder: every sub-*/[ses-*/]anat/*_T2w.nii.gz with a *_dseg.nii.gz label map")
-    seeds.add_argument("--labels-from", metavar="FOLDER", help="where the label maps are, relative to the BIDS folder, e.g. derivatives/manual "
-                       "(default: beside each image in anat/); never a folder of fss's own segmentations")
+    seeds.add_argument(
+        "--labels-from",
+        metavar="FOLDER",
+        help="where the label maps are, relative to the BIDS folder, e.g. derivatives/manual "
+        "(default: beside each image in anat/); never a folder of fss's own segmentations",
+    )
     seeds.add_argument("--image", help="one T2w image (instead of a BIDS folder)")
     seeds.add_argument("--labels", help="its label map")
     seeds.add_argument("--subject", help="its subject label")
@@ -419,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     training = commands.add_parser("train", help="train a U-Net (also under torchrun for several GPUs)")
-    training.add_argument("--config", default="cpu-demo", help="a packaged configuration (cpu-demo, cpu-model, cpu-model-real, gpu) or a YAML file (default cpu-demo)")
+    training.add_argument(
+        "--config", default="cpu-demo", help="a packaged configuration (cpu-demo, cpu-model, cpu-model-real, gpu) or a YAML file (default cpu-demo)"
+    )
     training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. --set iterations=100")
     training.add_argument("--out", help="output folder (default outputs/training/<config>)")
     training.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -430,12 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation = commands.add_parser("segment", help="segment T2w scans (files, or BIDS folders) into FeTA tissues")
     segmentation.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files or BIDS folders")
     segmentation.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    segmentation.add_argument("--checkpoint", help=f"trained model (path without suffix, or its .safetensors); default: the packaged {pretrained.DEFAULT}")
+    segmentation.add_argument(
+        "--checkpoint", help=f"trained model (path without suffix, or its .safetensors); default: the packaged {pretrained.DEFAULT}"
+    )
     segmentation.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     segmentation.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
     segmentation.add_argument("--qc", action="store_true", help="write a three-plane overlay PNG per image")
-    segmentation.add_argument("--probabilities", action="store_true",
-                              help="also write the class probabilities on the input grid (<name>_probseg.nii.gz: 4-D, one volume per FeTA class 0-7)")
+    segmentation.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write the class probabilities on the input grid (<name>_probseg.nii.gz: 4-D, one volume per FeTA class 0-7)",
+    )
     segmentation.add_argument("--window", type=int, help="side of the sliding window in working voxels (default: whole volume when small enough)")
     segmentation.add_argument("--overlap", type=float, default=0.5, help="overlap of neighbouring windows, in [0, 1) (default 0.5)")
     segmentation.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -445,7 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("prediction", help="a label map, or a folder of them")
     evaluation.add_argument("reference", help="the reference label map, or a folder with the same file names")
     evaluation.add_argument("-o", "--output", default="metrics.tsv", help="table of every value (default metrics.tsv)")
-    evaluation.add_argument("--convention", choices=sorted(CONVENTIONS), default="feta", help="label convention of the references (predictions of fss are FeTA; default feta)")
+    evaluation.add_argument(
+        "--convention",
+        choices=sorted(CONVENTIONS),
+        default="feta",
+        help="label convention of the references (predictions of fss are FeTA; default feta)",
+    )
     evaluation.add_argument("--overwrite", action="store_true", help="replace an existing table")
     evaluation.set_defaults(run=_evaluate)
 

@@ -52,8 +52,7 @@ WU_ATLAS_CITATION = (
 )
 REFERENCE_CITATION = (
     "Zalevskyi V, et al. Improving cross-domain brain tissue segmentation in fetal MRI with "
-    "synthetic data. MICCAI 2024. Label map derived from the CRL atlas: "
-    + CRL_ATLAS_CITATION
+    "synthetic data. MICCAI 2024. Label map derived from the CRL atlas: " + CRL_ATLAS_CITATION
 )
 CRL_LICENCE = (
     "CRL fetal brain atlas licence: non-commercial research and education only; acknowledge "
@@ -155,9 +154,7 @@ class AtlasFamily:
 
 
 FAMILIES: dict[str, AtlasFamily] = {
-    "crl": AtlasFamily(
-        "crl", "Neurotypical_Gholipour2017/HarvardSTA{age}_Study1", tuple(range(21, 39)), True, CRL_LICENCE, CRL_ATLAS_CITATION
-    ),
+    "crl": AtlasFamily("crl", "Neurotypical_Gholipour2017/HarvardSTA{age}_Study1", tuple(range(21, 39)), True, CRL_LICENCE, CRL_ATLAS_CITATION),
     "wu": AtlasFamily(
         "wu",
         "Neurotypical_Wu2021/Chinese{age}_Study1",

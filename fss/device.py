@@ -134,5 +134,6 @@ def check_memory(needed: float, device: str | torch.device, what: str) -> None:
     """
     available = memory_bytes(device)
     if needed > available:
-        raise ValueError(f"{what} needs about {needed / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of "
-                         f"{resolve_device(device).type} memory here")
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of {resolve_device(device).type} memory here"
+        )

@@ -1,8 +1,18 @@
-"""Scoring a checkpoint as users meet it: each scan segmented on its own grid, as ``fss segment`` does.
+"""Scoring models as users meet them: each scan segmented on its own grid, as ``fss segment`` does.
 
 Validation during training (:func:`fss.train.validate`) scores on the working grid, where the
 network predicts; the numbers a user gets come after the probabilities are mapped back onto the
 scan's grid (:func:`fss.infer.segment`), which is what is scored here.
+
+- :func:`atlas_cases` lists the cases of an evaluation (held-out CRL ages, the Wu atlas with
+  and without its brain mask, CRL ages under each stress of :mod:`fss.stress`); each is loaded
+  only when scored.
+- :func:`evaluate` segments every case with every model and measures every tissue
+  (:func:`fss.metrics.tissue_metrics`): the long table notebook 04 writes as ``metrics.tsv``.
+- :func:`with_stress_columns`, :func:`tissue_table` and :func:`drops_from_clean` read that table.
+- :func:`turned_agreement` segments copies of a scan on turned grids and compares them with the
+  segmentation of the scan itself.
+- :func:`crl_dice` is the short form for one model: Dice per tissue of CRL ages.
 
 Example
 -------
@@ -14,20 +24,205 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.affines import voxel_sizes
+from nibabel.processing import resample_from_to
+from tqdm.auto import tqdm
 
 from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.infer import segment
 from fss.io import load_nifti
-from fss.metrics import dice_per_tissue
+from fss.labels import TISSUES
+from fss.metrics import dice_per_tissue, tissue_metrics
+from fss.stress import stress, turn
 from fss.unet import UNet
 
+CRL_HELD_OUT = "CRL (held out)"
+WU_WHOLE_HEAD = "Wu 2021, whole head"
+WU_BRAIN_MASK = "Wu 2021, brain mask"
+STRESS_PREFIX = "stress: "
+"""Datasets of :func:`atlas_cases`: the clean ones, and ``"stress: <kind>"`` for each stress."""
+CLEAN_DATASETS = (CRL_HELD_OUT, WU_BRAIN_MASK, WU_WHOLE_HEAD)
+"""The clean datasets, in the order tables show them."""
+RESULT_COLUMNS = ["model", "dataset", "case", "tissue", "metric", "value"]
+"""Columns of the table :func:`evaluate` returns."""
+TISSUE_ORDER = [t.short for t in TISSUES[1:]]
 
-def crl_dice(checkpoint: str | os.PathLike | tuple[UNet, dict], ages: Sequence[int], device: str = "cpu") -> pd.DataFrame:
+Model = str | os.PathLike | tuple[UNet, dict]
+"""A checkpoint path, or (model, metadata) from :func:`fss.checkpoint.load_checkpoint`."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case of an evaluation: an atlas volume, brain-masked or stressed as its dataset says.
+
+    ``name`` is the volume's name, followed by ``severity <n>`` under a stress.
+    """
+
+    dataset: str
+    name: str
+    record: datasets.Record
+    mask: bool = False
+    stress: str | None = None
+    severity: int | None = None
+    seed: int = 0
+
+    def load(self) -> tuple[nib.Nifti1Image, np.ndarray]:
+        """The scan on its own grid and its FeTA labels (X, Y, Z) on the same grid."""
+        image = load_nifti(self.record.image)
+        if not self.mask and self.stress is None:
+            return image, np.asarray(self.record.feta_labels().dataobj)
+        data = np.asarray(image.dataobj, dtype=np.float32)
+        if self.mask:
+            data = data * (np.asarray(load_nifti(self.record.mask).dataobj) > 0)
+        if self.stress is not None:
+            data = stress(data, voxel_sizes(image.affine), self.stress, self.severity, seed=self.seed)
+        return nib.Nifti1Image(data, image.affine), np.asarray(self.record.feta_labels().dataobj)
+
+
+def atlas_cases(
+    crl_ages: Sequence[int] = (),
+    wu_ages: Sequence[int] = (),
+    stress_ages: Sequence[int] = (),
+    stresses: Sequence[str] = (),
+    severities: Sequence[int] = (),
+    wu_whole_head: bool = True,
+    seed: int = 0,
+) -> list[Case]:
+    """The cases of an evaluation, in this order: CRL ages (clean), Wu ages (whole head if ``wu_whole_head``, then
+    brain-masked), CRL ``stress_ages`` under each of ``stresses`` (names in :data:`fss.stress.SEVERITIES`) at each of
+    ``severities`` (1-3), drawn from ``seed``."""
+    cases = [Case(CRL_HELD_OUT, r.name, r) for r in datasets.fetch_crl_atlas(ages=crl_ages)] if crl_ages else []
+    for record in datasets.fetch_wu_atlas(ages=wu_ages) if wu_ages else []:
+        if wu_whole_head:
+            cases.append(Case(WU_WHOLE_HEAD, record.name, record))
+        cases.append(Case(WU_BRAIN_MASK, record.name, record, mask=True))
+    for record in datasets.fetch_crl_atlas(ages=stress_ages) if stress_ages and stresses and severities else []:
+        for kind in stresses:
+            for severity in severities:
+                cases.append(Case(STRESS_PREFIX + kind, f"{record.name} severity {severity}", record, stress=kind, severity=severity, seed=seed))
+    return cases
+
+
+def _loaded(model: Model, device: str) -> tuple[UNet, dict]:
+    return model if isinstance(model, tuple) else load_checkpoint(model, device)
+
+
+def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "cpu", progress: bool = True) -> pd.DataFrame:
+    """Every model's segmentation of every case, on the case's own grid, measured per tissue.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`RESULT_COLUMNS`: one row per model, case, tissue (FeTA short names) and
+        metric (``dice``, ``hd95`` in mm, ``volume_similarity``).
+    """
+    rows = []
+    for model_name, model in models.items():
+        loaded = _loaded(model, device)
+        for case in tqdm(cases, desc=model_name, unit="case", disable=not progress):
+            image, labels = case.load()
+            prediction, _ = segment(image, loaded, device=device)
+            table = tissue_metrics(np.asarray(prediction.dataobj), labels, voxel_sizes(image.affine))
+            rows.append(table.assign(model=model_name, dataset=case.dataset, case=case.name))
+    return pd.concat(rows, ignore_index=True)[RESULT_COLUMNS] if rows else pd.DataFrame(columns=RESULT_COLUMNS)
+
+
+def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of :func:`evaluate` with ``stress`` (the kind) and ``severity`` columns, empty for clean datasets."""
+    return table.assign(
+        stress=table.dataset.str.extract(f"^{STRESS_PREFIX}(.+)$", expand=False),
+        severity=pd.to_numeric(table.case.str.extract(r"severity (\d)", expand=False)),
+    )
+
+
+def tissue_table(results: pd.DataFrame, index: Sequence[str], metric: str) -> pd.DataFrame:
+    """Means over the cases of one metric: rows ``index`` (columns of ``results``), a column per tissue, then ``mean``.
+
+    The ``mean`` column averages the tissues, leaving out infinite values (an HD95 where a tissue
+    was missed entirely).
+    """
+    chosen = results[results.metric == metric]
+    pivot = chosen.pivot_table(index=list(index), columns="tissue", values="value", aggfunc="mean")
+    pivot = pivot[[t for t in TISSUE_ORDER if t in pivot.columns]]
+    pivot["mean"] = pivot.replace(np.inf, np.nan).mean(axis=1)
+    return pivot
+
+
+def drops_from_clean(results: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Mean Dice of each model on the clean CRL images of the stressed ages, and under each stress and severity.
+
+    Returns
+    -------
+    clean : pandas.Series, indexed by model
+    stressed : pandas.Series, indexed by (model, stress, severity)
+        ``clean - stressed`` is the drop from clean: positive numbers are losses.
+
+    Raises
+    ------
+    ValueError
+        If a stressed age has no clean CRL case in ``results``.
+    """
+    dice = with_stress_columns(results[results.metric == "dice"])
+    stressed = dice[dice.stress.notna()]
+    ages = set(stressed.case.str.extract(r"^(\S+) severity", expand=False))
+    clean_cases = dice[(dice.dataset == CRL_HELD_OUT) & dice.case.isin(ages)]
+    missing = sorted(ages - set(clean_cases.case))
+    if missing:
+        raise ValueError(f"the clean images of {missing} were not evaluated: every stressed age must also be a CRL age of the evaluation")
+    by_stress = stressed.assign(severity=stressed.severity.astype(int)).groupby(["model", "stress", "severity"]).value.mean()
+    return clean_cases.groupby("model").value.mean(), by_stress
+
+
+def turned_agreement(
+    record: datasets.Record, models: Mapping[str, Model], degrees: Sequence[float], device: str = "cpu", progress: bool = True
+) -> pd.DataFrame:
+    """How much each model's segmentation of a scan changes when the scan's grid is turned.
+
+    The scan is resampled onto grids turned by each of ``degrees`` about each world axis
+    (:func:`fss.stress.turn`); each copy is segmented and its labels are resampled (nearest
+    neighbour) back onto the original grid, where they are compared with the segmentation of
+    the scan itself, inside the voxels both grids cover.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model``, ``degrees``, ``axis`` (x, y or z), ``agreement`` (mean Dice over the
+        tissues against the plain segmentation) and ``labels through the grids`` (the same for
+        the reference labels sent through the turned grid and back: the floor that resampling
+        alone sets).
+    """
+    image = load_nifti(record.image)
+    reference = record.feta_labels()
+    field_of_view = nib.Nifti1Image(np.ones(image.shape, np.int16), image.affine)
+    loaded = {name: _loaded(model, device) for name, model in models.items()}
+
+    def back_to_original(labels: nib.spatialimages.SpatialImage) -> np.ndarray:
+        return np.asarray(resample_from_to(labels, image, order=0).dataobj)
+
+    plain = {name: np.asarray(segment(image, model, device=device)[0].dataobj) for name, model in loaded.items()} if degrees else {}
+    rows = []
+    turns = [(d, axis) for d in degrees for axis in range(3)]
+    for turned_degrees, axis in tqdm(turns, desc="turned copies", unit="copy", disable=not progress):
+        turned = turn(image, turned_degrees, axis)
+        inside = back_to_original(turn(field_of_view, turned_degrees, axis, mode="nearest")) > 0
+        labels_back = back_to_original(turn(reference, turned_degrees, axis, mode="nearest"))
+        resampling = np.mean(list(dice_per_tissue(labels_back * inside, np.asarray(reference.dataobj) * inside).values()))
+        for name, model in loaded.items():
+            back = back_to_original(segment(turned, model, device=device)[0])
+            agreement = np.mean(list(dice_per_tissue(back * inside, plain[name] * inside).values()))
+            row = {"model": name, "degrees": turned_degrees, "axis": "xyz"[axis], "agreement": agreement}
+            rows.append({**row, "labels through the grids": resampling})
+    return pd.DataFrame(rows, columns=["model", "degrees", "axis", "agreement", "labels through the grids"])
+
+
+def crl_dice(checkpoint: Model, ages: Sequence[int], device: str = "cpu") -> pd.DataFrame:
     """Per-tissue Dice of the checkpoint's segmentations of CRL atlas ages, on the atlas's own 0.8 mm grid.
 
     Parameters
@@ -42,9 +237,10 @@ def crl_dice(checkpoint: str | os.PathLike | tuple[UNet, dict], ages: Sequence[i
     -------
     pandas.DataFrame: one row per volume (its name), one column per FeTA tissue (``eCSF`` ... ``BS``).
     """
-    loaded = load_checkpoint(checkpoint, device) if not isinstance(checkpoint, tuple) else checkpoint
+    loaded = _loaded(checkpoint, device)
     rows = {}
-    for record in datasets.fetch_crl_atlas(ages=tuple(ages)):
-        prediction, _ = segment(load_nifti(record.image), loaded, device=device)
-        rows[record.name] = dice_per_tissue(np.asarray(prediction.dataobj), np.asarray(record.feta_labels().dataobj))
+    for case in atlas_cases(crl_ages=ages):
+        image, labels = case.load()
+        prediction, _ = segment(image, loaded, device=device)
+        rows[case.name] = dice_per_tissue(np.asarray(prediction.dataobj), labels)
     return pd.DataFrame.from_dict(rows, orient="index")

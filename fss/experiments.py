@@ -49,6 +49,7 @@ import yaml
 
 from fss import __version__
 from fss.config_checks import parse_yaml
+from fss.evaluation import with_stress_columns
 from fss.paths import atomic_path, locked
 
 ROOT = Path("outputs") / "experiments"
@@ -133,8 +134,11 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             raise ValueError(f"{path}: no notebook {notebooks / f'{name}.ipynb'}")
     declared = {name: _declared(notebooks / f"{name}.ipynb") for name in values["chain"]}
     known = set().union(*declared.values())
-    given = {"parameters": values.get("parameters") or {}, **{f"setting {k}": v or {} for k, v in values["settings"].items()},
-             **{f"arm {k}": v or {} for k, v in values["arms"].items()}}
+    given = {
+        "parameters": values.get("parameters") or {},
+        **{f"setting {k}": v or {} for k, v in values["settings"].items()},
+        **{f"arm {k}": v or {} for k, v in values["arms"].items()},
+    }
     for where, parameters in given.items():
         unknown = sorted(set(parameters) - known)
         if unknown:
@@ -222,8 +226,19 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         with atomic_path(folder / "params.yaml") as temporary:
-            temporary.write_text(yaml.safe_dump({"experiment": run.experiment.name, "setting": run.setting, "arm": run.arm, "seed": run.seed,
-                                                 "parameters": run.parameters, "provenance": run.experiment.provenance}, sort_keys=False))
+            temporary.write_text(
+                yaml.safe_dump(
+                    {
+                        "experiment": run.experiment.name,
+                        "setting": run.setting,
+                        "arm": run.arm,
+                        "seed": run.seed,
+                        "parameters": run.parameters,
+                        "provenance": run.experiment.provenance,
+                    },
+                    sort_keys=False,
+                )
+            )
         first = folder.resolve() / run.experiment.chain[0]
         try:
             for index, name in enumerate(run.experiment.chain):
@@ -232,9 +247,15 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
                 if index > 0:
                     parameters["trained_dir"] = str(first)
                 parameters = {key: value for key, value in parameters.items() if key in run.experiment.declared[name]}  # those it declares
-                papermill.execute_notebook(notebook, folder / f"{name}.ipynb", parameters=parameters,
-                                           cwd=str(run.experiment.notebooks), kernel_name=kernel, progress_bar=False,
-                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter from each kernel
+                papermill.execute_notebook(
+                    notebook,
+                    folder / f"{name}.ipynb",
+                    parameters=parameters,
+                    cwd=str(run.experiment.notebooks),
+                    kernel_name=kernel,
+                    progress_bar=False,
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )  # no start-up chatter from each kernel
             table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
         except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
             with atomic_path(folder / "error.txt") as temporary:
@@ -245,23 +266,16 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
         return "done"
 
 
-def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """A metrics table of notebook 04 with ``stress`` (the kind) and ``severity`` columns, empty for clean datasets.
-
-    The stress datasets are named ``"stress: <kind>"`` and their cases ``"... severity <n>"``.
-    """
-    return table.assign(stress=table.dataset.str.extract(r"^stress: (.+)$", expand=False),
-                        severity=pd.to_numeric(table.case.str.extract(r"severity (\d)", expand=False)))
-
-
 def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
     """One tidy table of every run done with the current code (columns :data:`RESULT_COLUMNS`, then the parameters that
     differ between runs); stale runs are left out.
 
-    ``stress`` and ``severity`` as :func:`with_stress_columns` gives them.
+    ``stress`` and ``severity`` as :func:`fss.evaluation.with_stress_columns` gives them.
     """
     runs = plan(experiment, setting)
-    varying = sorted({key for run in runs for key in run.parameters if len({json.dumps(r.parameters.get(key), sort_keys=True) for r in runs}) > 1} - {"seed"})
+    varying = sorted(
+        {key for run in runs for key in run.parameters if len({json.dumps(r.parameters.get(key), sort_keys=True) for r in runs}) > 1} - {"seed"}
+    )
     tables = []
     for run in runs:
         if status(run, root) != "done":
@@ -297,8 +311,14 @@ def spread_over_seeds(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFr
     return chosen.groupby(["where", "arm"], sort=False).value.agg(["mean", "min", "max", "count"])
 
 
-def run_experiment(experiment: Experiment | str | os.PathLike, setting: str, root: str | os.PathLike = ROOT, only: str | None = None,
-                   kernel: str | None = None, progress: bool = True) -> pd.DataFrame:
+def run_experiment(
+    experiment: Experiment | str | os.PathLike,
+    setting: str,
+    root: str | os.PathLike = ROOT,
+    only: str | None = None,
+    kernel: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
 
     ``experiment`` is an :class:`Experiment` or the path of its file. The table goes to

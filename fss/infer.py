@@ -166,8 +166,11 @@ def segment(
     data = np.asarray(scan.dataobj, dtype=np.float32)
     full = WorkingGrid.from_image(scan, float(metadata["spacing_mm"]))
     working_voxels, input_voxels = math.prod(full.resampled_shape), math.prod(full.input_shape)
-    check_memory(BYTES_PER_WORKING_VOXEL * working_voxels + BYTES_PER_INPUT_VOXEL * input_voxels, "cpu",
-                 f"segmenting a {'x'.join(map(str, full.input_shape))} scan on a {'x'.join(map(str, full.resampled_shape))} working grid")
+    check_memory(
+        BYTES_PER_WORKING_VOXEL * working_voxels + BYTES_PER_INPUT_VOXEL * input_voxels,
+        "cpu",
+        f"segmenting a {'x'.join(map(str, full.input_shape))} scan on a {'x'.join(map(str, full.resampled_shape))} working grid",
+    )
     if data.max() == data.min():
         raise ValueError(f"the image is constant (every voxel {data.flat[0]:g}): nothing to segment")
     resampled = full.to_working(data)

@@ -83,17 +83,11 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 4:
-        raise ValueError(
-            f"{name}: 4-D with {data.shape[3]} volumes, shape {data.shape}; "
-            "pass a single 3-D volume"
-        )
+        raise ValueError(f"{name}: 4-D with {data.shape[3]} volumes, shape {data.shape}; pass a single 3-D volume")
     if data.ndim != 3:
         raise ValueError(f"{name}: {data.ndim}-D, shape {data.shape}; fss needs a 3-D volume")
     if min(data.shape) < 2:
-        raise ValueError(
-            f"{name}: shape {data.shape} has a single slice along an axis; "
-            "fss needs a 3-D volume"
-        )
+        raise ValueError(f"{name}: shape {data.shape} has a single slice along an axis; fss needs a 3-D volume")
     if np.issubdtype(data.dtype, np.floating):
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
@@ -110,8 +104,10 @@ def _check_orientation(name: str, image: nib.Nifti1Image) -> None:
     """Raise unless the header gives an orientation and a plausible, invertible affine; warn when sform and qform differ."""
     header = image.header
     if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-        raise ValueError(f"{name}: the header gives no orientation (qform_code and sform_code are both 0), so left and right are unknown; "
-                         "fix the header (e.g. copy the orientation of the scan it came from)")
+        raise ValueError(
+            f"{name}: the header gives no orientation (qform_code and sform_code are both 0), so left and right are unknown; "
+            "fix the header (e.g. copy the orientation of the scan it came from)"
+        )
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)):
         raise ValueError(f"{name}: the affine is missing or not finite")
@@ -119,12 +115,17 @@ def _check_orientation(name: str, image: nib.Nifti1Image) -> None:
         raise ValueError(f"{name}: the affine is singular (determinant 0): {affine[:3, :3].tolist()}")
     voxel = voxel_sizes(affine)
     if voxel.min() < VOXEL_MM[0] or voxel.max() > VOXEL_MM[1]:
-        raise ValueError(f"{name}: voxel size {np.round(voxel, 6).tolist()} mm is outside the {VOXEL_MM[0]}-{VOXEL_MM[1]} mm that fss accepts for fetal MRI")
+        raise ValueError(
+            f"{name}: voxel size {np.round(voxel, 6).tolist()} mm is outside the {VOXEL_MM[0]}-{VOXEL_MM[1]} mm that fss accepts for fetal MRI"
+        )
     if int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0:
         sform, qform = header.get_sform(), header.get_qform()
         if not np.allclose(sform, qform, atol=1e-3):
-            warnings.warn(f"{name}: the sform and the qform of the header differ by up to {np.abs(sform - qform).max():.3g} mm; "
-                          "fss uses the sform, as nibabel and most tools do", stacklevel=3)
+            warnings.warn(
+                f"{name}: the sform and the qform of the header differ by up to {np.abs(sform - qform).max():.3g} mm; "
+                "fss uses the sform, as nibabel and most tools do",
+                stacklevel=3,
+            )
 
 
 NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5, "of": "voxels above 0"}
@@ -468,12 +469,24 @@ def _take_box(x: torch.Tensor, start: Sequence[int], shape: Sequence[int], fill:
     return out
 
 
+SEGMENTATION_DESCRIPTION = "fss segmentation"
+"""The NIfTI header description of the label maps and probability maps ``fss segment`` writes (so that they are known
+wherever they are copied)."""
+
+
+def made_by_fss_segment(image: nib.spatialimages.SpatialImage) -> bool:
+    """Whether the header of ``image`` says that ``fss segment`` wrote it (:data:`SEGMENTATION_DESCRIPTION`)."""
+    description = image.header["descrip"].item() if "descrip" in image.header else b""
+    return description.decode(errors="replace").startswith(SEGMENTATION_DESCRIPTION)
+
+
 def save_nifti(
     data: np.ndarray | torch.Tensor,
     affine: np.ndarray,
     path: str | os.PathLike,
     overwrite: bool = False,
     slope: float = 1.0,
+    description: str = "",
 ) -> Path:
     """Write a 3-D (or ``(X, Y, Z, C)``) volume as NIfTI, atomically.
 
@@ -490,6 +503,8 @@ def save_nifti(
     slope : float
         Scale factor stored in the header (``scl_slope``): readers see ``data * slope``, so
         that e.g. probabilities travel as uint8 with slope 1/255.
+    description : str
+        The header's description (at most 80 characters), e.g. :data:`SEGMENTATION_DESCRIPTION`.
 
     Returns
     -------
@@ -502,6 +517,7 @@ def save_nifti(
     image.header.set_xyzt_units("mm")
     if slope != 1.0:
         image.header.set_slope_inter(slope, 0.0)
+    image.header["descrip"] = description.encode()[:80]
     with atomic_path(path, overwrite) as temporary:
         nib.save(image, temporary)
     return Path(path)

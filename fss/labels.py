@@ -87,9 +87,7 @@ def to_feta(labels: np.ndarray, convention: str = "feta") -> np.ndarray:
         convention does not define (all of them are named).
     """
     if convention not in CONVENTIONS:
-        raise ValueError(
-            f"unknown label convention {convention!r}; choose one of {sorted(CONVENTIONS)}"
-        )
+        raise ValueError(f"unknown label convention {convention!r}; choose one of {sorted(CONVENTIONS)}")
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
@@ -100,8 +98,7 @@ def to_feta(labels: np.ndarray, convention: str = "feta") -> np.ndarray:
     unexpected = [int(v) for v in present if int(v) not in mapping]
     if unexpected:
         raise ValueError(
-            f"label map holds values {unexpected} that the {convention!r} convention "
-            f"does not define (expected a subset of {sorted(mapping)})"
+            f"label map holds values {unexpected} that the {convention!r} convention does not define (expected a subset of {sorted(mapping)})"
         )
     table = np.zeros(int(present.max()) + 1 if present.size else 1, dtype=np.int16)
     for source, target in mapping.items():

@@ -145,13 +145,19 @@ def evaluate(
     tables = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         p, r = load_nifti(prediction), load_nifti(reference)
-        name = names[index] if names is not None else (os.fspath(prediction) if not isinstance(prediction, nib.spatialimages.SpatialImage) else f"image {index}")
+        name = (
+            names[index]
+            if names is not None
+            else (os.fspath(prediction) if not isinstance(prediction, nib.spatialimages.SpatialImage) else f"image {index}")
+        )
         if p.shape != r.shape:
             raise ValueError(f"{name}: prediction and reference are on different grids (shapes {p.shape} and {r.shape})")
         if not np.allclose(p.affine, r.affine, atol=1e-3):
             worst = np.abs(p.affine - r.affine).max()
-            raise ValueError(f"{name}: prediction and reference have the same shape but different affines (differing by up to {worst:.3g} mm): "
-                             f"{np.round(p.affine[:3], 3).tolist()} and {np.round(r.affine[:3], 3).tolist()}")
+            raise ValueError(
+                f"{name}: prediction and reference have the same shape but different affines (differing by up to {worst:.3g} mm): "
+                f"{np.round(p.affine[:3], 3).tolist()} and {np.round(r.affine[:3], 3).tolist()}"
+            )
         spacing = voxel_sizes(p.affine)
         table = tissue_metrics(to_feta(np.asarray(p.dataobj)), to_feta(np.asarray(r.dataobj), convention), spacing)
         tables.append(table.assign(image=name)[["image", "tissue", "metric", "value"]])
@@ -165,4 +171,6 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     keeps the mean infinite, so that it is seen.
     """
     order = [t.short for t in TISSUES[1:]]
-    return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(index=order, columns=list(METRICS))
+    return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(
+        index=order, columns=list(METRICS)
+    )

@@ -111,5 +111,6 @@ def export(
     typed = sorted(set(facts or {}) & (set(recorded) | set(metadata)))
     if typed:
         raise ValueError(f"facts {typed} are read from the checkpoint, not given")
-    return save_checkpoint(model, Path(folder) / name, {**metadata, **recorded, **(facts or {}), "name": name},
-                           dtype=getattr(torch, dtype), overwrite=overwrite)
+    return save_checkpoint(
+        model, Path(folder) / name, {**metadata, **recorded, **(facts or {}), "name": name}, dtype=getattr(torch, dtype), overwrite=overwrite
+    )

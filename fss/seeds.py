@@ -36,7 +36,7 @@ import nibabel as nib
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from fss.io import load_nifti, save_nifti
+from fss.io import load_nifti, made_by_fss_segment, save_nifti
 from fss.labels import META_LABELS, to_feta, to_meta_labels
 
 MIN_VOXELS_PER_SUBCLASS = 20
@@ -200,7 +200,9 @@ def make_seeds(
     """
     _check_same_grid(image, labels)
     if not 1 <= max_subclasses <= MAX_SUBCLASSES:
-        raise ValueError(f"max_subclasses must be between 1 and {MAX_SUBCLASSES} (seed values 10 * M + j must stay below 10 * (M + 1)), got {max_subclasses}")
+        raise ValueError(
+            f"max_subclasses must be between 1 and {MAX_SUBCLASSES} (seed values 10 * M + j must stay below 10 * (M + 1)), got {max_subclasses}"
+        )
     intensities = np.asarray(image.dataobj, dtype=np.float32)
     feta = to_feta(np.asarray(labels.dataobj), "feta")
     if not feta.any():
@@ -374,8 +376,14 @@ def write_seeds(
     ------
     FileExistsError
         If only some of the files exist (an interrupted run) and ``overwrite`` is false.
+    ValueError
+        If ``labels`` is a segmentation that ``fss segment`` wrote (:func:`fss.io.made_by_fss_segment`).
     """
-    image, labels = load_nifti(image), load_nifti(labels)
+    labels_file, image, labels = labels, load_nifti(image), load_nifti(labels)
+    if made_by_fss_segment(labels):
+        raise ValueError(
+            f"{labels_file} is a segmentation made by fss (its header says so); seeds need reference label maps (manual or another pipeline's)"
+        )
     _check_same_grid(image, labels)
     feta = nib.Nifti1Image(to_feta(np.asarray(labels.dataobj), convention), labels.affine)
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
@@ -386,8 +394,7 @@ def write_seeds(
         if len(existing) == len(expected):
             return []
         raise FileExistsError(
-            f"{len(existing)} of {len(expected)} seed files of {subject} exist (an interrupted run?); "
-            "pass overwrite=True (--overwrite) to redo them"
+            f"{len(existing)} of {len(expected)} seed files of {subject} exist (an interrupted run?); pass overwrite=True (--overwrite) to redo them"
         )
     seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
     written = save_seeds(seeds, root, subject, stem, overwrite=True)

@@ -78,6 +78,8 @@ SEVERITIES: dict[str, tuple[dict[str, float], dict[str, float], dict[str, float]
 }
 """The parameters of each kind at severities 1, 2 and 3 (see the module's documentation)."""
 
+ACROSS_SLICES = ("thick_slices", "motion", "low_field")
+"""The kinds that act along the last (inferior-superior) axis, across slices: best seen on a coronal or sagittal slice."""
 FWHM_TO_SIGMA = 1 / (2 * math.sqrt(2 * math.log(2)))
 CONTRAST_KNOTS = 6
 EDGE_PERCENTILE = 5

@@ -65,8 +65,14 @@ class UNet(nn.Module):
     input ``(B, in_channels, D, H, W)`` -> class scores (logits) ``(B, n_classes, D, H, W)``.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = N_CLASSES, channels: Sequence[int] = (16, 32, 64, 128, 256),
-                 dropout: float = 0.0, skip: str = "concatenate"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_classes: int = N_CLASSES,
+        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        dropout: float = 0.0,
+        skip: str = "concatenate",
+    ):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least two levels, got channels={tuple(channels)}")

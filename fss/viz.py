@@ -14,8 +14,9 @@ from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fss.paths import atomic_path
 from fss.labels import META_LABELS, TISSUES
+from fss.paths import atomic_path
+from fss.stress import ACROSS_SLICES, describe, stress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,15 +161,28 @@ def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatiali
     """A scan and its FeTA label map in world space, any orientation and voxel size: nilearn's ``plot_roi`` with the FeTA colours.
 
     Three orthogonal cuts through the labels' centre, left and right marked, a legend of the
-    tissues present. For arrays on a working grid (no world coordinates) use :func:`plot_planes`.
+    tissues present, ``title`` (one or more lines) above. For arrays on a working grid (no world
+    coordinates) use :func:`plot_planes`.
     """
     from nilearn import plotting
 
     label_image, present = _feta_label_image(labels)
-    figure = plt.figure(figsize=(10, 4.4), facecolor="black")
-    plotting.plot_roi(label_image, bg_img=nib.Nifti1Image(np.asarray(scan.dataobj, dtype=np.float32), scan.affine),
-                      cmap=FETA_COLORMAP, vmin=min(FETA_COLORS), vmax=max(FETA_COLORS), alpha=0.45, draw_cross=False, dim=0, colorbar=False,
-                      black_bg=True, figure=figure, axes=(0.0, 0.1, 1.0, 0.82))
+    extra_lines = title.count("\n") if title else 0  # room above the cuts for a title of several lines
+    figure = plt.figure(figsize=(10, 4.4 + 0.25 * extra_lines), facecolor="black")
+    plotting.plot_roi(
+        label_image,
+        bg_img=nib.Nifti1Image(np.asarray(scan.dataobj, dtype=np.float32), scan.affine),
+        cmap=FETA_COLORMAP,
+        vmin=min(FETA_COLORS),
+        vmax=max(FETA_COLORS),
+        alpha=0.45,
+        draw_cross=False,
+        dim=0,
+        colorbar=False,
+        black_bg=True,
+        figure=figure,
+        axes=(0.0, 0.1, 1.0, 0.82 - 0.05 * extra_lines),
+    )
     handles = [Patch(facecolor=FETA_COLORS[v][1], edgecolor="0.6", label=FETA_COLORS[v][0]) for v in present]
     if handles:
         figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8, labelcolor="white")
@@ -177,8 +191,9 @@ def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatiali
     return figure
 
 
-def view_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage,
-                      spacing_mm: float | None = 1.2, title: str | None = None):
+def view_segmentation(
+    scan: nib.spatialimages.SpatialImage, labels: nib.spatialimages.SpatialImage, spacing_mm: float | None = 1.2, title: str | None = None
+):
     """An interactive viewer (nilearn's ``view_img``) of a scan with its FeTA label map, for a notebook or a web page.
 
     Click to move the three cuts; the labels are drawn in the FeTA colours, half transparent.
@@ -203,12 +218,25 @@ def view_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatiali
     label_image, _ = _feta_label_image(labels, np.float32)
     background = nib.Nifti1Image(np.asarray(scan.dataobj, dtype=np.float32), scan.affine)
     if spacing_mm is not None:
-        background = image.resample_img(background, target_affine=np.eye(3) * spacing_mm, interpolation="continuous",
-                                        force_resample=True, copy_header=True)
+        background = image.resample_img(
+            background, target_affine=np.eye(3) * spacing_mm, interpolation="continuous", force_resample=True, copy_header=True
+        )
         label_image = image.resample_to_img(label_image, background, interpolation="nearest", force_resample=True, copy_header=True)
-    return plotting.view_img(label_image, bg_img=background, cmap=FETA_COLORMAP, symmetric_cmap=False, vmin=min(FETA_COLORS),
-                             vmax=max(FETA_COLORS), threshold=0.5, opacity=0.5, resampling_interpolation="nearest", colorbar=False,
-                             black_bg=True, dim=0, title=title)
+    return plotting.view_img(
+        label_image,
+        bg_img=background,
+        cmap=FETA_COLORMAP,
+        symmetric_cmap=False,
+        vmin=min(FETA_COLORS),
+        vmax=max(FETA_COLORS),
+        threshold=0.5,
+        opacity=0.5,
+        resampling_interpolation="nearest",
+        colorbar=False,
+        black_bg=True,
+        dim=0,
+        title=title,
+    )
 
 
 def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures: Mapping[int, Mixture], bins: int = 120) -> Figure:
@@ -235,7 +263,9 @@ def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures
         mixture = mixtures[m]
         ax.hist(values, bins=bins, density=True, color="0.8")
         x = np.linspace(values.min(), values.max(), 400)
-        densities = [w * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)) for mu, sd, w in zip(mixture.means, mixture.stds, mixture.weights)]
+        densities = [
+            w * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)) for mu, sd, w in zip(mixture.means, mixture.stds, mixture.weights)
+        ]
         cmap = plt.get_cmap(META_COLORMAPS[m])
         for j, density in enumerate(densities):
             ax.plot(x, density, color=cmap(0.35 + 0.6 * j / max(len(densities) - 1, 1)), label=f"{j}")
@@ -286,7 +316,7 @@ def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, title
     return figure
 
 
-def plot_training(log: "pd.DataFrame") -> Figure:
+def plot_training(log: pd.DataFrame) -> Figure:
     """Training loss and validation Dice against iterations.
 
     Parameters
@@ -307,7 +337,7 @@ def plot_training(log: "pd.DataFrame") -> Figure:
     left.set_ylabel("Dice + cross-entropy loss")
     left.legend(fontsize=8)
     validated = log.dropna(subset=["mean_dice"]) if "mean_dice" in log else log.iloc[:0]
-    for value, (short, color) in FETA_COLORS.items():
+    for short, color in FETA_COLORS.values():
         if f"dice_{short}" in validated:
             right.plot(validated["iteration"], validated[f"dice_{short}"], "o-", color=color if short != "WM" else "0.6", markersize=3, label=short)
     if len(validated):
@@ -319,7 +349,7 @@ def plot_training(log: "pd.DataFrame") -> Figure:
     return figure
 
 
-def plot_experiment(per_seed: "pd.DataFrame", title: str = "") -> Figure:
+def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
     """Dice of each arm of an experiment, per tissue and per place: a dot per seed, a bar at the mean.
 
     Parameters
@@ -356,11 +386,115 @@ def plot_experiment(per_seed: "pd.DataFrame", title: str = "") -> Figure:
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("Dice (dots: seeds, bars: means)", fontsize=8)
-    for ax in axes.flat[len(tissues):]:
+    for ax in axes.flat[len(tissues) :]:
         ax.set_axis_off()
     axes.flat[0].legend(fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def plot_stresses(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[str], seed: int = 0) -> Figure:
+    """A slice of ``image`` clean and under each stress of :mod:`fss.stress` at severities 1, 2 and 3: a row per kind.
+
+    Parameters
+    ----------
+    image : np.ndarray, (X, Y, Z)
+        Intensities scaled to [0, 1] (:func:`fss.io.normalize_intensities`), RAS-oriented.
+    spacing : (3,) floats
+        Voxel size in mm.
+    kinds : names in :data:`fss.stress.SEVERITIES`
+        The kinds in :data:`fss.stress.ACROSS_SLICES` are shown on a coronal slice, the others on
+        an axial one; anterior or superior up. Each panel is titled with its parameters.
+    seed : int
+        Seed of the stresses' random draws.
+    """
+
+    def view(volume: np.ndarray, kind: str) -> np.ndarray:
+        middle = volume[:, volume.shape[1] // 2, :] if kind in ACROSS_SLICES else volume[:, :, volume.shape[2] // 2]
+        return np.rot90(middle)
+
+    figure, axes = plt.subplots(len(kinds), 4, figsize=(8, 2.4 * len(kinds)), layout="constrained", squeeze=False)
+    for row, kind in zip(axes, kinds):
+        row[0].imshow(view(image, kind), cmap="gray", vmin=0, vmax=1)
+        row[0].set_title("clean", fontsize=8)
+        row[0].set_ylabel(kind, fontsize=10)
+        for severity, ax in zip((1, 2, 3), row[1:]):
+            ax.imshow(view(stress(image, spacing, kind, severity, seed=seed), kind), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{severity}: " + describe(kind, severity).replace(", ", "\n"), fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure
+
+
+def plot_dice_per_case(results: pd.DataFrame) -> Figure:
+    """Dice of each model per tissue and dataset: a dot per case, a bar at each model's mean, on a 0-1 axis.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows of :func:`fss.evaluation.evaluate` (``model``, ``dataset``, ``case``, ``tissue``,
+        ``metric``, ``value``); the Dice rows are drawn, datasets and models in the order they
+        appear.
+    """
+    chosen = results[results.metric == "dice"]
+    datasets, models = list(dict.fromkeys(chosen.dataset)), list(dict.fromkeys(chosen.model))
+    tissues = [t.short for t in TISSUES[1:] if t.short in set(chosen.tissue)]
+    figure, axes = plt.subplots(1, len(tissues), figsize=(2 * len(tissues), 3.8), layout="constrained", sharey=True, squeeze=False)
+    for ax, tissue in zip(axes[0], tissues):
+        for m, model in enumerate(models):
+            for d, dataset in enumerate(datasets):
+                values = chosen[(chosen.tissue == tissue) & (chosen.dataset == dataset) & (chosen.model == model)].value.dropna()
+                x = d + (m - (len(models) - 1) / 2) * 0.8 / len(models)
+                ax.plot([x] * len(values), values, "o", color=f"C{m}", alpha=0.5, markersize=4)
+                ax.plot([x - 0.12, x + 0.12], [values.mean()] * 2, "-", color=f"C{m}", linewidth=2, label=model if d == 0 else None)
+        ax.set_xticks(range(len(datasets)), [d.replace(", ", "\n") for d in datasets], fontsize=7, rotation=90)
+        ax.set_title(tissue, fontsize=10)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_ylabel("Dice (dots: cases, bars: means)")
+    axes[0, -1].legend(fontsize=7)
+    return figure
+
+
+def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
+    """Mean Dice of each model against the severity of each stress, severity 0 being the clean images.
+
+    Parameters
+    ----------
+    clean : pandas.Series, indexed by model
+    stressed : pandas.Series, indexed by (model, stress, severity)
+        As :func:`fss.evaluation.drops_from_clean` returns them.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A panel per stress. Lines join neighbouring severities only: where severities are
+        missing (only 3 evaluated, say), the points stand alone and no line suggests a shape
+        between them.
+    """
+    kinds = list(dict.fromkeys(stressed.index.get_level_values("stress")))
+    columns = min(4, len(kinds))
+    rows = -(-len(kinds) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.5 * columns, 3 * rows), layout="constrained", sharey=True, squeeze=False)
+    for ax, kind in zip(axes.flat, kinds):
+        for m, model in enumerate(clean.index):
+            per = stressed.loc[model, kind]
+            severities, values = [0, *per.index], [clean[model], *per.values]
+            ax.plot(severities, values, "o", color=f"C{m}", label=model)
+            for (s0, v0), (s1, v1) in zip(zip(severities, values), zip(severities[1:], values[1:])):
+                if s1 == s0 + 1:
+                    ax.plot([s0, s1], [v0, v1], "-", color=f"C{m}")
+        ax.set_title(kind, fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("severity (0: clean)")
+        ax.set_xticks([0, 1, 2, 3])
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(kinds) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean Dice")
+    axes.flat[0].legend(fontsize=7)
     return figure
 
 

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 
 from fss.seeds import make_seeds
-from fss.train import TrainConfig, Volume
+from fss.training_config import TrainConfig
+from fss.training_data import Volume
 
 SPACING = 1.6
 AFFINE = np.diag([SPACING, SPACING, SPACING, 1.0])
@@ -50,6 +51,18 @@ def ball_volume(name: str = "ball", seed: int = 0, spacing: float = SPACING) -> 
 
 def tiny_config(**changes) -> TrainConfig:
     """A configuration that learns the toy brain in a few hundred CPU iterations."""
-    values = dict(mode="synthetic", iterations=400, batch_size=2, crop_shape=(32, 32, 32), spacing=SPACING, channels=(8, 16, 32),
-                  learning_rate=0.01, warmup=10, generator="reference", validation_every=100, device="cpu", seed=0)
+    values = dict(
+        mode="synthetic",
+        iterations=400,
+        batch_size=2,
+        crop_shape=(32, 32, 32),
+        spacing=SPACING,
+        channels=(8, 16, 32),
+        learning_rate=0.01,
+        warmup=10,
+        generator="reference",
+        validation_every=100,
+        device="cpu",
+        seed=0,
+    )
     return TrainConfig(**{**values, **changes})

@@ -23,6 +23,7 @@ def within_tolerance(found: str, expected: str, tolerance: float) -> bool:
     The text between numbers must be the same up to the width of whitespace (tables realign
     when a number gains a digit).
     """
+
     def words(text: str) -> list[str]:
         return [" ".join(piece.split()) for piece in NUMBER.split(text)]
 

@@ -20,7 +20,14 @@ def test_round_trip(saved):
     loaded, metadata = load_checkpoint(stem)
     x = torch.rand(1, 1, 8, 8, 8)
     assert torch.equal(loaded(x), model(x))
-    assert metadata["architecture"] == {"name": "UNet", "in_channels": 1, "n_classes": 8, "channels": [4, 8, 16], "dropout": 0.0, "skip": "concatenate"}
+    assert metadata["architecture"] == {
+        "name": "UNet",
+        "in_channels": 1,
+        "n_classes": 8,
+        "channels": [4, 8, 16],
+        "dropout": 0.0,
+        "skip": "concatenate",
+    }
     assert metadata["label_convention"] == "feta" and metadata["spacing_mm"] == 1.6 and metadata["fss_version"]
     on_any, _ = load_checkpoint(stem, "auto")  # the notebooks' default: the best device there is (the CPU here)
     assert next(on_any.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")

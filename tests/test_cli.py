@@ -3,28 +3,30 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ball import ball_volume, tiny_config
+from scans import bids, label_folders, scan
 
 import fss.device
 import fss.metrics
 import fss.train
+import fss.viz
 from fss import datasets, pretrained
 from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from fss.cli import main
 from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
+from fss.run_control import TrainingInterrupted
 from fss.seeds import write_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
-from fss.train import TrainingInterrupted, train
-
-from ball import ball_volume, tiny_config
-from scans import bids, label_folders, scan
+from fss.train import train
 
 
 def test_fetch_all_verifies_and_credits(mirror, capsys):
@@ -91,6 +93,11 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | another process's write in progress to the same file | test_a_write_in_progress_elsewhere_keeps_its_temporary_file_and_a_dead_ones_is_removed (test_io.py) |
 # | an unexpected error | test_an_unexpected_error_is_one_line_unless_debugging |
 # | probabilities, sliding window and overlap from the command line | test_segment_writes_probabilities_and_takes_a_window |
+# | segment, synth, train, experiment, evaluate or seeds writing into a raw BIDS dataset, or into another pipeline's derivative | test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative |
+# | a manual label map or another tool's QC picture where fss would write, with or without --overwrite | test_segment_never_replaces_or_adopts_a_file_it_did_not_write |
+# | another scan of the same name, other options, another spelling of the output, a hand-corrected output | test_kept_means_the_same_input_model_and_options |
+# | a full disk while the QC picture is written, a file of a finished output deleted | test_an_output_is_finished_only_when_all_its_files_are |
+# | fss's own segmentation copied elsewhere and given to fss seeds | test_seeds_refuse_label_maps_that_fss_segmented_wherever_they_are |
 
 
 def test_segment_never_writes_into_a_raw_dataset(tmp_path, checkpoint, capsys):
@@ -123,8 +130,16 @@ def test_no_command_writes_over_its_inputs(tmp_path, checkpoint, capsys):
 def test_a_samples_folder_holds_one_set(tmp_path, capsys):
     seeds_root = tmp_path / "seeds"
     volume = ball_volume()
-    write_seeds(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), nib.Nifti1Image(volume.labels, volume.affine),
-                seeds_root, "sub-ball", "sub-ball_dseg", "feta", 4, 0)
+    write_seeds(
+        nib.Nifti1Image(volume.image.astype(np.float32), volume.affine),
+        nib.Nifti1Image(volume.labels, volume.affine),
+        seeds_root,
+        "sub-ball",
+        "sub-ball_dseg",
+        "feta",
+        4,
+        0,
+    )
     out = tmp_path / "samples"
     assert main(["synth", "--seeds", str(seeds_root), "--n", "3", "--out", str(out), "--device", "cpu"]) == 0
     config = (out / "synth_config.yaml").read_text()
@@ -153,9 +168,11 @@ def test_volumes_table_is_updated_by_image(tmp_path, checkpoint):
 def test_processes_updating_one_table_at_once_keep_every_row(tmp_path):
     table = tmp_path / "volumes.tsv"
     pd.DataFrame({"segmentation": [f"old{i}" for i in range(3000)], "WM": 1.0}).to_csv(table, sep="\t", index=False)
-    update = ("import sys; from pathlib import Path; from fss.bids import update_table\n"
-              "for i in range(15):\n"
-              "    update_table(Path(sys.argv[1]), [{'segmentation': f'{sys.argv[2]}{i}', 'WM': 2.0}], key='segmentation')\n")
+    update = (
+        "import sys; from pathlib import Path; from fss.bids import update_table\n"
+        "for i in range(15):\n"
+        "    update_table(Path(sys.argv[1]), [{'segmentation': f'{sys.argv[2]}{i}', 'WM': 2.0}], key='segmentation')\n"
+    )
     writers = [subprocess.Popen([sys.executable, "-c", update, str(table), name], stderr=subprocess.PIPE, text=True) for name in ("a", "b", "c")]
     errors = [writer.communicate()[1] for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0, 0], errors
@@ -169,7 +186,10 @@ def test_two_inputs_of_one_name_are_refused(tmp_path, checkpoint, capsys):
         (tmp_path / folder).mkdir()
         nib.save(scan(), tmp_path / folder / "scan.nii.gz")
     out = tmp_path / "out"
-    assert main(["segment", str(tmp_path / "a" / "scan.nii.gz"), str(tmp_path / "b" / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 2
+    assert (
+        main(["segment", str(tmp_path / "a" / "scan.nii.gz"), str(tmp_path / "b" / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)])
+        == 2
+    )
     assert "would all be written to one label map" in capsys.readouterr().err and not out.exists()
 
 
@@ -202,7 +222,11 @@ def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):
 def test_evaluate_pairs_folders_by_name_and_reads_conventions(tmp_path, capsys):
     feta = np.zeros((8, 8, 8), np.int16)
     feta[2:6, 2:6, 2:6] = 3  # white matter in FeTA
-    for folder, name, labels in (("pred", "sub-01_dseg.nii.gz", feta), ("ref", "sub-02_dseg.nii.gz", feta), ("atlas", "sub-01_dseg.nii.gz", np.where(feta > 0, 1, 0).astype(np.int16))):
+    for folder, name, labels in (
+        ("pred", "sub-01_dseg.nii.gz", feta),
+        ("ref", "sub-02_dseg.nii.gz", feta),
+        ("atlas", "sub-01_dseg.nii.gz", np.where(feta > 0, 1, 0).astype(np.int16)),
+    ):
         (tmp_path / folder).mkdir(exist_ok=True)
         nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / name)
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(tmp_path / "m.tsv")]) == 1
@@ -263,19 +287,24 @@ def test_unusable_scans_are_refused_and_doubtful_ones_warned(tmp_path, checkpoin
     disagreeing.set_qform(qform, code=1)
     nib.save(disagreeing, tmp_path / "disagree.nii.gz")
     with pytest.warns(UserWarning, match="sform and the qform of the header differ by up to 5 mm; fss uses the sform"):
-        assert main(["segment", str(tmp_path / "disagree.nii.gz"), "-o", str(tmp_path / "disagree_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 0
+        assert (
+            main(["segment", str(tmp_path / "disagree.nii.gz"), "-o", str(tmp_path / "disagree_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 0
+        )
 
 
-@pytest.mark.parametrize("options, reason", [
-    (["--set", "iterations=-1"], "iterations must be at least 1"),
-    (["--set", "validation_every=0"], "validation_every must be at least 1"),
-    (["--set", "iterations=abc"], "iterations must be a whole number, got 'abc'"),
-    (["--set", "learning_rate=fast"], "learning_rate must be a number"),
-    (["--set", "generator={flip: {enabled: 'no'}}"], "flip: enabled must be true or false, got 'no'"),
-    (["--set", "generator={gamma: {gamma_std: -1}}"], "gamma_std must not be negative"),
-    (["--set", "validation_ages=[19]"], "the CRL atlas has no ages [19]"),
-    (["--set", "device=foo"], "unknown device 'foo'"),
-])
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--set", "iterations=-1"], "iterations must be at least 1"),
+        (["--set", "validation_every=0"], "validation_every must be at least 1"),
+        (["--set", "iterations=abc"], "iterations must be a whole number, got 'abc'"),
+        (["--set", "learning_rate=fast"], "learning_rate must be a number"),
+        (["--set", "generator={flip: {enabled: 'no'}}"], "flip: enabled must be true or false, got 'no'"),
+        (["--set", "generator={gamma: {gamma_std: -1}}"], "gamma_std must not be negative"),
+        (["--set", "validation_ages=[19]"], "the CRL atlas has no ages [19]"),
+        (["--set", "device=foo"], "unknown device 'foo'"),
+    ],
+)
 def test_bad_configurations_are_refused_before_anything_runs(tmp_path, capsys, options, reason):
     out = tmp_path / "run"
     assert main(["train", "--config", "cpu-demo", "--out", str(out), *options]) == 2
@@ -320,7 +349,11 @@ def test_memory_is_estimated_before_work_starts(tmp_path, checkpoint, capsys, mo
     assert list(pd.read_csv(out / "volumes.tsv", sep="\t").image) == ["small.nii.gz"]  # the batch went on
     volume = ball_volume()
     with pytest.raises(ValueError, match="a 4000x4000x4000 synthetic sample needs about"):
-        Generator([SynthSubject("ball", volume.seeds, volume.labels)], dataclasses.replace(preset("reference"), output_shape=(4000, 4000, 4000)), device="cpu")
+        Generator(
+            [SynthSubject("ball", volume.seeds, volume.labels)],
+            dataclasses.replace(preset("reference"), output_shape=(4000, 4000, 4000)),
+            device="cpu",
+        )
 
 
 def test_devices_are_checked():
@@ -360,7 +393,9 @@ def test_a_truncated_file_is_named(tmp_path):
     nib.save(scan(), tmp_path / "whole.nii")
     whole = (tmp_path / "whole.nii").read_bytes()
     (tmp_path / "cut.nii").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(ValueError, match=r"cut.nii: the voxel data cannot be read \(Expected \d+ bytes, got \d+ bytes .* could the file be damaged\?\)"):
+    with pytest.raises(
+        ValueError, match=r"cut.nii: the voxel data cannot be read \(Expected \d+ bytes, got \d+ bytes .* could the file be damaged\?\)"
+    ):
         load_nifti(tmp_path / "cut.nii")
 
 
@@ -455,7 +490,24 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path, monkeypatch,
 def test_segment_writes_probabilities_and_takes_a_window(tmp_path, checkpoint, capsys):
     nib.save(scan(), tmp_path / "x.nii.gz")
     out = tmp_path / "x_dseg.nii.gz"
-    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), "--probabilities", "--window", "8", "--overlap", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "x.nii.gz"),
+                "-o",
+                str(out),
+                "--checkpoint",
+                str(checkpoint),
+                "--probabilities",
+                "--window",
+                "8",
+                "--overlap",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     probabilities = nib.load(tmp_path / "x_probseg.nii.gz")
     labels = np.asarray(nib.load(out).dataobj)
     assert probabilities.shape == (*labels.shape, 8) and probabilities.get_data_dtype() == np.uint8
@@ -465,3 +517,131 @@ def test_segment_writes_probabilities_and_takes_a_window(tmp_path, checkpoint, c
         assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y.nii.gz"), "--checkpoint", str(checkpoint), option, value]) == 2
         assert option in capsys.readouterr().err
 
+
+def _bytes(root):
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative(tmp_path, checkpoint, capsys):
+    root = bids(tmp_path)
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    experiment = Path(__file__).parents[1] / "experiments" / "subclasses.yaml"
+    before = _bytes(root)
+    for command in (
+        ["segment", str(root), "-o", str(root / "sub-01"), "--checkpoint", str(checkpoint)],
+        ["segment", str(root / "sub-01" / "anat" / "sub-01_T2w.nii.gz"), "-o", str(root / "sub-01" / "anat"), "--checkpoint", str(checkpoint)],
+        ["segment", str(tmp_path / "x.nii.gz"), "-o", str(root / "x_dseg.nii.gz"), "--checkpoint", str(checkpoint)],
+        ["synth", "--seeds", str(tmp_path / "seeds"), "--out", str(root), "--n", "1"],
+        ["train", "--config", "cpu-demo", "--out", str(root / "run")],
+        ["experiment", str(experiment), "--root", str(root / "experiments")],
+        ["evaluate", str(tmp_path / "x.nii.gz"), str(tmp_path / "x.nii.gz"), "-o", str(root / "sub-01" / "metrics.tsv")],
+        ["seeds", "--image", str(tmp_path / "x.nii.gz"), "--labels", str(tmp_path / "x.nii.gz"), "--subject", "x", "--out", str(root / "sub-01")],
+    ):
+        assert main(command) == 2, command
+        assert f"inside the raw BIDS dataset {root}" in capsys.readouterr().err, command
+    other = root / "derivatives" / "manual"
+    other.mkdir(parents=True)
+    (other / "dataset_description.json").write_text(
+        '{"Name": "m", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "itk-snap"}]}'
+    )
+    (other / "dseg.tsv").write_text("index\tname\n1\tcortex\n")
+    before = _bytes(root)
+    assert main(["segment", str(root), "-o", str(other), "--checkpoint", str(checkpoint), "--overwrite"]) == 2
+    assert "a derivative dataset of itk-snap" in capsys.readouterr().err
+    assert _bytes(root) == before
+    assert main(["segment", str(root), "-o", str(root / "derivatives" / "fss"), "--checkpoint", str(checkpoint)]) == 1  # sub-03 is NaN
+    assert (root / "derivatives" / "fss" / "sub-01" / "anat" / "sub-01_dseg.nii.gz").exists()
+    assert {p: b for p, b in _bytes(root).items() if "derivatives" not in p.parts} == {
+        p: b for p, b in before.items() if "derivatives" not in p.parts
+    }
+
+
+def test_segment_never_replaces_or_adopts_a_file_it_did_not_write(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    manual = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4))
+    nib.save(manual, out / "x_dseg.nii.gz")
+    (out / "y_dseg_qc.png").write_bytes(b"someone's picture")
+    before = _bytes(out)
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), *overwrite]) == 1
+        assert "was not written by fss" in capsys.readouterr().out
+    nib.save(scan(seed=2), tmp_path / "y.nii.gz")
+    assert (
+        main(["segment", str(tmp_path / "y.nii.gz"), "-o", str(out / "y_dseg.nii.gz"), "--checkpoint", str(checkpoint), "--qc", "--overwrite"]) == 1
+    )
+    assert "y_dseg_qc.png was not written by fss" in capsys.readouterr().out
+    (out / "z_dseg.json").write_text('{"SkullStripped": true}')  # another tool's sidecar where fss would write its own
+    nib.save(scan(seed=3), tmp_path / "z.nii.gz")
+    assert main(["segment", str(tmp_path / "z.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 1
+    assert "z_dseg.json is not a record of fss" in capsys.readouterr().out
+    root = bids(tmp_path)
+    (out / "dseg.tsv").write_text("index\tname\n")  # another tool's label table where fss would write its own
+    before = _bytes(out)
+    assert main(["segment", str(root), "-o", str(out), "--checkpoint", str(checkpoint)]) == 2
+    assert "dseg.tsv was not written by fss" in capsys.readouterr().err
+    assert _bytes(out) == before  # nothing written: not the label maps, not volumes.tsv with the manual volumes
+
+
+def test_kept_means_the_same_input_model_and_options(tmp_path, checkpoint, capsys):
+    for folder, seed in (("d1", 1), ("d2", 2)):
+        (tmp_path / folder).mkdir()
+        nib.save(scan(seed=seed), tmp_path / folder / "scan.nii.gz")
+    out = tmp_path / "out"
+    segment = ["--checkpoint", str(checkpoint)]
+    assert main(["segment", str(tmp_path / "d1" / "scan.nii.gz"), "-o", str(out), *segment]) == 0
+    first = (out / "scan_dseg.nii.gz").read_bytes()
+    assert main(["segment", str(tmp_path / "d2" / "scan.nii.gz"), "-o", str(out), *segment]) == 1
+    assert "was made from another input (--overwrite replaces it)" in capsys.readouterr().out
+    assert (out / "scan_dseg.nii.gz").read_bytes() == first
+    assert main(["segment", str(tmp_path / "d1" / "scan.nii.gz"), "-o", str(out), *segment, "--tta"]) == 1
+    assert "was made from other options" in capsys.readouterr().out
+    assert main(["segment", str(tmp_path / "d2" / "scan.nii.gz"), "-o", str(out), *segment, "--overwrite"]) == 0
+    record = json.loads((out / "scan_dseg.json").read_text())
+    assert record["input"] == str((tmp_path / "d2" / "scan.nii.gz").resolve()) and record["complete"] and record["GeneratedBy"][0]["Name"] == "fss"
+    assert main(["segment", str(tmp_path / "d2" / "scan.nii.gz"), "-o", str(out), *segment]) == 0
+    assert "0 of 1 images segmented, 1 kept from before" in capsys.readouterr().out
+    absolute = (out / "scan_dseg.nii.gz").resolve()
+    assert main(["segment", str(tmp_path / "d2" / "scan.nii.gz"), "-o", str(absolute), *segment, "--overwrite"]) == 0
+    assert pd.read_csv(out / "volumes.tsv", sep="\t").segmentation.tolist() == [str(absolute)]  # one row, however the path is spelled
+    changed = nib.load(out / "scan_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(changed.dataobj) * 0, changed.affine, changed.header), out / "scan_dseg.nii.gz")  # a hand correction
+    assert main(["segment", str(tmp_path / "d2" / "scan.nii.gz"), "-o", str(out), *segment]) == 1
+    assert "changed since fss wrote it" in capsys.readouterr().out
+
+
+def test_an_output_is_finished_only_when_all_its_files_are(tmp_path, checkpoint, monkeypatch, capsys):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    out = tmp_path / "out"
+    command = ["segment", str(tmp_path / "x.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), "--qc", "--probabilities"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fss.viz, "save_figure", disk_full)
+        assert main(command) == 1
+    assert "No space left on device" in capsys.readouterr().out
+    assert not json.loads((out / "x_dseg.json").read_text())["complete"] and not (out / "x_dseg_qc.png").exists()
+    assert main(command) == 0
+    assert "1 of 1 images segmented" in capsys.readouterr().out and (out / "x_dseg_qc.png").exists()
+    (out / "x_probseg.nii.gz").unlink()  # a file of a finished output goes missing: made again
+    assert main(command) == 0
+    assert "1 of 1 images segmented" in capsys.readouterr().out and (out / "x_probseg.nii.gz").exists()
+    assert main(command[:-2]) == 0  # the same output without asking for its extra files: kept as it is
+    assert "1 kept from before" in capsys.readouterr().out and (out / "x_dseg_qc.png").exists()
+    assert main([*command[:-2], "--tta", "--overwrite"]) == 0  # made again otherwise: fss's own extra files of the old output go
+    assert sorted(p.name for p in out.iterdir()) == ["volumes.tsv", "x_dseg.json", "x_dseg.nii.gz"]
+
+
+def test_seeds_refuse_label_maps_that_fss_segmented_wherever_they_are(tmp_path, checkpoint, capsys):
+    volume = ball_volume()
+    nib.save(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), tmp_path / "x.nii.gz")
+    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)]) == 0
+    copied = tmp_path / "manual" / "x_dseg.nii.gz"
+    copied.parent.mkdir()
+    copied.write_bytes((tmp_path / "out" / "x_dseg.nii.gz").read_bytes())  # no sidecar travels with it
+    assert main(["seeds", "--image", str(tmp_path / "x.nii.gz"), "--labels", str(copied), "--subject", "x", "--out", str(tmp_path / "s")]) == 1
+    assert "is a segmentation made by fss" in capsys.readouterr().out
+    assert not (tmp_path / "s" / "derivatives" / "seeds").exists()

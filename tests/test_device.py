@@ -4,12 +4,15 @@ import torch
 from fss.device import cpu_threads, describe_device, resolve_precision
 
 
-@pytest.mark.parametrize("files, omp, expected", [
-    ({"cpu.max": "150000 100000"}, None, 2),  # cgroup v2: 1.5 CPUs of quota, rounded up
-    ({"cpu.max": "max 100000"}, None, 8),  # no quota: the CPUs the process may run on
-    ({"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}, None, 1),  # cgroup v1
-    ({}, "3", 3),
-])
+@pytest.mark.parametrize(
+    "files, omp, expected",
+    [
+        ({"cpu.max": "150000 100000"}, None, 2),  # cgroup v2: 1.5 CPUs of quota, rounded up
+        ({"cpu.max": "max 100000"}, None, 8),  # no quota: the CPUs the process may run on
+        ({"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}, None, 1),  # cgroup v1
+        ({}, "3", 3),
+    ],
+)
 def test_torch_threads_follow_the_container(tmp_path, monkeypatch, files, omp, expected):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -22,11 +25,14 @@ def test_torch_threads_follow_the_container(tmp_path, monkeypatch, files, omp, e
     assert cpu_threads(tmp_path) == expected
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, expected", [
-    (False, False, torch.float32),  # AVX2 only: bfloat16 would be emulated
-    (True, False, torch.bfloat16),  # e.g. AMD Zen 4
-    (False, True, torch.bfloat16),  # e.g. Intel Sapphire Rapids
-])
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected",
+    [
+        (False, False, torch.float32),  # AVX2 only: bfloat16 would be emulated
+        (True, False, torch.bfloat16),  # e.g. AMD Zen 4
+        (False, True, torch.bfloat16),  # e.g. Intel Sapphire Rapids
+    ],
+)
 def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, avx512_bf16, amx, expected):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)

@@ -53,8 +53,10 @@ def pins(requirements):
 
 
 def test_environments_pin_versions_that_pyproject_allows():
-    allowed = {Requirement(r).name.lower().replace("_", "-"): Requirement(r).specifier
-               for r in [*PROJECT["dependencies"], *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)]}
+    allowed = {
+        Requirement(r).name.lower().replace("_", "-"): Requirement(r).specifier
+        for r in [*PROJECT["dependencies"], *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)]
+    }
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
     for where, pinned in (("environment.yml", pins(pip_section)), ("binder", pins((ROOT / "binder" / "requirements.txt").read_text().splitlines()))):

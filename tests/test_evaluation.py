@@ -1,10 +1,14 @@
 import nibabel as nib
 import numpy as np
+import pandas as pd
+import pytest
+from nibabel.processing import resample_from_to
 
 import fss.evaluation
 from fss import datasets
-from fss.evaluation import crl_dice
+from fss.evaluation import RESULT_COLUMNS, atlas_cases, crl_dice, drops_from_clean, evaluate, tissue_table, turned_agreement
 from fss.labels import TISSUES
+from fss.stress import stress
 
 
 def test_crl_dice_scores_what_segment_returns_on_each_scans_own_grid(mirror, monkeypatch):
@@ -29,3 +33,82 @@ def test_crl_dice_scores_what_segment_returns_on_each_scans_own_grid(mirror, mon
     cortex_label[0] = 3
     scores = crl_dice(("model", {}), ages=(23, 31))
     assert (scores["GM"] == 0).all() and (scores["WM"] < 1).all() and (scores.drop(columns=["GM", "WM"]).to_numpy() == 1).all()
+
+
+def test_atlas_cases_come_in_order_and_load_as_their_dataset_says(mirror):
+    cases = atlas_cases(crl_ages=(31,), wu_ages=(30,), stress_ages=(31,), stresses=("noise", "gamma"), severities=(1, 3), seed=4)
+    assert [(c.dataset, c.name) for c in cases] == [
+        ("CRL (held out)", "crl-GA31"),
+        ("Wu 2021, whole head", "wu-GA30"),
+        ("Wu 2021, brain mask", "wu-GA30"),
+        ("stress: noise", "crl-GA31 severity 1"),
+        ("stress: noise", "crl-GA31 severity 3"),
+        ("stress: gamma", "crl-GA31 severity 1"),
+        ("stress: gamma", "crl-GA31 severity 3"),
+    ]
+    clean, stressed, whole, masked = cases[0].load(), cases[4].load(), cases[1].load(), cases[2].load()
+    crl = datasets.fetch_crl_atlas(ages=(31,))[0]
+    plain = np.asarray(nib.load(crl.image).dataobj, dtype=np.float32)
+    np.testing.assert_array_equal(clean[0].get_fdata(dtype=np.float32), plain)
+    np.testing.assert_array_equal(stressed[1], clean[1])  # the anatomy stays, only its picture changes
+    np.testing.assert_array_equal(stressed[0].affine, clean[0].affine)
+    np.testing.assert_allclose(np.asarray(stressed[0].dataobj), stress(plain, (0.8, 0.8, 0.8), "noise", 3, seed=4))
+    brain = np.asarray(nib.load(datasets.fetch_wu_atlas(ages=(30,))[0].mask).dataobj) > 0
+    assert np.asarray(masked[0].dataobj)[~brain].max() == 0 and np.asarray(whole[0].dataobj)[~brain].max() > 0
+    assert atlas_cases(wu_ages=(30,), wu_whole_head=False)[0].dataset == "Wu 2021, brain mask"
+
+
+def test_evaluate_measures_each_models_segmentation_on_the_cases_own_grid(mirror, monkeypatch):
+    """One stand-in model returns the reference labels, the other calls every cortex voxel white matter."""
+
+    def by_name(scan, checkpoint, device):
+        [record] = datasets.fetch_crl_atlas(ages=(31,))
+        labels = np.asarray(record.feta_labels().dataobj).astype(np.int16)
+        assert scan.shape == labels.shape
+        if checkpoint[0] == "cortex lost":
+            labels[labels == 2] = 3
+        return nib.Nifti1Image(labels, scan.affine), None
+
+    monkeypatch.setattr(fss.evaluation, "segment", by_name)
+    cases = atlas_cases(crl_ages=(31,), stress_ages=(31,), stresses=("bias",), severities=(2,))
+    results = evaluate({"right": ("right", {}), "cortex lost": ("cortex lost", {})}, cases, progress=False)
+    assert list(results.columns) == RESULT_COLUMNS and len(results) == 2 * 2 * 7 * 3
+    dice = results[results.metric == "dice"].set_index(["model", "dataset", "tissue"]).sort_index().value
+    assert (dice["right"] == 1).all()
+    assert (dice["cortex lost", "CRL (held out)", "GM"] == 0) and dice["cortex lost", "stress: bias", "WM"] < 1
+    clean, stressed = drops_from_clean(results)
+    assert clean["right"] == 1 and stressed["right", "bias", 2] == 1
+    assert clean["cortex lost"] == pytest.approx(dice["cortex lost", "CRL (held out)"].mean())
+    table = tissue_table(results, ["model"], "hd95")
+    assert np.isinf(table.loc["cortex lost", "GM"]) and np.isfinite(table.loc["cortex lost", "mean"])  # a missed tissue stays out of the mean
+
+
+def test_drops_from_clean_need_the_clean_image_of_every_stressed_age():
+    rows = [
+        {"model": "m", "dataset": "CRL (held out)", "case": "crl-GA27", "tissue": "GM", "metric": "dice", "value": 0.8},
+        {"model": "m", "dataset": "stress: noise", "case": "crl-GA27 severity 3", "tissue": "GM", "metric": "dice", "value": 0.5},
+        {"model": "m", "dataset": "stress: noise", "case": "crl-GA31 severity 3", "tissue": "GM", "metric": "dice", "value": 0.3},
+    ]
+    with pytest.raises(ValueError, match=r"\['crl-GA31'\] were not evaluated"):
+        drops_from_clean(pd.DataFrame(rows))
+    clean, stressed = drops_from_clean(pd.DataFrame(rows[:2]))
+    assert clean["m"] == 0.8 and stressed["m", "noise", 3] == 0.5
+
+
+def test_turned_agreement_compares_each_turned_copy_with_the_plain_segmentation(mirror, monkeypatch):
+    """A stand-in model that segments perfectly on any grid agrees as the reference labels do; one that always returns
+    the plain scan's labels, whatever the grid, does not."""
+    [record] = datasets.fetch_crl_atlas(ages=(23,))
+    reference = record.feta_labels()
+
+    def perfect(scan, checkpoint, device):
+        if checkpoint[0] == "perfect":
+            return resample_from_to(reference, scan, order=0), None
+        return nib.Nifti1Image(np.asarray(reference.dataobj), scan.affine), None  # ignores how the grid turned
+
+    monkeypatch.setattr(fss.evaluation, "segment", perfect)
+    table = turned_agreement(record, {"perfect": ("perfect", {}), "stuck": ("stuck", {})}, degrees=[15], progress=False)
+    assert list(table.axis) == ["x", "x", "y", "y", "z", "z"] and set(table.degrees) == {15}
+    by_model = table.set_index(["model", "axis"])
+    np.testing.assert_allclose(by_model.loc["perfect", "agreement"], by_model.loc["perfect", "labels through the grids"])
+    assert (by_model.loc["perfect", "agreement"] > 0.95).all() and (by_model.loc["stuck", "agreement"] < 0.9).all()

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from fss.cli import main
-from fss.experiments import dice_per_seed, execute, gather, load_experiment, plan, run_experiment, spread_over_seeds, status, with_stress_columns
+from fss.evaluation import with_stress_columns
+from fss.experiments import dice_per_seed, execute, gather, load_experiment, plan, run_experiment, spread_over_seeds, status
 from fss.paths import locked
 
 TRAIN = """
@@ -46,8 +47,15 @@ def experiment_file(tmp_path):
     folder.mkdir()
     notebook(folder / "train.ipynb", TRAIN, 'seed = 0\ngain = 0.0\noutput_dir = "out"')
     notebook(folder / "evaluate.ipynb", EVALUATE, 'seed = 0\nfail = False\ntrained_dir = None\noutput_dir = "out"')
-    values = {"description": "a stub", "notebooks": "notebooks", "chain": ["train", "evaluate"], "parameters": {"fail": False},
-              "settings": {"tiny": {"gain": 0.0}, "other": {"gain": 0.2}}, "arms": {"plain": {}, "broken": {"fail": True}}, "repeats": 2}
+    values = {
+        "description": "a stub",
+        "notebooks": "notebooks",
+        "chain": ["train", "evaluate"],
+        "parameters": {"fail": False},
+        "settings": {"tiny": {"gain": 0.0}, "other": {"gain": 0.2}},
+        "arms": {"plain": {}, "broken": {"fail": True}},
+        "repeats": 2,
+    }
     path = tmp_path / "stub.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
@@ -158,11 +166,23 @@ def test_dry_run_lists_and_bad_files_are_usage_errors(experiment_file, tmp_path,
 
 
 def test_dice_per_seed_averages_cases_then_tissues_and_the_spread_spans_the_seeds():
-    rows = [{"arm": arm, "seed": seed, "dataset": dataset, "case": f"{case}{suffix}", "tissue": tissue, "metric": metric,
-             "value": value + 0.1 * seed + (0.2 if arm == "B" else 0) + (0.04 if case == "b" else 0) + (0.3 if tissue == "GM" else 0)}
-            for arm in ("A", "B") for seed in (0, 1) for case in ("a", "b") for tissue in ("WM", "GM")
-            for dataset, suffix, value in (("CRL (held out)", "", 0.1), ("stress: noise", " severity 2", 0.0), ("stress: noise", " severity 3", 0.05))
-            for metric in ("dice", "hd95")]
+    rows = [
+        {
+            "arm": arm,
+            "seed": seed,
+            "dataset": dataset,
+            "case": f"{case}{suffix}",
+            "tissue": tissue,
+            "metric": metric,
+            "value": value + 0.1 * seed + (0.2 if arm == "B" else 0) + (0.04 if case == "b" else 0) + (0.3 if tissue == "GM" else 0),
+        }
+        for arm in ("A", "B")
+        for seed in (0, 1)
+        for case in ("a", "b")
+        for tissue in ("WM", "GM")
+        for dataset, suffix, value in (("CRL (held out)", "", 0.1), ("stress: noise", " severity 2", 0.0), ("stress: noise", " severity 3", 0.05))
+        for metric in ("dice", "hd95")
+    ]
     per_seed = dice_per_seed(with_stress_columns(pd.DataFrame(rows)))
     assert list(dict.fromkeys(per_seed["where"])) == ["CRL (held out)", "noise 2", "noise 3"]
     one = per_seed.set_index(["where", "arm", "seed", "tissue"]).value

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ball import CENTRE_MM, ball_image, ball_labels, ball_volume, tiny_config
 from bidsschematools.rules import regexify_filename_rules
 from bidsschematools.schema import load_schema
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
+from scans import bids, scan
 from scipy.spatial.transform import Rotation
 
 import fss.infer
@@ -21,9 +23,6 @@ from fss.infer import predict_working, segment
 from fss.io import NORMALIZATION
 from fss.metrics import dice
 from fss.train import train
-
-from ball import CENTRE_MM, ball_image, ball_labels, ball_volume, tiny_config
-from scans import bids, scan
 
 
 def test_segment_lands_on_the_input_grid(checkpoint):
@@ -85,10 +84,14 @@ def test_empty_scan_is_refused(checkpoint):
 def assert_valid_derivative(root):
     """Every file of ``root`` is named as the BIDS schema allows in a derivative dataset, or listed in .bidsignore."""
     schema = load_schema()
-    rules = [rule["regex"] for group in (schema.rules.files.common, schema.rules.files.deriv) for rule in regexify_filename_rules(group, schema, level=2)]
+    rules = [
+        rule["regex"] for group in (schema.rules.files.common, schema.rules.files.deriv) for rule in regexify_filename_rules(group, schema, level=2)
+    ]
     ignored = (root / ".bidsignore").read_text().split()
     files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != ".bidsignore"]
-    invalid = [f for f in files if not any(fnmatch.fnmatch(Path(f).name, pattern) for pattern in ignored) and not any(re.match(rule, f) for rule in rules)]
+    invalid = [
+        f for f in files if not any(fnmatch.fnmatch(Path(f).name, pattern) for pattern in ignored) and not any(re.match(rule, f) for rule in rules)
+    ]
     assert not invalid, f"not valid in a BIDS derivative: {invalid}"
     assert any(f.endswith("_dseg.nii.gz") for f in files)
     description = json.loads((root / "dataset_description.json").read_text())
@@ -116,7 +119,7 @@ def test_cli_on_a_bids_folder(tmp_path, checkpoint, capsys):
     stamp = first.stat().st_mtime_ns
     assert main(args) == 1  # sub-03 fails again; the others are kept, not redone
     printed = capsys.readouterr().out
-    assert "sub-01/anat/sub-01_T2w.nii.gz: " in printed and "exists, kept (--overwrite to redo)" in printed
+    assert "sub-01/anat/sub-01_T2w.nii.gz: " in printed and "exists, made from the same input, model and options: kept" in printed
     assert first.stat().st_mtime_ns == stamp and len(pd.read_csv(out / "volumes.tsv", sep="\t")) == 2
 
 
@@ -131,8 +134,14 @@ def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), inputs / "empty_T2w.nii.gz")
     whole = (inputs / "good_T2w.nii.gz").read_bytes()
     (inputs / "cut_T2w.nii.gz").write_bytes(whole[: len(whole) // 2])  # a download cut short: header fine, data not
-    reasons = {"text": "not a readable NIfTI", "flat": "2-D", "series": "4-D with 3 volumes", "infinite": "NaN or infinite",
-               "empty": "nothing to segment", "cut": "cannot be read"}
+    reasons = {
+        "text": "not a readable NIfTI",
+        "flat": "2-D",
+        "series": "4-D with 3 volumes",
+        "infinite": "NaN or infinite",
+        "empty": "nothing to segment",
+        "cut": "cannot be read",
+    }
     files = sorted(str(p) for p in inputs.iterdir())
     out = tmp_path / "out"
     assert main(["segment", *files, "-o", str(out), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 1
@@ -140,7 +149,7 @@ def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint
     for stem, reason in reasons.items():
         line = next(line for line in printed.splitlines() if line.startswith(f"{stem}_T2w.nii.gz: failed"))
         assert reason in line, line
-    assert sorted(p.name for p in out.iterdir()) == ["good_dseg.nii.gz", "volumes.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["good_dseg.json", "good_dseg.nii.gz", "volumes.tsv"]
     assert "1 of 7 images segmented" in printed and "6 failed" in printed
 
 
@@ -151,7 +160,7 @@ def test_cli_single_file(tmp_path, checkpoint, capsys):
     assert nib.load(out).shape == (30, 26, 14) and (out.parent / "volumes.tsv").exists()
     stamp = out.stat().st_mtime_ns
     assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
-    assert "exists, kept (--overwrite to redo)" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
+    assert "exists, made from the same input, model and options: kept" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
     default = tmp_path / "default" / "labels.nii.gz"  # no --checkpoint: the packaged model
     assert main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(default), "--device", "cpu"]) == 0
     assert nib.load(default).shape == (30, 26, 14)

@@ -198,11 +198,11 @@ def test_linear_mode_refuses_integer_labels_and_shape_mismatch():
         grid.to_working(np.zeros((4, 5, 7), np.float32))
 
 
-def _write(tmp_path, data, affine=np.eye(4), name="bad.nii.gz"):
-    """Save ``data`` with ``affine`` as the sform only (a qform cannot hold a singular affine)."""
+def _write(tmp_path, data, affine=None, name="bad.nii.gz"):
+    """Save ``data`` with ``affine`` (default: the identity) as the sform only (a qform cannot hold a singular affine)."""
     path = tmp_path / name
     image = nib.Nifti1Image(data, None)
-    image.header.set_sform(affine, code=1)
+    image.header.set_sform(np.eye(4) if affine is None else affine, code=1)
     nib.save(image, path)
     return path
 

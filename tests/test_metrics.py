@@ -1,16 +1,16 @@
-
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scans import label_folders
 
 from fss.cli import main
 from fss.metrics import dice, evaluate, hausdorff95, summarize, volume_similarity
-from scans import label_folders
 
 
 def brute_force_hd95(a, b, spacing):
     """Pairwise distances between all surface voxels: the definition, written independently."""
+
     def surface(mask):
         points = []
         for index in np.argwhere(mask):
@@ -18,6 +18,7 @@ def brute_force_hd95(a, b, spacing):
             if any(min(n) < 0 or any(c >= s for c, s in zip(n, mask.shape)) or not mask[n] for n in neighbours):
                 points.append(index)
         return np.array(points) * np.asarray(spacing)
+
     pa, pb = surface(a), surface(b)
     distances = np.linalg.norm(pa[:, None] - pb[None], axis=-1)
     return max(np.percentile(distances.min(1), 95), np.percentile(distances.min(0), 95))

@@ -1,7 +1,6 @@
 """The tolerant comparison of notebook outputs that come from training (cell metadata ``tolerance``)."""
 
 import nbformat
-
 from nbval_tolerance import _tolerant, within_tolerance
 
 TABLE = """           dice_eCSF  dice_GM  mean_dice
@@ -36,12 +35,18 @@ def test_nbval_sees_the_committed_text_only_where_the_numbers_are_within_toleran
         seen.append([o.get("text") or o["data"]["text/plain"] for o in test])
         return True
 
-    committed = [nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.247\n"),
-                 nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"})]
-    close = [nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.254\n"),
-             nbformat.v4.new_output("execute_result", data={"text/plain": "0.51"})]
-    far = [nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.354\n"),
-           nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"})]
+    committed = [
+        nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.247\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"}),
+    ]
+    close = [
+        nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.254\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "0.51"}),
+    ]
+    far = [
+        nbformat.v4.new_output("stream", name="stdout", text="final Dice 0.354\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"}),
+    ]
     _tolerant(compare, 0.03)(close, committed)
     _tolerant(compare, 0.03)(far, committed)
     assert seen == [["final Dice 0.247\n", "0.5"], ["final Dice 0.354\n", "0.5"]]  # nbval then reports the far one

@@ -28,8 +28,14 @@ def run(notebook: str, output: Path, **parameters) -> dict:
     """Execute ``notebook`` with ``parameters`` (``output_dir`` set to ``output``); the executed notebook."""
     output.mkdir(parents=True, exist_ok=True)
     executed = output / notebook
-    papermill.execute_notebook(NOTEBOOKS / notebook, executed, parameters={**parameters, "output_dir": str(output)},
-                               cwd=str(NOTEBOOKS), progress_bar=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    papermill.execute_notebook(
+        NOTEBOOKS / notebook,
+        executed,
+        parameters={**parameters, "output_dir": str(output)},
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+    )
     return json.loads(executed.read_text())
 
 
@@ -50,7 +56,9 @@ def committed(notebook: str) -> dict:
 
 def picture(notebook: dict, source: str) -> np.ndarray:
     """The picture (PNG or JPEG) that the cell whose source contains ``source`` shows: (H, W, C) in [0, 1]."""
-    [(kind, data)] = [(kind, o["data"][f"image/{kind}"]) for o in outputs_of(notebook, source) for kind in ("png", "jpeg") if f"image/{kind}" in o.get("data", {})]
+    [(kind, data)] = [
+        (kind, o["data"][f"image/{kind}"]) for o in outputs_of(notebook, source) for kind in ("png", "jpeg") if f"image/{kind}" in o.get("data", {})
+    ]
     pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format=kind)
     return pixels / 255.0 if pixels.dtype == np.uint8 else pixels
 
@@ -100,8 +108,9 @@ def test_training_takes_the_configuration_and_mode_it_is_given(tmp_path):
 
 
 def test_evaluation_compares_the_models_it_is_given(tmp_path):
-    executed = run("04_evaluation.ipynb", tmp_path, models=["fss-synth-cpu"], crl_ages=[31], wu_ages=[30], stress_ages=[31],
-        severities=[3], turn_degrees=[])
+    executed = run(
+        "04_evaluation.ipynb", tmp_path, models=["fss-synth-cpu"], crl_ages=[31], wu_ages=[30], stress_ages=[31], severities=[3], turn_degrees=[]
+    )
     results = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
     assert set(results.model) == {"fss-synth-cpu"}
     dice = results[results.metric == "dice"].groupby("dataset").value.mean()

@@ -12,8 +12,10 @@ from fss.unet import UNet
 def test_export_stores_half_precision_weights_that_predict_alike_with_what_the_run_recorded(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = UNet(channels=(4, 8))
-    sittings = [{"from_iteration": 0, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --until 5"},
-                {"from_iteration": 5, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --resume"}]
+    sittings = [
+        {"from_iteration": 0, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --until 5"},
+        {"from_iteration": 5, "machine": "cpu (2 threads)", "torch": "2.13.0", "command": "fss train --config c.yaml --resume"},
+    ]
     save_checkpoint(model, tmp_path / "run" / "best", {"spacing_mm": 1.6, "iterations": 10, "training_seconds": 90.0, "sittings": sittings})
     save_checkpoint(model, tmp_path / "old" / "best", {"spacing_mm": 1.6, "iterations": 10})
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")

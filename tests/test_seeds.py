@@ -163,8 +163,21 @@ def test_cli_writes_the_layout_and_refuses_to_overwrite(tmp_path, capsys):
 def test_cli_pair_mode_and_bad_arguments(tmp_path, capsys):
     bids = _bids(tmp_path)
     anat = bids / "sub-01" / "anat"
-    args = ["seeds", "--image", str(anat / "sub-01_T2w.nii.gz"), "--labels", str(anat / "sub-01_T2w_dseg.nii.gz"),
-            "--subject", "x1", "--out", str(tmp_path / "pair"), "--convention", "atlas", "--max-subclasses", "1"]
+    args = [
+        "seeds",
+        "--image",
+        str(anat / "sub-01_T2w.nii.gz"),
+        "--labels",
+        str(anat / "sub-01_T2w_dseg.nii.gz"),
+        "--subject",
+        "x1",
+        "--out",
+        str(tmp_path / "pair"),
+        "--convention",
+        "atlas",
+        "--max-subclasses",
+        "1",
+    ]
     assert main(args) == 0
     assert seed_path(tmp_path / "pair", "x1", "sub-01_T2w_dseg", 1, 3).exists()
     assert main(["seeds", "--image", "a.nii.gz"]) == 2

@@ -8,13 +8,24 @@ import torch
 
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
-from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, preset, up_to_stage
-from fss.synth.config import PRESETS, REFERENCE_MM, BiasConfig, ContrastConfig, FlipConfig, GammaConfig, MotionConfig, ResolutionConfig, SpatialConfig, SubclassConfig, range_options
+from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, motion, preset, up_to_stage
+from fss.synth.config import (
+    PRESETS,
+    REFERENCE_MM,
+    BiasConfig,
+    ContrastConfig,
+    FlipConfig,
+    GammaConfig,
+    MotionConfig,
+    ResolutionConfig,
+    SpatialConfig,
+    SubclassConfig,
+    range_options,
+)
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches
 from fss.synth.explorer import configured
 from fss.synth.generator import params_from_records, params_to_records
-from fss.synth import motion
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
@@ -92,8 +103,13 @@ def test_seeds_and_labels_are_deformed_identically(subject):
 
 
 def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject):
-    config = GeneratorConfig(spatial=SpatialConfig(image_interpolation="nearest"), contrast=ContrastConfig(std_min=0.0, std_max=0.0),
-                             gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False))
+    config = GeneratorConfig(
+        spatial=SpatialConfig(image_interpolation="nearest"),
+        contrast=ContrastConfig(std_min=0.0, std_max=0.0),
+        gamma=GammaConfig(enabled=False),
+        bias=BiasConfig(enabled=False),
+        resolution=ResolutionConfig(enabled=False),
+    )
     generator = Generator([subject], config, device="cpu")
     sample = generator.sample(2, seed=5)
     for b in range(2):
@@ -105,11 +121,18 @@ def test_without_intensity_stages_the_image_is_the_deformed_label_means(subject)
 
 
 def test_linear_image_is_the_source_mixture_resampled_linearly_with_partial_volume_at_edges(subject):
-    config = GeneratorConfig(contrast=ContrastConfig(std_min=0.0, std_max=0.0, background_zero_probability=0.0), gamma=GammaConfig(enabled=False),
-                             bias=BiasConfig(enabled=False), resolution=ResolutionConfig(enabled=False), flip=FlipConfig(enabled=False))
+    config = GeneratorConfig(
+        contrast=ContrastConfig(std_min=0.0, std_max=0.0, background_zero_probability=0.0),
+        gamma=GammaConfig(enabled=False),
+        bias=BiasConfig(enabled=False),
+        resolution=ResolutionConfig(enabled=False),
+        flip=FlipConfig(enabled=False),
+    )
     generator = Generator([subject], config, device="cpu")
     sample = generator.sample(2, seed=5)
-    positions = sampling_positions(sample.params["spatial"], config.spatial, SHAPE, torch.tensor([SHAPE] * 2), torch.full((2, 3), 0.8), torch.device("cpu"))
+    positions = sampling_positions(
+        sample.params["spatial"], config.spatial, SHAPE, torch.tensor([SHAPE] * 2), torch.full((2, 3), 0.8), torch.device("cpu")
+    )
     for b in range(2):
         ks = dict(zip(range(1, 5), sample.params["subclasses"][b].tolist()))
         means = sample.params["contrast"].means[b]
@@ -260,9 +283,14 @@ def test_every_preset_deforms_without_folding_space(name):
 
 
 def test_flip_moves_labels_with_the_image(subject):
-    config = GeneratorConfig(spatial=SpatialConfig(enabled=False), gamma=GammaConfig(enabled=False), bias=BiasConfig(enabled=False),
-                             resolution=ResolutionConfig(enabled=False), contrast=ContrastConfig(std_min=0.0, std_max=0.0),
-                             flip=FlipConfig(probability=1.0))
+    config = GeneratorConfig(
+        spatial=SpatialConfig(enabled=False),
+        gamma=GammaConfig(enabled=False),
+        bias=BiasConfig(enabled=False),
+        resolution=ResolutionConfig(enabled=False),
+        contrast=ContrastConfig(std_min=0.0, std_max=0.0),
+        flip=FlipConfig(probability=1.0),
+    )
     sample = Generator([subject], config, device="cpu").sample(1, seed=0)
     assert torch.equal(sample.labels[0], torch.from_numpy(subject.labels.astype(np.int64)).flip(0))
     means = sample.params["contrast"].means[0].float()
@@ -358,7 +386,9 @@ def test_native_noise_comes_from_a_finer_grid_and_is_weaker_only_where_the_resol
     assert abs(float(white.std()) - 10) < 0.3 and abs(float(fine.std()) - 5.4) < 0.8  # the reference keeps about 0.54 of it
     blurred = draw_resolution(ResolutionConfig(preserve_resol=0.0, native_noise_grid=1.414), 1, torch.Generator().manual_seed(3))
     low = apply_resolution(torch.full((1, 1, *shape), 100.0), blurred, torch.full((1, 3), 0.5))
-    same = apply_resolution(torch.full((1, 1, *shape), 100.0), dataclasses.replace(blurred, native_noise_grid=torch.ones(1, dtype=torch.float64)), torch.full((1, 3), 0.5))
+    same = apply_resolution(
+        torch.full((1, 1, *shape), 100.0), dataclasses.replace(blurred, native_noise_grid=torch.ones(1, dtype=torch.float64)), torch.full((1, 3), 0.5)
+    )
     assert torch.equal(low, same), "the grid only concerns images that keep their resolution"
 
 
@@ -389,16 +419,33 @@ def test_cpu_and_cuda_agree_statistically(subject):
 
 def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     from fss.cli import main
-    from fss.seeds import labels_path, save_seeds
     from fss.io import save_nifti
+    from fss.seeds import labels_path, save_seeds
     from fss.synth import load_subjects
     from fss.synth.export import sample_paths
 
     subject = make_subject()
     save_seeds(subject.seeds, tmp_path / "seeds", "a", "sub-a_dseg")
     save_nifti(subject.labels, subject.seeds.affine, labels_path(tmp_path / "seeds", "a", "sub-a_dseg"))
-    args = ["synth", "--seeds", str(tmp_path / "seeds"), "--n", "3", "--out", str(tmp_path / "out"), "--config", "literal",
-            "--seed", "7", "--output-shape", "16", "20", "16", "--device", "cpu"]
+    args = [
+        "synth",
+        "--seeds",
+        str(tmp_path / "seeds"),
+        "--n",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+        "--config",
+        "literal",
+        "--seed",
+        "7",
+        "--output-shape",
+        "16",
+        "20",
+        "16",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert "3 samples from 1 subjects" in capsys.readouterr().out
     paths = sample_paths(tmp_path / "out", 2)

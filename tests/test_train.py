@@ -10,17 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ball import ball_volume, tiny_config
 
 import fss.train
 from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.labels import to_meta_labels
+from fss.optimization import dice_ce_loss, learning_rate
 from fss.seeds import Seeds, save_seeds
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
-from fss.train import TrainConfig, dice_ce_loss, learning_rate, prepare_crl, train
-
-from ball import ball_volume, tiny_config
+from fss.train import train
+from fss.training_config import OPTION_DOCS, TrainConfig
+from fss.training_data import prepare_crl, training_batches
 
 
 @pytest.mark.slow
@@ -159,16 +161,54 @@ def test_configurations(tmp_path):
 @pytest.mark.slow
 def test_two_processes_with_gloo_keep_identical_replicas(mirror, tmp_path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fss.cli", "train",
-               "--config", "cpu-demo", "--out", str(out), "--set", "iterations=3", "--set", "validation_every=3",
-               "--set", "spacing=3.2", "--set", "crop_shape=[32,32,32]", "--set", "channels=[4,8]",
-               "--set", "training_ages=[21,22]", "--set", "validation_ages=[23]"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "fss.cli",
+        "train",
+        "--config",
+        "cpu-demo",
+        "--out",
+        str(out),
+        "--set",
+        "iterations=3",
+        "--set",
+        "validation_every=3",
+        "--set",
+        "spacing=3.2",
+        "--set",
+        "crop_shape=[32,32,32]",
+        "--set",
+        "channels=[4,8]",
+        "--set",
+        "training_ages=[21,22]",
+        "--set",
+        "validation_ages=[23]",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert metrics["replica_checksums"][0] == metrics["replica_checksums"][1], "replicas drifted apart"
-    assert metrics["first_batch_sums"][0] != metrics["first_batch_sums"][1], "ranks drew the same batch"
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "real", "mixed"])
+def test_each_rank_draws_its_own_batches_and_a_resumed_stream_its_step(mode):
+    volume = ball_volume()
+    config = tiny_config(mode=mode, batch_size=1, crop_shape=(16, 16, 16))
+
+    def images(rank: int, start: int, count: int) -> list[torch.Tensor]:
+        stream = training_batches(config, [volume], torch.device("cpu"), rank, start)
+        return [next(stream)[0] for _ in range(count)]
+
+    rank_0 = images(0, 0, 3)
+    assert not torch.equal(rank_0[0], images(1, 0, 1)[0]), "ranks drew the same batch"
+    assert torch.equal(images(0, 2, 1)[0], rank_0[2]), "a resumed stream does not continue at its step"
+    assert not torch.equal(rank_0[0], rank_0[2]), "a stream repeats itself"
 
 
 def test_seeds_from_a_folder_are_read_for_their_age_and_brought_to_the_working_grid(mirror, tmp_path):
@@ -188,8 +228,8 @@ def test_seeds_from_a_folder_are_read_for_their_age_and_brought_to_the_working_g
 
 
 def test_every_training_option_has_a_meaning_and_a_unit():
-    assert list(fss.train.OPTION_DOCS) == [field.name for field in dataclasses.fields(TrainConfig)]
-    assert all(meaning and unit for meaning, unit in fss.train.OPTION_DOCS.values())
+    assert list(OPTION_DOCS) == [field.name for field in dataclasses.fields(TrainConfig)]
+    assert all(meaning and unit for meaning, unit in OPTION_DOCS.values())
 
 
 def test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_already_passed(tmp_path, monkeypatch):
@@ -209,3 +249,40 @@ def test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_alre
     with pytest.raises(RuntimeError, match="killed"):
         train(config, tmp_path, overwrite=True, progress=False, training=[volume], validation=[volume])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_run_can_start_from_another_runs_weights_and_records_it(tmp_path):
+    volume = ball_volume()
+    options = dict(iterations=2, validation_every=2, channels=(4, 8), crop_shape=(16, 16, 16))
+    train(tiny_config(**options), tmp_path / "first", progress=False, training=[volume], validation=[volume])
+    first, first_metadata = load_checkpoint(tmp_path / "first" / "last")
+    config = tiny_config(**options, seed=5, initialize_from=str(tmp_path / "first" / "last"))
+    train(
+        dataclasses.replace(config, iterations=4, validation_every=1),
+        tmp_path / "second",
+        progress=False,
+        until=1,
+        training=[volume],
+        validation=[volume],
+    )
+    log = pd.read_csv(tmp_path / "second" / "log.csv")
+    fresh = tiny_config(**options, seed=5)
+    train(fresh, tmp_path / "fresh", progress=False, until=1, training=[volume], validation=[volume])
+    assert log["loss"].iloc[0] != pd.read_csv(tmp_path / "fresh" / "log.csv")["loss"].iloc[0]  # other starting weights, same batch
+    train(
+        dataclasses.replace(config, iterations=4, validation_every=1),
+        tmp_path / "second",
+        resume=True,
+        progress=False,
+        training=[volume],
+        validation=[volume],
+    )
+    _, metadata = load_checkpoint(tmp_path / "second" / "last")
+    assert metadata["initialized_from"] == {
+        "checkpoint": str(tmp_path / "first" / "last"),
+        "weights_sha256": first_metadata["weights_sha256"],
+        "iterations": 2,
+        "spacing_mm": first_metadata["spacing_mm"],
+    }
+    with pytest.raises(ValueError, match=r"its network differs from the one configured in channels \(channels \[4, 8\] there, \[8, 8\] here\)"):
+        train(dataclasses.replace(config, channels=(8, 8)), tmp_path / "third", progress=False, training=[volume], validation=[volume])

@@ -41,9 +41,13 @@ def test_viewer_page_shows_the_scan_with_its_labels_and_refuses_unknown_values(t
 
 
 def test_experiment_figure_has_a_panel_per_tissue_and_each_stress_at_its_highest_severity():
-    rows = [{"where": where, "stress": stress, "severity": severity, "arm": arm, "seed": seed, "tissue": tissue, "value": 0.5}
-            for where, stress, severity in (("CRL (held out)", None, None), ("noise 1", "noise", 1), ("noise 3", "noise", 3), ("bias 2", "bias", 2))
-            for arm in ("K=1-4", "K=1") for seed in (0, 1) for tissue in ("mean", "WM", "eCSF")]
+    rows = [
+        {"where": where, "stress": stress, "severity": severity, "arm": arm, "seed": seed, "tissue": tissue, "value": 0.5}
+        for where, stress, severity in (("CRL (held out)", None, None), ("noise 1", "noise", 1), ("noise 3", "noise", 3), ("bias 2", "bias", 2))
+        for arm in ("K=1-4", "K=1")
+        for seed in (0, 1)
+        for tissue in ("mean", "WM", "eCSF")
+    ]
     figure = plot_experiment(pd.DataFrame(rows), "subclasses")
     shown = [ax for ax in figure.axes if ax.axison]
     assert [ax.get_title() for ax in shown] == ["mean of the tissues", "eCSF", "WM"]  # FeTA order after the mean

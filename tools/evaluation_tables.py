@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fss.experiments import with_stress_columns
+from fss.evaluation import CLEAN_DATASETS, drops_from_clean, with_stress_columns
 from fss.labels import TISSUES
 
 SHORT = [t.short for t in TISSUES[1:]]
-CLEAN = ["CRL (held out)", "Wu 2021, brain mask", "Wu 2021, whole head"]
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
@@ -41,8 +40,10 @@ def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
     """Dice per tissue with its mean, and HD95 per tissue with its mean, per clean dataset (means over cases)."""
     tables = []
     for metric, digits in (("dice", 3), ("hd95", 2)):
-        chosen = results[(results.model == model) & (results.metric == metric) & results.dataset.isin(CLEAN)]
-        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[SHORT].reindex([d for d in CLEAN if d in set(chosen.dataset)])
+        chosen = results[(results.model == model) & (results.metric == metric) & results.dataset.isin(CLEAN_DATASETS)]
+        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[SHORT].reindex(
+            [d for d in CLEAN_DATASETS if d in set(chosen.dataset)]
+        )
         table["mean"] = chosen.groupby(["dataset", "case"]).value.mean().groupby("dataset").mean()
         tables.append(markdown(table, digits))
     return tables[0], tables[1]
@@ -50,15 +51,12 @@ def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
 
 def stress_table(results: pd.DataFrame, models: list[str]) -> str:
     """Mean Dice per stress and severity for each model, and its drop from the clean images of the same ages."""
-    dice = with_stress(results[results.metric == "dice"])
-    stressed_ages = set(dice[dice.kind.notna()].age)
-    clean = dice[(dice.dataset == CLEAN[0]) & dice.age.isin(stressed_ages)].groupby("model").value.mean()
-    means = dice[dice.kind.notna()].groupby(["kind", "severity", "model"]).value.mean().unstack("model")[models]
+    clean, stressed = drops_from_clean(results)
+    means = stressed.unstack("model")[models].rename_axis(["kind", "severity"])
     table = pd.DataFrame(index=means.index)
     for model in models:
         table[f"{model} Dice"] = means[model]
         table[f"{model} drop"] = clean[model] - means[model]
-    table.index = table.index.set_levels(table.index.levels[1].astype(int), level=1)
     clean_row = " ".join(f"{model} {clean[model]:.3f}" for model in models)
     return f"clean images of the same ages: {clean_row}\n\n" + markdown(table)
 

@@ -38,8 +38,10 @@ def main() -> None:
         return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
 
     core, extras = names(project["dependencies"]), {k: names(v) for k, v in project["optional-dependencies"].items()}
-    targets = {ROOT / "binder" / "requirements.txt": core | extras["notebooks"],
-               ROOT / "environment.yml": core | extras["notebooks"] | extras["test"]}
+    targets = {
+        ROOT / "binder" / "requirements.txt": core | extras["notebooks"],
+        ROOT / "environment.yml": core | extras["notebooks"] | extras["test"],
+    }
     for path, wanted in targets.items():
         path.write_text(pinned(path, wanted))
         print(f"pinned {len(wanted)} packages in {path.relative_to(ROOT)}")

@@ -35,12 +35,22 @@ class Augmenter:
     device : str or torch.device
     """
 
-    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacings: Sequence[Sequence[float]], config: GeneratorConfig, device: str | torch.device = "auto"):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        spacings: Sequence[Sequence[float]],
+        config: GeneratorConfig,
+        device: str | torch.device = "auto",
+    ):
         if not len(images) == len(labels) == len(spacings) > 0:
             raise ValueError("give one label map and one spacing for every image, and at least one image")
         self.config = config
         self.device = resolve_device(device)
-        self.volumes = [torch.stack([torch.as_tensor(i, dtype=torch.float32), torch.as_tensor(l, dtype=torch.float32)])[None].to(self.device) for i, l in zip(images, labels)]
+        self.volumes = [
+            torch.stack([torch.as_tensor(i, dtype=torch.float32), torch.as_tensor(label, dtype=torch.float32)])[None].to(self.device)
+            for i, label in zip(images, labels)
+        ]
         shapes = {tuple(v.shape[2:]) for v in self.volumes}
         if config.output_shape is None and len(shapes) > 1:
             raise ValueError(f"images have different shapes {sorted(shapes)}: set output_shape in the configuration")

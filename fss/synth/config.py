@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -347,7 +347,10 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("contrast", "mean_max"): ("largest mean of a seed label's Gaussian", "intensity, 0-300 scale"),
     ("contrast", "std_min"): ("smallest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
     ("contrast", "std_max"): ("largest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
-    ("contrast", "background_zero_probability"): ("probability that the background's mean intensity is 0 (else drawn like any label's)", "probability"),
+    ("contrast", "background_zero_probability"): (
+        "probability that the background's mean intensity is 0 (else drawn like any label's)",
+        "probability",
+    ),
     ("gamma", "enabled"): ("a random gamma curve", "on/off"),
     ("gamma", "gamma_std"): ("standard deviation of the exponent's logarithm", "log units"),
     ("bias", "enabled"): ("a smooth multiplicative bias field", "on/off"),

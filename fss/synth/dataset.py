@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch
-
 from fss.synth.draws import derive_seed
 from fss.synth.generator import Generator, Sample
 

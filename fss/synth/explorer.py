@@ -57,7 +57,13 @@ class Explorer:
             section = getattr(generator.config, stage)
             start = getattr(section, option)
             self.sliders[(stage, option)] = widgets.FloatSlider(
-                value=float(start), min=low, max=high, step=step, description=description, continuous_update=False, style={"description_width": "initial"}
+                value=float(start),
+                min=low,
+                max=high,
+                step=step,
+                description=description,
+                continuous_update=False,
+                style={"description_width": "initial"},
             )
         self.button = widgets.Button(description="new sample")
         self.output = widgets.Output()

@@ -26,7 +26,9 @@ def sample_paths(out: str | os.PathLike, index: int) -> dict[str, Path]:
     }
 
 
-def write_samples(generator: Generator, n: int, out: str | os.PathLike, seed: int = 0, overwrite: bool = False, progress: bool = True) -> list[dict[str, Path]]:
+def write_samples(
+    generator: Generator, n: int, out: str | os.PathLike, seed: int = 0, overwrite: bool = False, progress: bool = True
+) -> list[dict[str, Path]]:
     """Draw ``n`` samples and write them under ``out``, with the configuration as ``synth_config.yaml``.
 
     Sample i is drawn alone from ``derive_seed(seed, i)``, so it does not depend on ``n``;
@@ -49,8 +51,10 @@ def write_samples(generator: Generator, n: int, out: str | os.PathLike, seed: in
     out = Path(out)
     previous = existing_samples(out)
     if previous and not overwrite:
-        raise FileExistsError(f"{out} holds {len(previous)} samples (first: {previous[0]['image'].parent.parent.name}); "
-                              "pass --overwrite to replace the whole set, or choose another folder")
+        raise FileExistsError(
+            f"{out} holds {len(previous)} samples (first: {previous[0]['image'].parent.parent.name}); "
+            "pass --overwrite to replace the whole set, or choose another folder"
+        )
     for paths in previous:
         for path in paths.values():
             path.unlink(missing_ok=True)

@@ -171,8 +171,9 @@ class Generator:
         if self.config.output_shape is None and len(shapes) > 1:
             raise ValueError(f"subjects have different shapes {sorted(shapes)}: set output_shape in the configuration")
         self.output_shape = tuple(self.config.output_shape or subjects[0].shape)
-        check_memory(BYTES_PER_OUTPUT_VOXEL * math.prod(self.output_shape), self.device,
-                     f"a {'x'.join(map(str, self.output_shape))} synthetic sample")
+        check_memory(
+            BYTES_PER_OUTPUT_VOXEL * math.prod(self.output_shape), self.device, f"a {'x'.join(map(str, self.output_shape))} synthetic sample"
+        )
         max_k = self.config.subclasses.max_subclasses
         if max_k > MAX_PACKED_SUBCLASSES:
             raise ValueError(f"max_subclasses is at most {MAX_PACKED_SUBCLASSES}, got {max_k}")
@@ -283,7 +284,9 @@ class Generator:
         """Seed value of each voxel for the K that its sample drew for the voxel's meta-label: (B, *S) uint8."""
         batch = len(packed)
         tables = seed_value_tables(subclasses).to(self.device)
-        lookup = (packed & (N_CODES - 1)).to(self._index_dtype) + N_CODES * torch.arange(batch, device=self.device, dtype=self._index_dtype).view(batch, 1, 1, 1)
+        lookup = (packed & (N_CODES - 1)).to(self._index_dtype) + N_CODES * torch.arange(batch, device=self.device, dtype=self._index_dtype).view(
+            batch, 1, 1, 1
+        )
         return tables.flatten()[lookup]
 
 

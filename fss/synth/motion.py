@@ -131,7 +131,14 @@ def apply_motion(image: torch.Tensor, params: MotionDraw, spacings: torch.Tensor
     for b in range(image.shape[0]):
         volume = image[b : b + 1]
         if bool(params.apply[b]):
-            volume = slab_motion(volume, spacings[b].tolist(), float(params.slab_mm[b]), float(params.shift_mm[b]),
-                                 float(params.angle_deg[b]), float(params.gain[b]), int(params.seed[b]))
+            volume = slab_motion(
+                volume,
+                spacings[b].tolist(),
+                float(params.slab_mm[b]),
+                float(params.shift_mm[b]),
+                float(params.angle_deg[b]),
+                float(params.gain[b]),
+                int(params.seed[b]),
+            )
         out.append(volume)
     return torch.cat(out)

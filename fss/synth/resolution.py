@@ -47,10 +47,7 @@ def blur_sigmas(resolution: float, blur_factor: torch.Tensor, spacing: torch.Ten
 
     No blur along an axis whose voxels are already as large as the resolution.
     """
-    return [
-        float(f) * BLUR_CONSTANT * resolution / float(s) if resolution > float(s) else 0.0
-        for f, s in zip(blur_factor, spacing)
-    ]
+    return [float(f) * BLUR_CONSTANT * resolution / float(s) if resolution > float(s) else 0.0 for f, s in zip(blur_factor, spacing)]
 
 
 def gaussian_blur(volume: torch.Tensor, sigmas: list[float]) -> torch.Tensor:

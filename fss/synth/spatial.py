@@ -208,8 +208,13 @@ def read_at(volume: torch.Tensor, positions: torch.Tensor, mode: str = "bilinear
     while depth % slabs:
         slabs -= 1
     channels = volume.shape[1]
-    out = F.grid_sample(volume.expand(slabs, -1, -1, -1, -1), grid.reshape(slabs, depth // slabs, *grid.shape[2:]),
-                        mode=mode, padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(
+        volume.expand(slabs, -1, -1, -1, -1),
+        grid.reshape(slabs, depth // slabs, *grid.shape[2:]),
+        mode=mode,
+        padding_mode="zeros",
+        align_corners=True,
+    )
     return out.transpose(0, 1).reshape(1, channels, *positions.shape[2:])
 
 
