@@ -194,5 +194,7 @@ def write_derivative_description(output: Path) -> None:
         ".bidsignore": "volumes.tsv\n*_qc.png\n*_probseg.nii.gz\n",
     }
     for name, text in files.items():
+        if (output / name).exists() and (output / name).read_text() == text:
+            continue  # unchanged: a re-run leaves the file, and its time stamp, alone
         with atomic_path(output / name, overwrite=True) as temporary:
             temporary.write_text(text)

@@ -116,8 +116,11 @@ def read_metadata(stem: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{weights_path}: its sha256 differs from the one in {metadata_path.name}; the weights were changed or belong to another checkpoint"
         )
-    with safe_open(str(weights_path), framework="pt") as handle:
-        header = handle.metadata() or {}
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error type, and OSError, for files it cannot parse
+        raise CheckpointError(f"{weights_path}: not a safetensors file ({' '.join(str(error).split())}); fss never loads pickled weights") from error
     recorded = {k: v for k, v in document.items() if k != "weights_sha256"}
     if header.get("metadata_sha256") != hashlib.sha256(json.dumps(recorded, indent=1, sort_keys=True).encode()).hexdigest():
         raise CheckpointError(f"{metadata_path}: the metadata was changed after the checkpoint was written; refusing to use it")
@@ -156,13 +159,27 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(resolve_device(device)).eval(), document
 
 
+def working_spacing(metadata: dict, source: str | os.PathLike) -> float:
+    """The working-grid spacing (mm) a checkpoint's metadata records, which segmenting needs.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``source`` (the checkpoint or model), if the metadata records no positive ``spacing_mm``.
+    """
+    spacing = metadata.get("spacing_mm")
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or not spacing > 0:
+        raise CheckpointError(f"{source}: records no working-grid spacing (spacing_mm: {spacing!r}), which segmenting needs")
+    return float(spacing)
+
+
 def describe_checkpoint(metadata: dict) -> str:
     """One line on how a checkpoint was trained, from its metadata: mode, iterations, grid, CPU minutes and validation Dice,
     each where recorded (a checkpoint written outside :func:`fss.train.train` may lack them)."""
     parts = [f"{metadata['training']['mode']} training" if "mode" in metadata.get("training", {}) else "training not recorded"]
     if "iterations" in metadata:
         parts[0] += f", {metadata['iterations']} iterations"
-    parts[0] += f" at {metadata['spacing_mm']} mm"
+    parts[0] += f" at {metadata['spacing_mm']} mm" if "spacing_mm" in metadata else ", grid not recorded"
     if metadata.get("training_minutes"):
         parts.append(f"{metadata['training_minutes']:.0f} CPU minutes")
     if "mean_validation_dice" in metadata:

@@ -51,6 +51,11 @@ def _fetch(args: argparse.Namespace) -> int:
         names = DATASETS
     else:
         names = args.names
+    for name in set(names) & set(datasets.FAMILIES):
+        unknown = sorted(set(args.ages or ()) - set(datasets.FAMILIES[name].ages))
+        if unknown:
+            ages = datasets.FAMILIES[name].ages
+            raise UsageError(f"--ages: the {name} atlas has no ages {unknown} (it has {min(ages)}-{max(ages)} weeks)")
     records = []
     for name in names:
         if name == "reference":
@@ -82,6 +87,8 @@ def _info(args: argparse.Namespace) -> int:
         except PackageNotFoundError:
             print(f"  {name:10s} not installed")
     print(f"device     {describe_device('auto')}")
+    models = [f"{name} (default)" if name == pretrained.DEFAULT else name for name in pretrained.available()]
+    print(f"models     {', '.join(models) or 'none packaged'} (fss segment --model NAME)")
     home = datasets.data_home()
     present = sum((home / key).exists() for key in datasets.registry())
     source = f"${datasets.ENV_VAR}" if os.environ.get(datasets.ENV_VAR) else "per-user cache"
@@ -134,20 +141,23 @@ def _synth(args: argparse.Namespace) -> int:
     with _arguments():
         if args.n < 1:
             raise ValueError(f"--n {args.n}: the number of samples must be at least 1")
+        if args.seed < 0:
+            raise ValueError(f"--seed {args.seed}: the seed must not be negative")
         check_output_place(args.out)
         config = load_config(args.config)
         if args.output_shape:
             config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
         device = resolve_device(args.device)
     generator = Generator(load_subjects(args.seeds, args.subjects), config, device=device)
-    write_samples(generator, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
-    print(f"{args.n} samples from {len(generator.subjects)} subjects on {describe_device(generator.device)} in {args.out}")
+    _, kept = write_samples(generator, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
+    already = f" ({kept} of them kept from an earlier run of the same set)" if kept else ""
+    print(f"{args.n} samples{already} from {len(generator.subjects)} subjects on {describe_device(generator.device)} in {args.out}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from fss.device import resolve_device
-    from fss.run_control import TrainingInterrupted
+    from fss.run_control import TrainingDiverged, TrainingInterrupted
     from fss.train import train
     from fss.training_config import TrainConfig
 
@@ -168,6 +178,9 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except TrainingDiverged as diverged:
+        print(f"fss train: error: {diverged}", file=sys.stderr)
+        return 1
     if metrics:
         print(
             f"{metrics['iterations']} iterations in {metrics['seconds']:.0f} s; validation Dice {metrics['final_mean_dice']:.3f} "
@@ -177,20 +190,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from fss.experiments import dice_per_seed, load_experiment, plan, run_experiment, spread_over_seeds, status
+    from fss.experiments import dice_per_seed, load_experiment, plan, run_experiment, select, spread_over_seeds, status
 
     with _arguments():
         experiment = load_experiment(args.file)
         setting = args.setting or next(iter(experiment.settings))
         check_output_place(args.root)
         runs = plan(experiment, setting)
+        select(runs, args.only)
     print(f"{experiment.name} ({setting}): {experiment.description}")
     for run in runs:
         print(f"  {run.id:40s} {status(run, args.root):12s} {run.folder(args.root)}")
     if args.dry_run:
         return 0
-    with _arguments():
-        table = run_experiment(experiment, setting, args.root, only=args.only, kernel=args.kernel)
+    table = run_experiment(experiment, setting, args.root, only=args.only, kernel=args.kernel)
     failed = [run.id for run in runs if args.only in (None, run.id, run.arm) and status(run, args.root) == "failed"]
     folder = experiment.folder(setting, args.root)
     gathered = f"0 runs gathered in {folder / 'results.tsv'}"
@@ -209,9 +222,16 @@ def _label_files(path: Path) -> dict[str, Path]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fss.metrics import evaluate, summarize
+    import warnings
+
+    import pandas as pd
+
+    from fss.metrics import evaluate, summarize, with_tissue_means
 
     prediction, reference = Path(args.prediction), Path(args.reference)
+    for path in (prediction, reference):
+        if not path.exists():
+            raise ValueError(f"{path}: no such file or folder")
     predictions, references = _label_files(prediction), _label_files(reference)
     if prediction.is_dir() or reference.is_dir():  # folders pair by name only
         pairs = [(name, predictions[name], references[name]) for name in predictions if name in references]
@@ -225,23 +245,41 @@ def _evaluate(args: argparse.Namespace) -> int:
     with _arguments():
         refuse_to_overwrite_inputs([args.output], [*predictions.values(), *references.values()])
         check_output_place(args.output)
-    table = evaluate([p for _, p, _ in pairs], [r for _, _, r in pairs], names=[n for n, _, _ in pairs], convention=args.convention)
+    tables, failed = [], []
+    for name, predicted, expected in pairs:  # one pair that cannot be evaluated does not stop the others
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                tables.append(evaluate([predicted], [expected], names=[name], convention=args.convention))
+        except (ValueError, OSError) as error:
+            print(f"{name}: failed: {error}")
+            failed.append(name)
+            continue
+        for warning in caught:
+            print(f"{name}: warning: {warning.message}")
+    if not tables:
+        print(f"none of the {len(pairs)} pair(s) could be evaluated; nothing written")
+        return 1
+    table = with_tissue_means(pd.concat(tables, ignore_index=True))
     with atomic_path(args.output, args.overwrite) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
-    print(f"{len(pairs)} image(s); mean per tissue (HD95 in mm):")
+    print(f"{len(tables)} image(s); mean per tissue, and over the tissues (HD95 in mm):")
     print(summarize(table).round(3).to_string())
-    print(f"all values: {args.output}")
-    return 0
+    print(f"all values: {args.output}" + (f"; {len(failed)} of {len(pairs)} pair(s) failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
     """(name, input, output label map) for every image, and the folder of volumes.tsv.
 
-    ``output`` is a label map's file name for a single input file, else a folder; two inputs
-    whose label maps would have one name are refused.
+    ``output`` is a label map's file name for a single input file, else a folder; missing inputs, and two inputs
+    whose label maps would have one name, are refused before anything is written.
     """
     from fss.bids import find_t2w_images
 
+    missing = [item for item in inputs if not Path(item).exists()]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: no such file or folder; nothing was segmented")
     names_a_file = bool(output.suffix) and not output.is_dir()
     if len(inputs) == 1 and Path(inputs[0]).is_file() and names_a_file:
         if not output.name.endswith((".nii", ".nii.gz")):
@@ -278,28 +316,36 @@ def _probabilities_path(target: Path) -> Path:
 
 
 def _segment_model(args: argparse.Namespace):
-    """The model of ``--checkpoint``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap`` checked against it.
+    """The model of ``--checkpoint`` or ``--model``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap``
+    checked against it.
 
     Returns (model, metadata), the device, and the model's name (the packaged name or the checkpoint as given).
     """
-    from fss.checkpoint import load_checkpoint
+    from fss.checkpoint import load_checkpoint, paths, working_spacing
     from fss.device import resolve_device
 
     with _arguments():
         device = resolve_device(args.device)
     if args.checkpoint:
+        if args.checkpoint in pretrained.available() and not paths(args.checkpoint)[0].exists():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such checkpoint; {args.checkpoint} is a packaged model: --model {args.checkpoint}")
         model = load_checkpoint(args.checkpoint, device)
     else:
+        name = args.model or pretrained.DEFAULT
         try:
-            model = pretrained.load(pretrained.DEFAULT, device)
+            model = pretrained.load(name, device)
         except KeyError as error:
+            if args.model:
+                raise UsageError(f"--model {args.model}: {error.args[0]}") from error
             raise ValueError(f"{error.args[0]}: give --checkpoint, a model trained with fss train") from error
+    model_name = args.checkpoint or args.model or pretrained.DEFAULT
+    working_spacing(model[1], model_name)
     multiple = model[0].multiple
     if not 0 <= args.overlap < 1:
         raise UsageError(f"--overlap {args.overlap}: give a fraction in [0, 1)")
     if args.window is not None and (args.window < multiple or args.window % multiple):
         raise UsageError(f"--window {args.window}: give a positive multiple of {multiple} (the model's)")
-    return model, device, args.checkpoint or pretrained.DEFAULT
+    return model, device, model_name
 
 
 def _segment_one(source: Path, target: Path, name: str, model, model_name: str, device, args: argparse.Namespace):
@@ -348,7 +394,7 @@ def _segment_job(name: str, source: Path, target: Path, model, model_name: str, 
         When the output is not fss's to replace, or was made from something else and ``--overwrite`` is not given.
     """
     from fss.io import load_nifti
-    from fss.records import Request, judge, read_record, sha256, write_record
+    from fss.records import Request, judge, sha256, write_record
 
     files = _segment_outputs(target, args)
     request = Request(
@@ -359,7 +405,7 @@ def _segment_job(name: str, source: Path, target: Path, model, model_name: str, 
         return load_nifti(target), "kept"
     if verdict.action == "foreign" or (verdict.action == "different" and not args.overwrite):
         raise ValueError(verdict.reason)
-    previous = read_record(target) or {}
+    previous = verdict.record or {}
     for stale in set(previous.get("planned", [])) - {target.name, *(f.name for f in files)}:  # fss's own files this request does not make
         (target.parent / stale).unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -480,9 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation = commands.add_parser("segment", help="segment T2w scans (files, or BIDS folders) into FeTA tissues")
     segmentation.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI files or BIDS folders")
     segmentation.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    segmentation.add_argument(
-        "--checkpoint", help=f"trained model (path without suffix, or its .safetensors); default: the packaged {pretrained.DEFAULT}"
-    )
+    model_choice = segmentation.add_mutually_exclusive_group()
+    model_choice.add_argument("--model", metavar="NAME", help=f"packaged model, listed by fss info (default {pretrained.DEFAULT})")
+    model_choice.add_argument("--checkpoint", help="trained model (path without suffix, or its .safetensors), e.g. a run's best")
     segmentation.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     segmentation.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
     segmentation.add_argument("--qc", action="store_true", help="write a three-plane overlay PNG per image")

@@ -21,18 +21,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import types
 import typing
+from pathlib import Path
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3`` as a number (YAML 1.2 does; PyYAML's 1.1 rules need ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def parse_yaml(text: str, source) -> object:
     """``text`` read as YAML; ValueError naming ``source`` (a file, or the option it came from) in one line if it is not YAML."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as error:
         raise ValueError(f"{source}: not valid YAML ({' '.join(str(error).split())})") from error
+
+
+def read_yaml_file(path: str | os.PathLike) -> object:
+    """The YAML file ``path``, read as :func:`parse_yaml` does; ValueError naming the file if it is not UTF-8 text or not YAML."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); save it as UTF-8") from error
+    return parse_yaml(text, path)
 
 
 def check_types(instance) -> None:

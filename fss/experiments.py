@@ -48,7 +48,7 @@ import pandas as pd
 import yaml
 
 from fss import __version__
-from fss.config_checks import parse_yaml
+from fss.config_checks import read_yaml_file
 from fss.evaluation import with_stress_columns
 from fss.paths import atomic_path, locked
 
@@ -94,11 +94,19 @@ class Run:
     def id(self) -> str:
         """``<arm>-seed<seed>-<8 hex digits of the parameters' hash>``, safe as a folder name."""
         digest = hashlib.sha256(json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:8]
-        arm = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.arm)
-        return f"{arm}-seed{self.seed}-{digest}"
+        return f"{_folder_name(self.arm)}-seed{self.seed}-{digest}"
 
     def folder(self, root: str | os.PathLike = ROOT) -> Path:
         return self.experiment.folder(self.setting, root) / self.id
+
+
+def _folder_name(arm: str) -> str:
+    """``arm`` with every character but letters, digits, ``-``, ``_`` and ``.`` replaced by ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in arm)
+
+
+RUNNER_PARAMETERS = frozenset({"seed", "output_dir", "trained_dir"})
+"""Parameters that the runner gives each run, and an experiment file may not set."""
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
@@ -107,12 +115,14 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     Raises
     ------
     ValueError
-        For a missing or mistyped key, an empty chain or arm list, a notebook that does not
-        exist, or a parameter that no notebook of the chain declares (a typo would otherwise
-        be ignored).
+        For a missing or mistyped key, an empty chain or arm list, a chain that is not a list,
+        a setting or arm that is not a mapping, two arms whose folder names would be the same
+        (``a b`` and ``a_b``), a notebook that does not exist, a parameter that the runner
+        sets (:data:`RUNNER_PARAMETERS`), or a parameter that no notebook of the chain declares
+        (a typo would otherwise be ignored).
     """
     path = Path(path)
-    values = parse_yaml(path.read_text(), path)
+    values = read_yaml_file(path)
     if not isinstance(values, dict):
         raise ValueError(f"{path}: an experiment is a mapping of keys, got {type(values).__name__}")
     known = {"description", "notebooks", "chain", "parameters", "settings", "arms", "repeats"}
@@ -122,9 +132,23 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     for key in ("chain", "settings", "arms"):
         if not values.get(key):
             raise ValueError(f"{path}: give at least one entry under {key!r}")
+    chain = values["chain"]
+    if not isinstance(chain, list) or not all(isinstance(name, str) for name in chain):
+        raise ValueError(f"{path}: chain must be a list of notebook names, e.g. [03_training, 04_evaluation], got {chain!r}")
     for key in ("parameters", "settings", "arms"):
         if not isinstance(values.get(key) or {}, dict):
             raise ValueError(f"{path}: {key!r} must be a mapping")
+    for key in ("settings", "arms"):
+        for name, parameters in values[key].items():
+            if not isinstance(parameters or {}, dict):
+                raise ValueError(f"{path}: {key} {name!r} must be a mapping of parameters, got {parameters!r}")
+    folders = {}
+    for arm in values["arms"]:
+        folders.setdefault(_folder_name(str(arm)), []).append(str(arm))
+    shared = [names for names in folders.values() if len(names) > 1]
+    if shared:
+        names = " and ".join(repr(name) for name in shared[0])
+        raise ValueError(f"{path}: arms {names} would share the folder name {_folder_name(shared[0][0])!r}; rename one")
     repeats = values.get("repeats", 1)
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"{path}: repeats must be a whole number of at least 1, got {repeats!r}")
@@ -140,6 +164,12 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         **{f"arm {k}": v or {} for k, v in values["arms"].items()},
     }
     for where, parameters in given.items():
+        reserved = sorted(set(parameters) & RUNNER_PARAMETERS)
+        if reserved:
+            raise ValueError(
+                f"{path}: {where} sets {reserved}, which the runner gives each run (seed: 0 to repeats - 1; output_dir and trained_dir: "
+                "the run's folders); use repeats for more seeds"
+            )
         unknown = sorted(set(parameters) - known)
         if unknown:
             raise ValueError(f"{path}: {where} sets {unknown}, which no notebook of the chain ({', '.join(values['chain'])}) declares")
@@ -199,7 +229,7 @@ def status(run: Run, root: str | os.PathLike = ROOT) -> str:
     ``"failed"`` (its last attempt left an error), ``"interrupted"`` or ``"pending"``."""
     folder = run.folder(root)
     if (folder / "metrics.tsv").exists():
-        recorded = parse_yaml((folder / "params.yaml").read_text(), folder / "params.yaml")
+        recorded = read_yaml_file(folder / "params.yaml")
         return "done" if recorded.get("provenance") == run.experiment.provenance else "stale"
     if (folder / "error.txt").exists():
         return "failed"
@@ -213,7 +243,8 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
     A run holds a lock (a hidden ``.<run id>.lock`` beside its folder) while it runs. An
     interrupted, failed or stale attempt's folder is emptied first. A notebook that raises stops
     the run: its error goes to ``error.txt`` (the executed notebook, up to the failing cell, stays
-    beside it). Ctrl-C is not caught: the folder stays incomplete and the next call starts over.
+    beside it). Ctrl-C is not caught, also when the notebook's kernel receives it first: the folder
+    stays incomplete and the next call starts over.
     """
     papermill = _papermill()
     folder = run.folder(root)
@@ -254,10 +285,12 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
                     cwd=str(run.experiment.notebooks),
                     kernel_name=kernel,
                     progress_bar=False,
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                )  # no start-up chatter from each kernel
-            table = pd.read_csv(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv", sep="\t")
-        except Exception:  # a failing notebook (papermill's error names the cell) or a chain without metrics
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                )  # no start-up chatter from each kernel, nor its complaint when Ctrl-C closed the runner's end first
+            table = read_results(folder.resolve() / run.experiment.chain[-1] / "metrics.tsv")
+        except Exception as error:  # a failing notebook (papermill's error names the cell) or a chain without metrics
+            if getattr(error, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first: an interrupt, not a failure
+                raise KeyboardInterrupt from None
             with atomic_path(folder / "error.txt") as temporary:
                 temporary.write_text(traceback.format_exc())
             return "failed"
@@ -266,9 +299,49 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
         return "done"
 
 
+def read_results(path: Path) -> pd.DataFrame:
+    """A run's table of results (columns ``model``, ``dataset``, ``case``, ``tissue``, ``metric`` and a numeric ``value``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``, if it is empty, not a table, lacks a column, or holds a value that is not a number.
+    """
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a table of results ({' '.join(str(error).split())})") from error
+    missing = [column for column in ("model", "dataset", "case", "tissue", "metric", "value") if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a table of results (no column {', '.join(missing)})")
+    numbers = pd.to_numeric(table["value"], errors="coerce")
+    text = numbers.isna() & table["value"].notna()
+    if text.any():
+        row = int(text.to_numpy().argmax())
+        raise ValueError(f"{path}: line {row + 2} has the value {table['value'].iloc[row]!r}, not a number")
+    return table.assign(value=numbers)
+
+
+def select(runs: list[Run], only: str | None) -> list[Run]:
+    """The runs whose id or arm is ``only`` (all of them when ``only`` is None).
+
+    Raises
+    ------
+    ValueError
+        If none is.
+    """
+    chosen = [run for run in runs if only in (None, run.id, run.arm)]
+    if not chosen:
+        raise ValueError(
+            f"no run is called {only!r}; runs: {', '.join(run.id for run in runs)}; arms: {', '.join(dict.fromkeys(r.arm for r in runs))}"
+        )
+    return chosen
+
+
 def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
     """One tidy table of every run done with the current code (columns :data:`RESULT_COLUMNS`, then the parameters that
-    differ between runs); stale runs are left out.
+    differ between runs); stale runs are left out. A done run's table that cannot be read is a ValueError that names it
+    (:func:`read_results`).
 
     ``stress`` and ``severity`` as :func:`fss.evaluation.with_stress_columns` gives them.
     """
@@ -280,7 +353,7 @@ def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT)
     for run in runs:
         if status(run, root) != "done":
             continue
-        table = pd.read_csv(run.folder(root) / "metrics.tsv", sep="\t")
+        table = read_results(run.folder(root) / "metrics.tsv")
         table = with_stress_columns(table).assign(run=run.id, arm=run.arm, seed=run.seed)
         for key in varying:
             table[key] = json.dumps(run.parameters.get(key), sort_keys=True)
@@ -329,9 +402,7 @@ def run_experiment(
 
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
-    runs = [run for run in plan(experiment, setting) if only in (None, run.id, run.arm)]
-    if not runs:
-        raise ValueError(f"no run of {experiment.name} is called {only!r}")
+    runs = select(plan(experiment, setting), only)
     for run in tqdm(runs, desc=experiment.name, unit="run", disable=not progress):
         result = execute(run, root, kernel)
         notes = {"failed": f" (see {run.folder(root) / 'error.txt'})", "running": " in another process: left to it, not gathered yet"}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fss.checkpoint import load_checkpoint
+from fss.checkpoint import load_checkpoint, working_spacing
 from fss.device import check_memory, native_bfloat16, resolve_device
 from fss.io import WorkingGrid, load_nifti, normalize_as_recorded
 from fss.unet import UNet
@@ -43,12 +43,34 @@ def _gaussian_weights(shape: tuple[int, int, int], device: torch.device) -> torc
     return (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).clamp(min=1e-3)
 
 
+class NonFiniteOutput(ValueError):
+    """The network computed NaN or infinite probabilities: its weights are not usable."""
+
+
+MAX_WINDOW_REPEATS = 125
+"""How many times the sliding window may compute each voxel on average (overlap 0.5 computes it about 8 times, 0.8 about
+125 times); more is refused, as a window and an overlap that would run for hours."""
+
+
 def _sliding(model: UNet, x: torch.Tensor, window: int, overlap: float = 0.5) -> torch.Tensor:
-    """Probabilities of a large (1, 1, *S) input from overlapping windows, Gaussian-weighted."""
+    """Probabilities of a large (1, 1, *S) input from overlapping windows, Gaussian-weighted.
+
+    Raises
+    ------
+    ValueError
+        If the windows would compute each voxel more than :data:`MAX_WINDOW_REPEATS` times on average.
+    """
     shape = tuple(x.shape[2:])
     size = [min(window, n) for n in shape]
     step = [max(1, int(s * (1 - overlap))) for s in size]
     starts = [sorted({*range(0, n - s + 1, st), n - s}) for n, s, st in zip(shape, size, step)]
+    windows = math.prod(len(axis) for axis in starts)
+    repeats = windows * math.prod(size) / math.prod(shape)
+    if repeats > MAX_WINDOW_REPEATS:
+        raise ValueError(
+            f"window {window} with overlap {overlap} takes {windows} windows over the {'x'.join(map(str, shape))} working grid, which computes "
+            f"each voxel {repeats:.0f} times (at most {MAX_WINDOW_REPEATS}): take a larger window or a smaller overlap"
+        )
     weights = _gaussian_weights(tuple(size), x.device)
     total = torch.zeros(1, model.config["n_classes"], *shape, device=x.device)
     norm = torch.zeros(shape, device=x.device)
@@ -91,6 +113,11 @@ def predict_working(
     -------
     torch.Tensor, (n_classes, X, Y, Z) float32 on ``device``: softmax probabilities. The volume is
     padded with zeros to the model's multiple and cropped back.
+
+    Raises
+    ------
+    ValueError
+        If ``overlap`` or ``window`` is out of range, or (:class:`NonFiniteOutput`) the network's output is not finite.
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -115,6 +142,8 @@ def predict_working(
     if tta:
         probabilities = (probabilities + run(x.flip(2)).flip(2)) / 2
     model.train(was_training)
+    if not bool(torch.isfinite(probabilities).all()):
+        raise NonFiniteOutput("the network's output is not finite (NaN or infinite): its weights are not usable, e.g. from a training that diverged")
     crop = [slice(p // 2, p // 2 + n) for p, n in zip(pad, image.shape)]
     return probabilities[0][(slice(None), *crop)]
 
@@ -158,13 +187,15 @@ def segment(
     Raises
     ------
     ValueError
-        For an unusable scan (see ``load_nifti``) or one without any positive voxel.
+        For an unusable scan (see ``load_nifti``) or one without any positive voxel, or a checkpoint
+        (:class:`fss.checkpoint.CheckpointError`) that records no positive ``spacing_mm``.
     """
     device = resolve_device(device)
     model, metadata = load_checkpoint(checkpoint, device) if not isinstance(checkpoint, tuple) else checkpoint
+    spacing = working_spacing(metadata, checkpoint if not isinstance(checkpoint, tuple) else "the checkpoint")
     scan = load_nifti(image)
     data = np.asarray(scan.dataobj, dtype=np.float32)
-    full = WorkingGrid.from_image(scan, float(metadata["spacing_mm"]))
+    full = WorkingGrid.from_image(scan, spacing)
     working_voxels, input_voxels = math.prod(full.resampled_shape), math.prod(full.input_shape)
     check_memory(
         BYTES_PER_WORKING_VOXEL * working_voxels + BYTES_PER_INPUT_VOXEL * input_voxels,

@@ -57,7 +57,8 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         If the path does not exist.
     ValueError
         If the file is not NIfTI or cannot be read, is not 3-D (or 4-D with one
-        volume), has a single slice along an axis, holds NaN or infinite values, has no
+        volume), has a single slice along an axis, holds colour or complex voxels, NaN or infinite values or values
+        beyond float32's range (:data:`FLOAT32_LIMIT`), has no
         orientation (qform and sform codes 0), a singular affine or voxel sizes outside
         :data:`VOXEL_MM`. The message names the file and the problem. When both the sform
         and the qform are set and differ, a warning says that the sform is used.
@@ -88,13 +89,23 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         raise ValueError(f"{name}: {data.ndim}-D, shape {data.shape}; fss needs a 3-D volume")
     if min(data.shape) < 2:
         raise ValueError(f"{name}: shape {data.shape} has a single slice along an axis; fss needs a 3-D volume")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating) or data.dtype == np.bool_):
+        raise ValueError(f"{name}: voxels of type {data.dtype} (colour or complex values); fss needs one real number per voxel")
     if np.issubdtype(data.dtype, np.floating):
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
             raise ValueError(f"{name}: {bad} voxels are NaN or infinite")
+        largest = float(np.abs(data).max())
+        if largest > FLOAT32_LIMIT:
+            raise ValueError(
+                f"{name}: values up to {largest:.3g} are beyond float32's range ({FLOAT32_LIMIT:.3g}), in which fss computes; rescale the image"
+            )
     _check_orientation(name, image)
     return type(image)(data, image.affine, image.header)
 
+
+FLOAT32_LIMIT = float(np.finfo(np.float32).max)
+"""The largest magnitude of a voxel value that :func:`load_nifti` accepts: fss computes in float32."""
 
 VOXEL_MM = (0.1, 10.0)
 """Voxel sizes (mm, along every axis) that :func:`load_nifti` accepts: fetal MRI from 0.1 mm to 10 mm slices."""

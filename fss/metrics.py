@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import nibabel as nib
@@ -25,7 +26,7 @@ from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from fss.io import load_nifti
-from fss.labels import TISSUES, to_feta
+from fss.labels import CONVENTIONS, TISSUES, to_feta
 
 METRICS = ("dice", "hd95", "volume_similarity")
 
@@ -138,7 +139,15 @@ def evaluate(
     Raises
     ------
     ValueError
-        If the counts differ, or a pair is not on one grid.
+        If the counts differ, a pair is not on one grid, or a reference holds values that
+        ``convention`` does not define (the message names the file, and a convention that fits).
+
+    Warns
+    -----
+    UserWarning
+        When a reference read in another convention that its values fit agrees with the
+        prediction far better (mean Dice at least :data:`LIKELIER_CONVENTION_GAIN` higher), as
+        atlas labels read as FeTA do.
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
@@ -158,19 +167,65 @@ def evaluate(
                 f"{name}: prediction and reference have the same shape but different affines (differing by up to {worst:.3g} mm): "
                 f"{np.round(p.affine[:3], 3).tolist()} and {np.round(r.affine[:3], 3).tolist()}"
             )
-        spacing = voxel_sizes(p.affine)
-        table = tissue_metrics(to_feta(np.asarray(p.dataobj)), to_feta(np.asarray(r.dataobj), convention), spacing)
+        source = os.fspath(reference) if not isinstance(reference, nib.spatialimages.SpatialImage) else f"{name} (reference)"
+        predicted, reference_values = to_feta(np.asarray(p.dataobj)), np.asarray(r.dataobj)
+        reference_feta = _reference_in_feta(reference_values, convention, source)
+        _warn_of_a_likelier_convention(predicted, reference_feta, reference_values, convention, source)
+        table = tissue_metrics(predicted, reference_feta, voxel_sizes(p.affine))
         tables.append(table.assign(image=name)[["image", "tissue", "metric", "value"]])
     return pd.concat(tables, ignore_index=True)
 
 
+def _conventions_that_fit(labels: np.ndarray) -> list[str]:
+    present = {int(value) for value in np.unique(labels)}
+    return [name for name, mapping in CONVENTIONS.items() if present <= set(mapping)]
+
+
+def _reference_in_feta(labels: np.ndarray, convention: str, source: str) -> np.ndarray:
+    """``labels`` in FeTA values; a ValueError names ``source`` and the conventions that would fit."""
+    try:
+        return to_feta(labels, convention)
+    except ValueError as error:
+        fitting = [name for name in _conventions_that_fit(labels) if name != convention] if np.issubdtype(labels.dtype, np.integer) else []
+        hint = f"; it fits the {fitting[0]!r} convention: --convention {fitting[0]}" if fitting else ""
+        raise ValueError(f"{source}: {error}{hint}") from error
+
+
+LIKELIER_CONVENTION_GAIN = 0.2
+"""Mean Dice by which another label convention must beat the one given before :func:`evaluate` warns."""
+
+
+def _warn_of_a_likelier_convention(prediction: np.ndarray, reference: np.ndarray, values: np.ndarray, convention: str, source: str) -> None:
+    """Warn when the reference, read in another convention that its values fit, agrees far better with the prediction."""
+    given = np.nanmean(list(dice_per_tissue(prediction, reference).values()))
+    for other in _conventions_that_fit(values) if np.issubdtype(values.dtype, np.integer) else []:
+        if other == convention:
+            continue
+        better = np.nanmean(list(dice_per_tissue(prediction, to_feta(values, other)).values()))
+        if better >= given + LIKELIER_CONVENTION_GAIN:
+            warnings.warn(
+                f"{source}: read in the {convention!r} label convention the reference agrees with the prediction at a mean Dice of "
+                f"{given:.2f}, in the {other!r} convention at {better:.2f}: is it in that one? (--convention {other})",
+                stacklevel=3,
+            )
+
+
+def with_tissue_means(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (from :func:`evaluate`) with, for each image and metric, a row of tissue ``"mean"``: the mean over the
+    tissues (NaN skipped; an infinite HD95 keeps it infinite)."""
+    tissues = table[table.tissue != "mean"]
+    means = tissues.groupby(["image", "metric"], sort=False).value.mean().reset_index().assign(tissue="mean")
+    return pd.concat([tissues, means[table.columns]], ignore_index=True)
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric per tissue over images: rows tissues, columns metrics.
+    """Mean of each metric per tissue over images: rows tissues (and ``mean`` where the table has it, see
+    :func:`with_tissue_means`), columns metrics.
 
     NaN (tissue absent from both maps) is skipped; an infinite HD95 (tissue missed or invented)
     keeps the mean infinite, so that it is seen.
     """
-    order = [t.short for t in TISSUES[1:]]
+    order = [t.short for t in TISSUES[1:]] + (["mean"] if (table.tissue == "mean").any() else [])
     return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(
         index=order, columns=list(METRICS)
     )

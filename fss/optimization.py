@@ -69,10 +69,33 @@ def save_optimizer_state(out: Path, optimizer: torch.optim.Optimizer, state: dic
 
 
 def load_optimizer_state(out: Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Load the state :func:`save_optimizer_state` wrote in ``out`` into ``optimizer``; the rest of the saved JSON.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if the tensors are not a safetensors file or are not AdamW's moments of
+        the optimizer's parameters (another run's state, or another network's).
+    """
+    tensors_path = out / "last_state.safetensors"
     state = json.loads((out / "last_state.json").read_text())
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as error:  # safetensors raises its own error type for files it cannot parse
+        raise ValueError(f"{tensors_path}: not a safetensors file ({' '.join(str(error).split())}); start afresh with --overwrite") from error
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     by_index: dict[int, dict] = {}
-    for key, value in load_file(str(out / "last_state.safetensors")).items():
-        index, name = key.split(".", 1)
-        by_index.setdefault(int(index), {})[name] = value
+    for key, value in tensors.items():
+        index, _, name = key.partition(".")
+        by_index.setdefault(int(index) if index.isdigit() else -1, {})[name] = value
+    missing_or_extra = sorted(set(by_index) ^ set(range(len(parameters))))
+    mismatch = missing_or_extra or [
+        index for index, values in by_index.items() if values.get("exp_avg", torch.empty(0)).shape != parameters[index].shape
+    ]
+    if by_index and mismatch:  # no state at all: the optimizer had not stepped yet
+        raise ValueError(
+            f"{tensors_path}: not the optimizer state of this run's network (parameters {mismatch[:3]} differ); "
+            "was it copied from another run? Start afresh with --overwrite"
+        )
     optimizer.load_state_dict({"state": by_index, "param_groups": state.pop("param_groups")})
     return state

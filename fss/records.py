@@ -21,6 +21,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -68,10 +69,11 @@ class Verdict:
     """What to do with an output that may exist: ``new`` (nothing there), ``kept`` (finished, same request),
     ``unfinished`` (fss's own, interrupted or with a file missing: made again), ``different`` (fss's, made from
     another request or changed since: replaced only with ``--overwrite``) or ``foreign`` (a file fss did not
-    write: never replaced); ``reason`` says why."""
+    write: never replaced); ``reason`` says why, ``record`` is fss's record of the output read to judge it (None: none)."""
 
     action: str
     reason: str = ""
+    record: dict | None = None
 
 
 def judge(label_map: Path, files: list[Path], request: Request) -> Verdict:
@@ -84,23 +86,24 @@ def judge(label_map: Path, files: list[Path], request: Request) -> Verdict:
         if present:
             return Verdict("foreign", f"{present[0]} was not written by fss (no record in {sidecar_path(label_map).name}); fss never replaces it")
         return Verdict("new")
+    verdict = functools.partial(Verdict, record=record)
     recorded = record.get("files", {})
     unrecorded = [path for path in present if path.name not in recorded and path.name not in record.get("planned", [])]
     if unrecorded:
-        return Verdict("foreign", f"{unrecorded[0]} was not written by fss for {label_map.name}; fss never replaces it")
+        return verdict("foreign", f"{unrecorded[0]} was not written by fss for {label_map.name}; fss never replaces it")
     if not record.get("complete"):
-        return Verdict("unfinished", f"{label_map.name}: an earlier run stopped before all its files were written")
+        return verdict("unfinished", f"{label_map.name}: an earlier run stopped before all its files were written")
     previous = Request(**{field.name: record.get(field.name) for field in dataclasses.fields(Request)})
     changed = previous.differences(request)
     if changed:
         words = {"input_sha256": "another input", "model_sha256": "another model", "options": "other options"}
-        return Verdict("different", f"{label_map} was made from {' and '.join(words[name] for name in changed)} (--overwrite replaces it)")
+        return verdict("different", f"{label_map} was made from {' and '.join(words[name] for name in changed)} (--overwrite replaces it)")
     if any(path.name not in recorded or not path.exists() for path in [label_map, *files]):
-        return Verdict("unfinished", f"{label_map.name}: asked now with files that are not there")
+        return verdict("unfinished", f"{label_map.name}: asked now with files that are not there")
     changed = [path for path in [label_map, *files] if sha256(path) != recorded[path.name]]
     if changed:
-        return Verdict("different", f"{changed[0]} changed since fss wrote it (--overwrite replaces it)")
-    return Verdict("kept")
+        return verdict("different", f"{changed[0]} changed since fss wrote it (--overwrite replaces it)")
+    return verdict("kept")
 
 
 def read_record(label_map: str | os.PathLike) -> dict | None:

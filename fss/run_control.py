@@ -60,6 +60,14 @@ class Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
+    def all_true(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on every rank (one all-reduce on ``device`` under ``torchrun``)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -81,6 +89,15 @@ class TrainingInterrupted(Exception):
     def __init__(self, out: Path, iteration: int):
         super().__init__(f"interrupted after iteration {iteration}; the state is saved in {out}: continue with --resume")
         self.out, self.iteration = out, iteration
+
+
+class TrainingDiverged(Exception):
+    """Training stopped because the loss or the weights were not finite; the checkpoints saved before are kept."""
+
+    def __init__(self, out: Path, iteration: int, what: str, saved: int):
+        kept = f"the checkpoints of iteration {saved} in {out} are kept" if saved else f"no checkpoint was saved in {out}"
+        super().__init__(f"{what} at iteration {iteration}: training diverged (is the learning rate too high?) and stopped; {kept}")
+        self.out, self.iteration, self.saved = out, iteration, saved
 
 
 class Interrupt:

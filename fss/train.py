@@ -15,6 +15,7 @@ Dice where it was measured), ``curves.png``, ``metrics.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -30,13 +31,13 @@ from tqdm.auto import tqdm
 
 from fss.checkpoint import load_checkpoint, save_checkpoint
 from fss.device import describe_device, resolve_device, resolve_precision
-from fss.infer import predict_working
+from fss.infer import NonFiniteOutput, predict_working
 from fss.io import NORMALIZATION
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.optimization import learning_rate, load_optimizer_state, save_optimizer_state, training_step
 from fss.paths import atomic_path
-from fss.run_control import Distributed, TrainingInterrupted, determinism, stop_on_interrupt
+from fss.run_control import Distributed, TrainingDiverged, TrainingInterrupted, determinism, stop_on_interrupt
 from fss.training_config import SETTINGS_ADDED_SINCE_0_1, TrainConfig
 from fss.training_data import Volume, prepare_crl, training_batches
 from fss.unet import UNet, count_parameters
@@ -80,6 +81,8 @@ class _Run:
     log: list[dict]
     dtype: torch.dtype
     """What the network computes in during training steps."""
+    saved: int
+    """The iteration of the last checkpoint saved (0: none yet)."""
 
 
 def _set_up(
@@ -131,7 +134,7 @@ def _set_up(
         "sittings": [*sittings, {"from_iteration": start, "machine": describe_device(device), "torch": torch.__version__, "command": command}],
     }
     batches = training_batches(config, training, device, distributed.rank, start)
-    return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log, dtype)
+    return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log, dtype, start)
 
 
 def _initial_weights(config: TrainConfig, model: UNet) -> dict:
@@ -170,8 +173,17 @@ def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
 
 def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
     """Validate, save ``last`` (and ``best`` when it improved), recording the ``seconds`` of training steps so far, and the
-    optimizer state; the Dice columns of the log."""
-    scores = validate(run.model, run.validation)
+    optimizer state; the Dice columns of the log.
+
+    Raises
+    ------
+    TrainingDiverged
+        If the network's output on a validation volume is not finite (nothing is saved then).
+    """
+    try:
+        scores = validate(run.model, run.validation)
+    except NonFiniteOutput as error:
+        raise TrainingDiverged(out, iteration, "the network's output is not finite", run.saved) from error
     mean = float(np.nanmean(scores.to_numpy()))
     checkpoint = {
         **run.metadata,
@@ -185,6 +197,7 @@ def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
         run.best = mean
         save_checkpoint(run.model, out / "best", checkpoint)
     save_optimizer_state(out, run.optimizer, {"iteration": iteration, "best_mean_dice": run.best})
+    run.saved = iteration
     return {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
 
 
@@ -219,6 +232,9 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
     ------
     TrainingInterrupted
         After a Ctrl-C, once the iteration under way is done and saved.
+    TrainingDiverged
+        When the loss or the weights after the step are not finite (on any rank), or the output at a validation;
+        nothing of that iteration is saved.
     """
     seconds_before = run.log[-1]["seconds"] if run.log else 0.0
     started = time.perf_counter()
@@ -237,6 +253,11 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
                 group["lr"] = learning_rate(config, iteration)
             image, labels = next(run.batches)
             loss = training_step(run.trained, run.optimizer, image, labels, run.dtype)
+            finite_weights = bool(torch.stack([torch.isfinite(parameter).all() for parameter in run.model.parameters()]).all())
+            if not distributed.all_true(math.isfinite(loss) and finite_weights, image.device):
+                bar.close()
+                what = f"the loss is {loss}" if not math.isfinite(loss) else "the weights are not finite"
+                raise TrainingDiverged(out, iteration + 1, what, run.saved)
             row = {
                 "iteration": iteration + 1,
                 "loss": loss,
@@ -305,6 +326,10 @@ def train(
         If ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     ValueError
         If ``until`` is not after the iteration a resumed run has reached.
+    fss.run_control.TrainingInterrupted
+        After a Ctrl-C, once the state is saved.
+    fss.run_control.TrainingDiverged
+        When the loss or the weights are not finite; the checkpoints saved before stay.
     """
     out = Path(out)
     device = resolve_device(config.device)

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from fss import datasets
-from fss.config_checks import check_options, check_types, parse_yaml
+from fss.config_checks import check_options, check_types, parse_yaml, read_yaml_file
 from fss.device import PRECISIONS
 from fss.synth import GeneratorConfig, load_config
 from fss.unet import SKIPS, UNet
@@ -20,6 +20,8 @@ from fss.unet import SKIPS, UNet
 MODES = ("synthetic", "real", "mixed")
 SETTINGS_ADDED_SINCE_0_1 = {"skip": "concatenate", "initialize_from": None}
 """Settings that runs of fss 0.1 did not record, with the value they trained with."""
+SPACING_MM = (0.5, 5.0)
+"""Working-grid spacings (mm) that a configuration accepts."""
 CONFIGS = tuple(sorted(p.name.removesuffix(".yaml") for p in resources.files("fss").joinpath("configs").iterdir() if p.name.endswith(".yaml")))
 """Names of the packaged training configurations (``fss/configs/*.yaml``)."""
 
@@ -64,12 +66,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.seed < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup, seed and weight_decay must not be negative, got {self.warmup}, {self.seed}, {self.weight_decay}")
-        if not (self.learning_rate > 0 and self.spacing > 0 and 0 <= self.dropout < 1):
-            raise ValueError(f"need learning_rate > 0, spacing > 0 and 0 <= dropout < 1, got {self.learning_rate}, {self.spacing}, {self.dropout}")
+        if not (self.learning_rate > 0 and 0 <= self.dropout < 1):
+            raise ValueError(f"need learning_rate > 0 and 0 <= dropout < 1, got {self.learning_rate} and {self.dropout}")
+        if not SPACING_MM[0] <= self.spacing <= SPACING_MM[1]:
+            raise ValueError(
+                f"spacing {self.spacing} mm is outside {SPACING_MM[0]}-{SPACING_MM[1]} mm, where a fetal brain spans about "
+                f"{round(120 / SPACING_MM[1])}-{round(120 / SPACING_MM[0])} voxels"
+            )
         if self.skip not in SKIPS:
             raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"channels must be positive numbers of feature maps, one per level, got {self.channels}")
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            raise ValueError(f"channels must be positive numbers of feature maps, one per level, for at least two levels, got {list(self.channels)}")
+        if self.training_ages is not None and not self.training_ages:
+            raise ValueError("training_ages is empty: name at least one age, or leave it out (null) to train on every age not validated on")
+        if not self.validation_ages:
+            raise ValueError("validation_ages is empty: name at least one CRL age to validate on")
         crl_ages = set(datasets.FAMILIES["crl"].ages)
         for name in ("training_ages", "validation_ages"):
             unknown = sorted(set(getattr(self, name) or ()) - crl_ages)
@@ -100,17 +111,17 @@ class TrainConfig:
     def load(cls, name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
         """A packaged configuration (a name in :data:`CONFIGS`) or a YAML file, with ``key=value`` overrides (YAML values)."""
         if str(name_or_path) in CONFIGS:
-            text = resources.files("fss").joinpath("configs", f"{name_or_path}.yaml").read_text()
+            values = parse_yaml(resources.files("fss").joinpath("configs", f"{name_or_path}.yaml").read_text(), name_or_path)
         elif Path(name_or_path).exists():
-            text = Path(name_or_path).read_text()
+            values = read_yaml_file(name_or_path)
         else:
             raise ValueError(f"{name_or_path!r} is neither a packaged configuration ({', '.join(CONFIGS)}) nor a YAML file")
-        values = check_options(cls, parse_yaml(text, name_or_path) or {}, "training")
+        values = check_options(cls, values or {}, "training")
         for override in overrides or []:
             key, separator, value = override.partition("=")
             if not separator:
-                raise ValueError(f"expected key=value, got {override!r}")
-            values[key.strip()] = parse_yaml(value, override)
+                raise ValueError(f"--set {override!r}: expected key=value")
+            values[key.strip()] = parse_yaml(value, f"--set {override}")
         return cls(**check_options(cls, values, "training"))
 
     def ages_to_train(self) -> tuple[int, ...]:

@@ -1,5 +1,7 @@
 import dataclasses
+import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +25,8 @@ from fss.cli import main
 from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
-from fss.run_control import TrainingInterrupted
+from fss.labels import to_feta
+from fss.run_control import TrainingDiverged, TrainingInterrupted
 from fss.seeds import write_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
 from fss.train import train
@@ -48,6 +51,8 @@ def test_fetch_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fetch", "atlas-of-mars"])
     assert "unknown: atlas-of-mars" in capsys.readouterr().err
+    assert main(["fetch", "crl", "--ages", "30", "99", "--data-dir", str(tmp_path)]) == 2
+    assert "--ages: the crl atlas has no ages [99] (it has 21-38 weeks)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fetch"])
 
@@ -67,32 +72,48 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | segment into the raw BIDS dataset itself, or into a raw dataset's folder | test_segment_never_writes_into_a_raw_dataset |
 # | an output (label map, table, QC picture) that is one of the inputs, even with --overwrite | test_no_command_writes_over_its_inputs |
 # | a second synth set written over a first one | test_a_samples_folder_holds_one_set |
+# | `fss synth` interrupted, then run again | test_an_interrupted_synth_run_is_continued_by_a_rerun |
 # | two runs into one folder: the table keeps the rows of both | test_volumes_table_is_updated_by_image |
 # | three processes updating one 3000-row table at once | test_processes_updating_one_table_at_once_keep_every_row |
 # | a second experiment runner while a run is running | test_a_run_that_another_process_is_running_is_left_alone (test_experiments.py) |
 # | an experiment's results made by other notebook code or another fss | test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again (test_experiments.py) |
 # | two inputs of one name into one folder | test_two_inputs_of_one_name_are_refused |
 # | a file-like -o for several inputs, a non-NIfTI -o, QC beside x.nii | test_output_names_are_checked |
-# | resume after a kill between checkpoint and state; resume with other settings | test_resume_refuses_mismatched_state_and_settings |
+# | resume after a kill between checkpoint and state; resume with other settings; another run's or a broken last_state.safetensors | test_resume_refuses_mismatched_state_and_settings |
 # | seeds from fss's own segmentations in derivatives/ | test_seeds_take_label_maps_only_from_the_named_place |
 # | evaluate folders pair by name only; references in the atlas convention | test_evaluate_pairs_folders_by_name_and_reads_conventions |
 # | evaluate label maps of one shape and other affines | test_evaluate_names_the_affines_when_only_they_differ |
+# | evaluate folders where one pair has other shapes; the mean over tissues | test_evaluate_goes_on_past_a_pair_that_fails_and_prints_the_mean_over_tissues |
+# | atlas labels evaluated as FeTA, with label 8 or with 8 merged into 1 | test_evaluate_names_the_file_and_the_convention_that_fits |
 # | a constant image, 1e-5 mm slices, no orientation codes, qform and sform that disagree | test_unusable_scans_are_refused_and_doubtful_ones_warned |
-# | configuration values of the wrong type or range, YAML that is not a mapping or not YAML | test_bad_configurations_are_refused_before_anything_runs |
+# | configuration values of the wrong type or range (empty age lists, spacing 0.01 or 100 mm, one level), YAML that is not a mapping or not YAML | test_bad_configurations_are_refused_before_anything_runs |
+# | `--set learning_rate=1e-3` (a string to YAML 1.1) | test_numbers_in_exponent_notation_are_numbers |
+# | a configuration file that is not UTF-8 | test_a_configuration_file_that_is_not_utf8_is_named |
 # | --max-subclasses beyond the seed layout, an empty label map, a subject label that leaves the folder | test_seeds_refuse_what_the_layout_cannot_hold |
 # | a working grid or an output too large for the memory | test_memory_is_estimated_before_work_starts |
 # | unknown and missing devices | test_devices_are_checked |
 # | both label maps empty in evaluate | test_evaluate_of_empty_label_maps_writes_nan |
 # | a forged checkpoint whose architecture has other keys | test_a_checkpoint_with_other_architecture_keys_is_refused |
 # | a scan smaller than the network's receptive box | test_a_tiny_scan_is_segmented |
+# | a checkpoint without spacing_mm, a pickle renamed .safetensors with a matching hash | test_checkpoints_without_a_spacing_or_with_pickled_weights_are_refused_in_one_line |
+# | `--checkpoint fss-real-cpu` (a packaged model's name), an unknown `--model` | test_packaged_models_are_chosen_by_name |
 # | a file shorter than its header says | test_a_truncated_file_is_named |
+# | a missing input, with a file or a folder as output; in evaluate | test_a_missing_input_is_named_and_nothing_is_written |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
 # | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |
+# | a learning rate of 1e12: the loss becomes NaN | test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint (test_train.py), test_a_diverged_training_exits_1_and_says_what_is_kept |
+# | a float64 scan times 1e36, beyond float32; an RGB NIfTI in a batch | test_cli_reports_each_bad_input_and_segments_the_others (test_infer.py) |
+# | experiment arms `a b` and `a_b`, an arm setting `seed`, `output_dir` in the parameters, `chain: 03_training`, `settings: {s1: 5}` | test_experiment_files_that_the_runner_would_misread_are_refused (test_experiments.py) |
+# | Ctrl-C during `fss experiment` | test_ctrl_c_during_an_experiment_is_one_line_and_exit_130 (test_experiments.py) |
+# | text in a run's metrics.tsv, an empty one; `--only` naming no run | test_a_results_table_that_cannot_be_read_is_named (test_experiments.py) |
+# | `fss fetch crl --ages 99` | test_fetch_errors_exit_non_zero_with_a_message |
+# | a checkpoint whose weights are NaN | test_a_network_with_weights_that_are_not_finite_is_refused (test_infer.py) |
 # | --overwrite over a finished run, stopped early; --resume --until an iteration already passed | test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_already_passed (test_train.py) |
 # | hidden temporary files left by a killed write | test_leftover_temporary_files_are_ignored_and_cleaned |
 # | another process's write in progress to the same file | test_a_write_in_progress_elsewhere_keeps_its_temporary_file_and_a_dead_ones_is_removed (test_io.py) |
 # | an unexpected error | test_an_unexpected_error_is_one_line_unless_debugging |
 # | probabilities, sliding window and overlap from the command line | test_segment_writes_probabilities_and_takes_a_window |
+# | `--window 32 --overlap 0.999`: hours of windows | test_a_window_and_overlap_that_would_run_for_hours_are_refused_before_any_window (test_infer.py) |
 # | segment, synth, train, experiment, evaluate or seeds writing into a raw BIDS dataset, or into another pipeline's derivative | test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative |
 # | a manual label map or another tool's QC picture where fss would write, with or without --overwrite | test_segment_never_replaces_or_adopts_a_file_it_did_not_write |
 # | another scan of the same name, other options, another spelling of the output, a hand-corrected output | test_kept_means_the_same_input_model_and_options |
@@ -141,16 +162,41 @@ def test_a_samples_folder_holds_one_set(tmp_path, capsys):
         0,
     )
     out = tmp_path / "samples"
-    assert main(["synth", "--seeds", str(seeds_root), "--n", "3", "--out", str(out), "--device", "cpu"]) == 0
+    synth = ["synth", "--seeds", str(seeds_root), "--out", str(out), "--device", "cpu"]
+    assert main([*synth, "--n", "0", "--overwrite"]) == 2 and "at least 1" in capsys.readouterr().err
+    assert main([*synth, "--n", "1", "--seed", "-1"]) == 2 and "must not be negative" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*synth, "--n", "3"]) == 0
     config = (out / "synth_config.yaml").read_text()
-    for n in ("0", "-2"):
-        assert main(["synth", "--seeds", str(seeds_root), "--n", n, "--out", str(out), "--device", "cpu", "--overwrite"]) == 2
-        assert "at least 1" in capsys.readouterr().err
-    assert main(["synth", "--seeds", str(seeds_root), "--n", "2", "--out", str(out), "--device", "cpu", "--config", "literal"]) == 1
-    assert "holds 3 samples" in capsys.readouterr().err and (out / "synth_config.yaml").read_text() == config
-    assert main(["synth", "--seeds", str(seeds_root), "--n", "2", "--out", str(out), "--device", "cpu", "--config", "literal", "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["sub-synth0000", "sub-synth0001", "synth_config.yaml"]
+    assert main([*synth, "--n", "2", "--config", "literal"]) == 1
+    assert "another set: its configuration differs" in capsys.readouterr().err and (out / "synth_config.yaml").read_text() == config
+    assert main([*synth, "--n", "3", "--seed", "1"]) == 1 and "its seed differs" in capsys.readouterr().err
+    assert main([*synth, "--n", "2"]) == 1 and "up to sub-synth0002, more than the 2 asked for" in capsys.readouterr().err
+    assert main([*synth, "--n", "2", "--config", "literal", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sub-synth0000", "sub-synth0001", "synth_config.yaml", "synth_set.json"]
     assert load_config(out / "synth_config.yaml") == load_config("literal")
+
+
+def test_an_interrupted_synth_run_is_continued_by_a_rerun(tmp_path, capsys):
+    seeds_root = tmp_path / "seeds"
+    volume = ball_volume()
+    image, labels = nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), nib.Nifti1Image(volume.labels, volume.affine)
+    write_seeds(image, labels, seeds_root, "sub-ball", "sub-ball_dseg", "feta", 4, 0)
+    out = tmp_path / "samples"
+    synth = ["synth", "--seeds", str(seeds_root), "--out", str(out), "--device", "cpu"]
+    assert main([*synth, "--n", "3"]) == 0
+    whole = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("sub-synth*/anat/*"))}
+    first_sample_time = (out / "sub-synth0000" / "anat" / "sub-synth0000_T2w.nii.gz").stat().st_mtime_ns
+    # as if stopped while writing sample 1 (its JSON, written last, is missing) before sample 2
+    (out / "sub-synth0001" / "anat" / "sub-synth0001_params.json").unlink()
+    shutil.rmtree(out / "sub-synth0002")
+    capsys.readouterr()
+    assert main([*synth, "--n", "3"]) == 0
+    assert "1 of them kept" in capsys.readouterr().out
+    assert {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("sub-synth*/anat/*"))} == whole
+    assert (out / "sub-synth0000" / "anat" / "sub-synth0000_T2w.nii.gz").stat().st_mtime_ns == first_sample_time
+    assert main([*synth, "--n", "4"]) == 0
+    assert "3 of them kept" in capsys.readouterr().out and (out / "sub-synth0003" / "anat" / "sub-synth0003_params.json").exists()
 
 
 def test_volumes_table_is_updated_by_image(tmp_path, checkpoint):
@@ -217,6 +263,14 @@ def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):
     (out / "last_state.json").write_text(json.dumps({**state, "iteration": 1}))  # as if killed between the two writes
     with pytest.raises(ValueError, match="disagree"):
         train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+    (out / "last_state.json").write_text(json.dumps(state))
+    train(dataclasses.replace(config, channels=(8, 16)), tmp_path / "other", progress=False, until=2, training=[volume], validation=[volume])
+    shutil.copy(tmp_path / "other" / "last_state.safetensors", out / "last_state.safetensors")  # another network's optimizer state
+    with pytest.raises(ValueError, match="last_state.safetensors: not the optimizer state of this run's network"):
+        train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+    (out / "last_state.safetensors").write_text("index,value\n0,1\n")
+    with pytest.raises(ValueError, match="last_state.safetensors: not a safetensors file"):
+        train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
 
 
 def test_evaluate_pairs_folders_by_name_and_reads_conventions(tmp_path, capsys):
@@ -245,7 +299,51 @@ def test_evaluate_names_the_affines_when_only_they_differ(tmp_path, capsys):
     nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "p.nii.gz")
     nib.save(nib.Nifti1Image(labels, shifted), tmp_path / "r.nii.gz")
     assert main(["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "r.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 1
-    assert "same shape but different affines (differing by up to 2 mm)" in capsys.readouterr().err
+    assert "p.nii.gz: failed: p.nii.gz: prediction and reference have the same shape but different affines (differing by up to 2 mm)" in (
+        capsys.readouterr().out
+    )
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_evaluate_goes_on_past_a_pair_that_fails_and_prints_the_mean_over_tissues(tmp_path, capsys):
+    feta = np.zeros((8, 8, 8), np.int16)
+    feta[2:6, 2:6, 2:6] = 3
+    feta[2:6, 2:6, 2:4] = 2
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(feta, np.eye(4)), tmp_path / folder / "a_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(feta, np.eye(4)), tmp_path / "pred" / "b_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(feta[:6], np.eye(4)), tmp_path / "ref" / "b_dseg.nii.gz")  # another shape
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(tmp_path / "m.tsv")]) == 1
+    printed = capsys.readouterr().out
+    assert "b_dseg.nii.gz: failed: b_dseg.nii.gz: prediction and reference are on different grids" in printed
+    assert "1 of 2 pair(s) failed: b_dseg.nii.gz" in printed
+    summary = next(line for line in printed.splitlines() if line.startswith("mean "))
+    assert summary.split()[1] == "1.0"  # the Dice over tissues present in either map
+    table = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert set(table.image) == {"a_dseg.nii.gz"} and table[(table.tissue == "mean") & (table.metric == "dice")].value.item() == 1.0
+
+
+def test_evaluate_names_the_file_and_the_convention_that_fits(tmp_path, capsys):
+    atlas = np.zeros((8, 8, 8), np.int16)
+    atlas[2:6, 2:6, 2:6] = 1  # atlas white matter (FeTA 3)
+    atlas[2:6, 2:6, 2:3] = 5  # atlas cortex (FeTA 2)
+    atlas[2:6, 2:4, 5:6] = 8  # corpus callosum (FeTA white matter)
+    feta = to_feta(atlas, "atlas")
+    nib.save(nib.Nifti1Image(feta, np.eye(4)), tmp_path / "pred.nii.gz")
+    nib.save(nib.Nifti1Image(atlas, np.eye(4)), tmp_path / "atlaslab.nii.gz")
+    nib.save(nib.Nifti1Image(np.where(atlas == 8, 1, atlas).astype(np.int16), np.eye(4)), tmp_path / "merged.nii.gz")  # 8 merged into 1
+    evaluate = ["evaluate", str(tmp_path / "pred.nii.gz")]
+    assert main([*evaluate, str(tmp_path / "atlaslab.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 1
+    assert f"{tmp_path / 'atlaslab.nii.gz'}: label map holds values [8]" in (printed := capsys.readouterr().out)
+    assert "it fits the 'atlas' convention: --convention atlas" in printed
+    assert main([*evaluate, str(tmp_path / "merged.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 0
+    assert (
+        "warning: " in (printed := capsys.readouterr().out)
+        and "in the 'atlas' convention at 1.00: is it in that one? (--convention atlas)" in printed
+    )
+    assert main([*evaluate, str(tmp_path / "merged.nii.gz"), "-o", str(tmp_path / "m.tsv"), "--convention", "atlas", "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_seeds_take_label_maps_only_from_the_named_place(tmp_path, checkpoint, capsys):
@@ -303,6 +401,13 @@ def test_unusable_scans_are_refused_and_doubtful_ones_warned(tmp_path, checkpoin
         (["--set", "generator={gamma: {gamma_std: -1}}"], "gamma_std must not be negative"),
         (["--set", "validation_ages=[19]"], "the CRL atlas has no ages [19]"),
         (["--set", "device=foo"], "unknown device 'foo'"),
+        (["--set", "training_ages=[]"], "training_ages is empty"),
+        (["--set", "validation_ages=[]"], "validation_ages is empty"),
+        (["--set", "spacing=0.01"], "spacing 0.01 mm is outside 0.5-5.0 mm"),
+        (["--set", "spacing=100"], "spacing 100 mm is outside 0.5-5.0 mm"),
+        (["--set", "channels=[4]"], "for at least two levels, got [4]"),
+        (["--set", "iterations=[1"], "--set iterations=[1: not valid YAML"),
+        (["--set", "learning_rate"], "--set 'learning_rate': expected key=value"),
     ],
 )
 def test_bad_configurations_are_refused_before_anything_runs(tmp_path, capsys, options, reason):
@@ -310,6 +415,22 @@ def test_bad_configurations_are_refused_before_anything_runs(tmp_path, capsys, o
     assert main(["train", "--config", "cpu-demo", "--out", str(out), *options]) == 2
     assert reason in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(fss.train, "train", lambda config, out, **options: seen.update(config=config) or {})
+    assert main(["train", "--config", "cpu-demo", "--out", str(tmp_path / "run"), "--set", "learning_rate=1e-3", "--set", "weight_decay=2E-5"]) == 0
+    assert seen["config"].learning_rate == 0.001 and seen["config"].weight_decay == 2e-5
+
+
+def test_a_configuration_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# r\u00e9glages\niterations: 5\n".encode("latin-1"))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert f"{path}: not UTF-8 text (byte 3 is 0xe9)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="latin1.yaml: not UTF-8 text"):
+        GeneratorConfig.load(path)
 
 
 @pytest.mark.parametrize("text, reason", [("- a\n- list\n", "expected a mapping"), ("word", "expected a mapping"), ("a: [1, 2", "not valid YAML")])
@@ -380,6 +501,51 @@ def test_a_checkpoint_with_other_architecture_keys_is_refused(tmp_path, checkpoi
         save_checkpoint(model, tmp_path / "forged", metadata)
         with pytest.raises(CheckpointError, match="not a fss U-Net"):
             load_checkpoint(tmp_path / "forged")
+
+
+def test_checkpoints_without_a_spacing_or_with_pickled_weights_are_refused_in_one_line(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "scan.nii.gz")
+    model, metadata = load_checkpoint(checkpoint)
+    save_checkpoint(model, tmp_path / "no-spacing", {k: v for k, v in metadata.items() if k != "spacing_mm"})
+    segment_with = ["segment", str(tmp_path / "scan.nii.gz"), "-o", str(tmp_path / "out"), "--checkpoint"]
+    assert main([*segment_with, str(tmp_path / "no-spacing")]) == 1
+    assert "no-spacing: records no working-grid spacing (spacing_mm: None)" in capsys.readouterr().err
+    save_checkpoint(model, tmp_path / "pickled", metadata)
+    weights, document_path = tmp_path / "pickled.safetensors", tmp_path / "pickled.json"
+    weights.write_bytes(b"\x80\x04\x95" + bytes(64))  # a pickle's opening bytes, renamed; its hash written into the JSON
+    document = json.loads(document_path.read_text())
+    document_path.write_text(json.dumps({**document, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}, indent=1, sort_keys=True))
+    assert main([*segment_with, str(tmp_path / "pickled")]) == 1
+    assert "pickled.safetensors: not a safetensors file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_packaged_models_are_chosen_by_name(tmp_path, capsys):
+    nib.save(scan(), tmp_path / "scan.nii.gz")
+    segment_into = ["segment", str(tmp_path / "scan.nii.gz"), "-o"]
+    assert main([*segment_into, str(tmp_path / "a_dseg.nii.gz"), "--checkpoint", "fss-real-cpu"]) == 2
+    assert "fss-real-cpu is a packaged model: --model fss-real-cpu" in capsys.readouterr().err
+    assert main([*segment_into, str(tmp_path / "a_dseg.nii.gz"), "--model", "fss-nothing"]) == 2
+    assert "no packaged model 'fss-nothing'; available: fss-real-cpu, fss-synth-cpu" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*segment_into, str(tmp_path / "a_dseg.nii.gz"), "--model", "fss-real-cpu", "--checkpoint", "run/best"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main([*segment_into, str(tmp_path / "real_dseg.nii.gz"), "--model", "fss-real-cpu"]) == 0
+    assert main([*segment_into, str(tmp_path / "synth_dseg.nii.gz")]) == 0
+    model = {name: json.loads((tmp_path / f"{name}_dseg.json").read_text())["model"] for name in ("real", "synth")}
+    assert model == {"real": "fss-real-cpu", "synth": "fss-synth-cpu"}
+    assert main(["info"]) == 0 and "models     fss-real-cpu, fss-synth-cpu (default) (fss segment --model NAME)" in capsys.readouterr().out
+
+
+def test_a_missing_input_is_named_and_nothing_is_written(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "here.nii.gz")
+    missing = str(tmp_path / "absent.nii.gz")
+    assert main(["segment", missing, "-o", str(tmp_path / "out" / "absent_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 1
+    assert f"{missing}: no such file or folder; nothing was segmented" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "here.nii.gz"), missing, "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)]) == 1
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["evaluate", missing, str(tmp_path / "here.nii.gz"), "-o", str(tmp_path / "m.tsv")]) == 1
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
 
 
 def test_a_tiny_scan_is_segmented(tmp_path):
@@ -457,6 +623,17 @@ def test_train_records_the_command_line_that_started_it(tmp_path, monkeypatch):
     monkeypatch.setattr(fss.train, "train", lambda config, out, **options: seen.update(options) or {})
     assert main(["train", "--config", "cpu-demo", "--out", str(tmp_path / "my run"), "--until", "5"]) == 0
     assert seen["command"] == f"fss train --config cpu-demo --out '{tmp_path / 'my run'}' --until 5"
+
+
+def test_a_diverged_training_exits_1_and_says_what_is_kept(tmp_path, monkeypatch, capsys):
+    def diverge(config, out, **options):
+        raise TrainingDiverged(out, 7, "the loss is nan", 5)
+
+    monkeypatch.setattr(fss.train, "train", diverge)
+    assert main(["train", "--config", "cpu-demo", "--out", str(tmp_path / "run"), "--set", "learning_rate=1.0e+12"]) == 1
+    assert "the loss is nan at iteration 7: training diverged (is the learning rate too high?) and stopped; the checkpoints of iteration 5" in (
+        capsys.readouterr().err
+    )
 
 
 def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path, capsys):

@@ -1,7 +1,11 @@
 """The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
 
 import dataclasses
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import nbformat
 import pandas as pd
@@ -163,6 +167,69 @@ def test_dry_run_lists_and_bad_files_are_usage_errors(experiment_file, tmp_path,
     assert main(["experiment", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
     assert "no notebook" in capsys.readouterr().err
     assert gather(load_experiment(experiment_file), "tiny", tmp_path / "nothing").empty
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"chain": "train"}, "chain must be a list of notebook names"),
+        ({"settings": {"s1": 5}}, "settings 's1' must be a mapping of parameters, got 5"),
+        ({"arms": {"a b": {}, "a_b": {}}}, "arms 'a b' and 'a_b' would share the folder name 'a_b'"),
+        ({"arms": {"plain": {"seed": 42}}}, "arm plain sets ['seed'], which the runner gives each run"),
+        ({"parameters": {"output_dir": "mine"}}, "parameters sets ['output_dir'], which the runner gives each run"),
+    ],
+)
+def test_experiment_files_that_the_runner_would_misread_are_refused(experiment_file, tmp_path, capsys, change, reason):
+    values = {**yaml.safe_load(experiment_file.read_text()), **change}
+    path = experiment_file.with_name("changed.yaml")
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    with pytest.raises(ValueError) as error:
+        load_experiment(path)
+    assert reason in str(error.value)
+    assert main(["experiment", str(path), "--dry-run", "--root", str(tmp_path / "results")]) == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_a_results_table_that_cannot_be_read_is_named(experiment_file, tmp_path, capsys):
+    root = tmp_path / "results"
+    run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    table = plan(load_experiment(experiment_file), "tiny")[0].folder(root) / "metrics.tsv"
+    command = ["experiment", str(experiment_file), "--setting", "tiny", "--root", str(root), "--only", "plain"]
+    written = table.read_text()
+    broken = {written.replace("\t0.5\n", "\tabout half\n", 1): "has the value 'about half', not a number", "": "not a table of results"}
+    for text, reason in broken.items():
+        table.write_text(text)
+        assert main(command) == 1
+        assert f"{table}: " in capsys.readouterr().err
+        with pytest.raises(ValueError, match=reason):
+            gather(load_experiment(experiment_file), "tiny", root)
+    assert main([*command[:-1], "nothing"]) == 2 and "no run is called 'nothing'" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_an_experiment_is_one_line_and_exit_130(experiment_file, tmp_path):
+    folder = experiment_file.parent / "notebooks"
+    notebook(folder / "slow.ipynb", "import time\nfor _ in range(600):\n    time.sleep(0.1)", 'seed = 0\noutput_dir = "out"')
+    path = experiment_file.with_name("slow.yaml")
+    path.write_text(yaml.safe_dump({"notebooks": "notebooks", "chain": ["slow"], "settings": {"tiny": {}}, "arms": {"one": {}}}))
+    root = tmp_path / "results"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fss.cli", "experiment", str(path), "--root", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, which Ctrl-C in a terminal signals: the runner and its kernel
+    )
+    run = plan(load_experiment(path), "tiny")[0]
+    deadline = time.monotonic() + 120
+    while not (run.folder(root) / "slow.ipynb").exists() and time.monotonic() < deadline:  # papermill writes it once the kernel runs
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip() and "it/s]" not in line and "run/s]" not in line]
+    assert lines[-1] == "fss experiment: interrupted" and "Traceback" not in err, err
+    assert status(run, root) == "interrupted"
 
 
 def test_dice_per_seed_averages_cases_then_tissues_and_the_spread_spans_the_seeds():

@@ -48,6 +48,17 @@ def test_sliding_window_puts_every_tile_back_in_its_place(checkpoint, monkeypatc
         torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=0)
 
 
+def test_a_window_and_overlap_that_would_run_for_hours_are_refused_before_any_window(checkpoint, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fss.infer, "_forward", lambda model, x: calls.append(1) or torch.zeros(1, 8, *x.shape[2:]))
+    model, _ = load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"window 16 with overlap 0.999 takes 117649 windows over the 64x64x64 working grid, which computes"):
+        predict_working(model, torch.rand(64, 64, 64), window=16, overlap=0.999)
+    assert not calls
+    predict_working(model, torch.rand(64, 64, 64), window=16, overlap=0.75)  # each voxel 34 times: allowed
+    assert len(calls) == 13**3
+
+
 def test_test_time_augmentation_averages_with_the_prediction_of_the_left_right_flipped_volume(checkpoint, monkeypatch):
     def ramp(model, x):  # class scores that grow along each axis at its own rate, so that every flip changes them
         d, h, w = x.shape[2:]
@@ -123,6 +134,14 @@ def test_cli_on_a_bids_folder(tmp_path, checkpoint, capsys):
     assert first.stat().st_mtime_ns == stamp and len(pd.read_csv(out / "volumes.tsv", sep="\t")) == 2
 
 
+def test_a_network_with_weights_that_are_not_finite_is_refused(checkpoint):
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")  # as a diverged training leaves them
+    with pytest.raises(ValueError, match="the network's output is not finite"):
+        predict_working(model, np.random.default_rng(0).random((16, 16, 16), dtype=np.float32))
+
+
 def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint, capsys):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -131,7 +150,11 @@ def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint
     nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), inputs / "flat_T2w.nii.gz")
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)), inputs / "series_T2w.nii.gz")
     nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.inf, np.float32), np.eye(4)), inputs / "infinite_T2w.nii.gz")
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), inputs / "colour_T2w.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), inputs / "empty_T2w.nii.gz")
+    huge = scan().get_fdata()
+    nib.save(nib.Nifti1Image(huge / huge.max() * 1e39, scan().affine), inputs / "huge_T2w.nii.gz")  # float64 beyond float32
     whole = (inputs / "good_T2w.nii.gz").read_bytes()
     (inputs / "cut_T2w.nii.gz").write_bytes(whole[: len(whole) // 2])  # a download cut short: header fine, data not
     reasons = {
@@ -139,7 +162,9 @@ def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint
         "flat": "2-D",
         "series": "4-D with 3 volumes",
         "infinite": "NaN or infinite",
+        "colour": "colour or complex values",
         "empty": "nothing to segment",
+        "huge": "beyond float32's range",
         "cut": "cannot be read",
     }
     files = sorted(str(p) for p in inputs.iterdir())
@@ -150,7 +175,7 @@ def test_cli_reports_each_bad_input_and_segments_the_others(tmp_path, checkpoint
         line = next(line for line in printed.splitlines() if line.startswith(f"{stem}_T2w.nii.gz: failed"))
         assert reason in line, line
     assert sorted(p.name for p in out.iterdir()) == ["good_dseg.json", "good_dseg.nii.gz", "volumes.tsv"]
-    assert "1 of 7 images segmented" in printed and "6 failed" in printed
+    assert "1 of 9 images segmented" in printed and "8 failed" in printed
 
 
 def test_cli_single_file(tmp_path, checkpoint, capsys):

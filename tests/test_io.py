@@ -215,6 +215,7 @@ def _write(tmp_path, data, affine=None, name="bad.nii.gz"):
         (np.zeros((8, 8, 1), np.float32), np.eye(4), "single slice"),
         (np.full((8, 8, 8), np.nan, np.float32), np.eye(4), "512 voxels are NaN or infinite"),
         (np.pad(np.full((1, 1, 1), np.inf, np.float32), 2), np.eye(4), "1 voxels are NaN or infinite"),
+        (np.full((8, 8, 8), 1e39, np.float64), np.eye(4), "values up to 1e+39 are beyond float32's range"),
         (np.zeros((8, 8, 8), np.float32), np.diag([1.0, 1.0, 0.0, 1.0]), "singular"),
     ],
 )

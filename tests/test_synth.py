@@ -459,8 +459,10 @@ def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     np.testing.assert_array_equal(replayed.labels[0].numpy(), np.asarray(labels.dataobj))
     np.testing.assert_allclose(replayed.image[0, 0].numpy(), np.asarray(image.dataobj), atol=1e-6)
 
-    assert main(args) == 1
-    assert "holds 3 samples" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "3 samples (3 of them kept from an earlier run of the same set)" in capsys.readouterr().out
+    assert main([*args[:-2], "--seed", "8", "--device", "cpu"]) == 1
+    assert "holds 3 samples (first: sub-synth0000) of another set: its seed differs" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
 
 

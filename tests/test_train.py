@@ -17,6 +17,7 @@ from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.labels import to_meta_labels
 from fss.optimization import dice_ce_loss, learning_rate
+from fss.run_control import TrainingDiverged
 from fss.seeds import Seeds, save_seeds
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
@@ -286,3 +287,16 @@ def test_a_run_can_start_from_another_runs_weights_and_records_it(tmp_path):
     }
     with pytest.raises(ValueError, match=r"its network differs from the one configured in channels \(channels \[4, 8\] there, \[8, 8\] here\)"):
         train(dataclasses.replace(config, channels=(8, 8)), tmp_path / "third", progress=False, training=[volume], validation=[volume])
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
+    volume = ball_volume()
+    config = tiny_config(iterations=12, validation_every=1, crop_shape=(16, 16, 16), channels=(4, 8), learning_rate=1e12, warmup=0)
+    with pytest.raises(TrainingDiverged, match="at iteration [0-9]+: training diverged") as stopped:
+        train(config, tmp_path / "run", progress=False, training=[volume], validation=[volume])
+    saved = stopped.value.saved
+    assert 0 < saved < stopped.value.iteration <= 12
+    model, metadata = load_checkpoint(tmp_path / "run" / "last")
+    assert metadata["iterations"] == saved and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert json.loads((tmp_path / "run" / "last_state.json").read_text())["iteration"] == saved
+    assert pd.read_csv(tmp_path / "run" / "log.csv")["iteration"].iloc[-1] == saved

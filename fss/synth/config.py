@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import yaml
 
-from fss.config_checks import check_options, check_types, parse_yaml
+from fss.config_checks import check_options, check_types, read_yaml_file
 from fss.paths import atomic_path
 
 
@@ -284,7 +284,7 @@ class GeneratorConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> GeneratorConfig:
         """Read a YAML file written by :meth:`save` (missing options take the reference defaults)."""
-        values = parse_yaml(Path(path).read_text(), path)
+        values = read_yaml_file(path)
         try:
             return cls.from_dict(values or {})
         except ValueError as error:
