@@ -35,33 +35,33 @@ def write_samples(
 ) -> tuple[list[dict[str, Path]], int]:
     """Draw samples 0 to ``n - 1`` and write those not yet finished under ``out``.
 
-        Sample i is drawn alone from ``derive_seed(seed, i)``, so it does not depend on ``n``;
-        its JSON holds that seed, the subject's name and every drawn parameter, which
-        :func:`fss.synth.generator.params_from_records` turns back into a replayable batch.
+    Sample i is drawn alone from ``derive_seed(seed, i)``, so it does not depend on ``n``;
+    its JSON holds that seed, the subject's name and every drawn parameter, which
+    :func:`fss.synth.generator.params_from_records` turns back into a replayable batch.
 
-        A samples folder holds one set, described by ``synth_config.yaml`` (the generator's
-        configuration) and ``synth_set.json`` (the seed, the subjects' names and the device type, as
-    CPU and GPU draws differ in their last bits). A re-run that asks
-        for the same set keeps the finished samples (a sample is finished once its JSON, written
-        last, exists) and draws the rest, so an interrupted run, or one asked for more samples,
-        is continued. A folder that holds another set is refused, unless ``overwrite``: then its
-        samples (and only they: ``sub-synthNNNN/anat/`` files of the names above) are removed
-        first, so that the folder never mixes sets.
+    A samples folder holds one set, described by ``synth_config.yaml`` (the generator's
+    configuration) and ``synth_set.json`` (the seed, the subjects' names and the device type, as
+    CPU and GPU draws differ in their last bits). A re-run that asks for the same set keeps the
+    finished samples (a sample is finished once its JSON, written last, exists) and draws the
+    rest, so an interrupted run, or one asked for more samples, is continued. A folder that
+    holds another set is refused, unless ``overwrite``: then its samples (and only they:
+    ``sub-synthNNNN/anat/`` files of the names above) are removed first, so that the folder
+    never mixes sets.
 
-        Returns
-        -------
-        paths : list of dict
-            The files of samples 0 to ``n - 1`` (:func:`sample_paths`).
-        kept : int
-            How many of them were already finished and were not drawn again.
+    Returns
+    -------
+    paths : list of dict
+        The files of samples 0 to ``n - 1`` (:func:`sample_paths`).
+    kept : int
+        How many of them were already finished and were not drawn again.
 
-        Raises
-        ------
-        ValueError
-            If ``n`` is not positive or ``seed`` is negative.
-        FileExistsError
-            If ``out`` holds another set, or more samples than ``n``, and ``overwrite`` is false
-            (checked before anything is written).
+    Raises
+    ------
+    ValueError
+        If ``n`` is not positive or ``seed`` is negative.
+    FileExistsError
+        If ``out`` holds another set, or more samples than ``n``, and ``overwrite`` is false
+        (checked before anything is written).
     """
     if n < 1:
         raise ValueError(f"the number of samples must be at least 1, got {n}")
