@@ -12,6 +12,12 @@ steps only) and scoring seconds are recorded apart.
 
 These ages choose between recipes, so they are validation data for the recipes, not a test.
 
+With ``--first-stage CONFIG`` (coarse to fine: ``cpu-model-coarse``), each seed first trains that
+configuration to its end (its own iterations, in ``<first>-<mode>-seed<k>``), and every recipe starts
+from its last weights (``initialize_from``): the recipe, labelled ``<first>+<recipe>``, is planned
+for ``--minutes`` after the first stage, and its rows count the first stage's training minutes in
+(``first_stage_minutes``), with the first stage's end scored as iteration 0.
+
 Runs are folders ``<recipe>-<mode>-seed<k>`` under ``--out``, each with ``marks.tsv``. A mark
 already scored is not run again, and a run continues from its last mark (training resumes bit
 for bit), so a comparison can be built up over several sittings; run one recipe after the other on
@@ -20,6 +26,7 @@ is printed and written to ``dice.tsv`` there, and the figure (Dice against train
 line per recipe, mode and seed) to ``--figure``.
 
 Run: python benchmarks/time_to_accuracy.py --recipes benchmarks/recipes/cpu-model-0.1.yaml cpu-model --seeds 0 1 --minutes 60 --marks 10 30 60
+     python benchmarks/time_to_accuracy.py --recipes cpu-model --first-stage cpu-model-coarse --seeds 0 1 --minutes 50 --marks 20 50
      python benchmarks/time_to_accuracy.py --recipes cpu-model --mode real --seeds 0 --minutes 60 --marks 10 30 60
 """
 
@@ -98,42 +105,82 @@ def plan(config: TrainConfig, label: str, minutes: float, marks: list[float], ou
     return result
 
 
-def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volumes) -> pd.DataFrame:
-    """Train one seed of a recipe mark by mark, scoring each mark on the own grids; the rows of ``marks.tsv``."""
+def training_minutes(folder: Path, iteration: int) -> float:
+    """Minutes of training steps (validation excluded) of the run in ``folder`` up to ``iteration``, from its ``log.csv``."""
+    return float(pd.read_csv(folder / "log.csv").set_index("iteration").loc[iteration, "seconds"]) / 60
+
+
+def score(folder: Path, config: TrainConfig, label: str, mark: float, iteration: int, minutes: float, first_stage_minutes: float) -> dict:
+    """A row of ``marks.tsv``: the last checkpoint in ``folder`` scored on the held-out CRL ages, on their own grids."""
+    started = time.perf_counter()
+    scores = crl_dice(folder / "last", config.validation_ages)
+    row = {
+        "recipe": label,
+        "mode": config.mode,
+        "seed": config.seed,
+        "mark_minutes": mark,
+        "iteration": iteration,
+        "first_stage_minutes": first_stage_minutes,
+        "training_minutes": first_stage_minutes + minutes,
+        "scoring_seconds": time.perf_counter() - started,
+        "mean_dice": float(np.nanmean(scores.to_numpy())),
+        **scores.mean().to_dict(),
+    }
+    print(
+        f"{folder.name}: mark {mark} min, iteration {iteration}, {row['training_minutes']:.1f} training minutes, mean Dice {row['mean_dice']:.3f}",
+        flush=True,
+    )
+    return row
+
+
+def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) -> tuple[Path, float]:
+    """Train one seed of the first stage to its end (or finish an interrupted one); its folder and training minutes."""
+    folder = out / f"{label}-{config.mode}-seed{config.seed}"
+    config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations})
+    log = folder / "log.csv"
+    if not log.exists() or pd.read_csv(log)["iteration"].iloc[-1] != config.iterations:
+        training, validation = volumes(config)
+        resume = (folder / "last_state.json").exists()
+        train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
+    return folder, training_minutes(folder, config.iterations)
+
+
+def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volumes, start: tuple[Path, float] | None = None) -> pd.DataFrame:
+    """Train one seed of a recipe mark by mark, scoring each mark on the own grids; the rows of ``marks.tsv``.
+
+    ``start``: the folder and training minutes of the first stage this run starts from (its last weights), scored
+    as iteration 0.
+    """
     folder = out / f"{label}-{config.mode}-seed{config.seed}"
     table_path = folder / "marks.tsv"
     done = pd.read_csv(table_path, sep="\t") if table_path.exists() else pd.DataFrame()
-    config = TrainConfig(**{**config.to_dict(), "iterations": planned["iterations"], "validation_every": planned["iterations"]})
+    first_folder, first_minutes = start if start else (None, 0.0)
+    config = TrainConfig(
+        **{
+            **config.to_dict(),
+            "iterations": planned["iterations"],
+            "validation_every": planned["iterations"],
+            **({"initialize_from": str(first_folder / "last")} if start else {}),
+        }
+    )
     rows = done.to_dict("records")
+
+    def save():
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(table_path, overwrite=True) as temporary:
+            pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
+
+    if start and not any(row["iteration"] == 0 for row in rows):
+        rows.insert(0, score(first_folder, config, label, 0.0, 0, 0.0, first_minutes))
+        save()
     for mark, iteration in zip(planned["marks"], planned["mark_iterations"]):
         if any(row["iteration"] == iteration for row in rows):
             continue
         training, validation = volumes(config)
         resume = (folder / "last_state.json").exists()
         train(config, folder, resume=resume, overwrite=not resume, until=iteration, progress=True, training=training, validation=validation)
-        log = pd.read_csv(folder / "log.csv").set_index("iteration")
-        started = time.perf_counter()
-        scores = crl_dice(folder / "last", config.validation_ages)
-        rows.append(
-            {
-                "recipe": label,
-                "mode": config.mode,
-                "seed": config.seed,
-                "mark_minutes": mark,
-                "iteration": iteration,
-                "training_minutes": float(log.loc[iteration, "seconds"]) / 60,
-                "scoring_seconds": time.perf_counter() - started,
-                "mean_dice": float(np.nanmean(scores.to_numpy())),
-                **scores.mean().to_dict(),
-            }
-        )
-        print(
-            f"{folder.name}: mark {mark} min, iteration {iteration}, {rows[-1]['training_minutes']:.1f} training minutes, "
-            f"mean Dice {rows[-1]['mean_dice']:.3f}",
-            flush=True,
-        )
-        with atomic_path(table_path, overwrite=True) as temporary:
-            pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
+        rows.append(score(folder, config, label, mark, iteration, training_minutes(folder, iteration), first_minutes))
+        save()
     return pd.DataFrame(rows)
 
 
@@ -171,6 +218,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--minutes", type=float, default=60.0, help="training minutes each recipe is planned for")
     parser.add_argument("--marks", nargs="+", type=float, default=[10.0, 30.0, 60.0], help="minutes at which the last checkpoint is scored")
+    parser.add_argument("--first-stage", metavar="CONFIG", help="a configuration each seed trains first; the recipes start from its last weights")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="an option for every recipe")
     parser.add_argument("--out", default="outputs/time_to_accuracy")
     parser.add_argument("--figure", default="docs/figures/time_to_accuracy.png")
@@ -180,9 +228,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     volumes = Volumes()
+    options = [f"mode={args.mode}", "device=cpu", *args.overrides]
+    first = TrainConfig.load(args.first_stage, options) if args.first_stage else None
     for name in args.recipes:
-        label = recipe_label(name)
-        base = TrainConfig.load(name, [f"mode={args.mode}", "device=cpu", *args.overrides])
+        label = f"{recipe_label(args.first_stage)}+{recipe_label(name)}" if first else recipe_label(name)
+        base = TrainConfig.load(name, options)
         planned = plan(base, label, args.minutes, sorted(args.marks), out, volumes)
         print(
             f"{label} ({args.mode}): {planned['seconds_per_iteration']:.2f} s per iteration on {planned['machine']}, "
@@ -190,17 +240,25 @@ def main() -> None:
             flush=True,
         )
         for seed in args.seeds:
-            run(TrainConfig(**{**base.to_dict(), "seed": seed}), label, planned, out, volumes)
+            start = first_stage(TrainConfig(**{**first.to_dict(), "seed": seed}), recipe_label(args.first_stage), out, volumes) if first else None
+            run(TrainConfig(**{**base.to_dict(), "seed": seed}), label, planned, out, volumes, start)
     table = pd.concat([pd.read_csv(path, sep="\t") for path in sorted(out.glob("*/marks.tsv"))], ignore_index=True)
+    table["first_stage_minutes"] = table.get("first_stage_minutes", pd.Series(0.0, index=table.index)).fillna(0.0)
     with atomic_path(out / "dice.tsv", overwrite=True) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
     tissues = [t.short for t in TISSUES[1:]]
-    shown = table[["recipe", "mode", "seed", "mark_minutes", "iteration", "training_minutes", "mean_dice", *tissues]]
+    shown = table[["recipe", "mode", "seed", "mark_minutes", "iteration", "first_stage_minutes", "training_minutes", "mean_dice", *tissues]]
     print(f"\nMean Dice of the held-out CRL ages on their own grids, {describe_device('cpu')}\n")
     print(shown.sort_values(["mode", "recipe", "seed", "iteration"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    means = table.groupby(["mode", "recipe", "mark_minutes"])["mean_dice"].agg(["mean", "min", "max", "count"])
-    print("\nOver seeds:\n")
-    print(means.rename(columns={"count": "seeds"}).to_string(float_format=lambda v: f"{v:.3f}"))
+    means = table.groupby(["mode", "recipe", "iteration"]).agg(
+        training_minutes=("training_minutes", "mean"),
+        mean=("mean_dice", "mean"),
+        min=("mean_dice", "min"),
+        max=("mean_dice", "max"),
+        seeds=("seed", "count"),
+    )
+    print("\nOver seeds (training minutes: their mean):\n")
+    print(means.to_string(float_format=lambda v: f"{v:.3f}"))
     figure = plot(table)
     save_figure(figure, args.figure)
     plt.close(figure)

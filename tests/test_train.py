@@ -149,6 +149,10 @@ def test_configurations(tmp_path):
     demo = TrainConfig.load("cpu-demo", ["iterations=7", "mode=mixed"])
     assert demo.iterations == 7 and demo.mode == "mixed" and demo.spacing == 3.2
     assert TrainConfig.load("gpu").spacing == 0.8
+    # coarse to fine: the first stage trains the network of the second on a coarser grid, so that its weights fit
+    coarse, fine = TrainConfig.load("cpu-model-coarse"), TrainConfig.load("cpu-model")
+    assert coarse.network().config == fine.network().config == TrainConfig.load("cpu-model-real").network().config
+    assert coarse.spacing == 2 * fine.spacing and coarse.mode == fine.mode
     for kept in sorted(Path(__file__).parents[1].glob("benchmarks/recipes/*.yaml")):  # earlier recipes still load
         assert TrainConfig.load(kept).spacing == 1.6, kept
     with pytest.raises(ValueError, match="unknown training options"):
