@@ -356,10 +356,8 @@ def _segment_one(source: Path, target: Path, name: str, model, model_name: str, 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from fss.checkpoint import describe_checkpoint
     from fss.infer import segment
     from fss.io import SEGMENTATION_DESCRIPTION, load_nifti, save_nifti
-    from fss.metrics import tissue_volumes
     from fss.viz import plot_segmentation, save_figure
 
     scan = load_nifti(source)
@@ -370,13 +368,22 @@ def _segment_one(source: Path, target: Path, name: str, model, model_name: str, 
         compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
         save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=True, slope=1 / 255, description=description)
     if args.qc:
-        volumes = tissue_volumes(labels)
-        brain = sum(volumes.values()) / 1000
-        title = f"{name}\n{model_name}: {describe_checkpoint(model[1])}\n{date.today().isoformat()}, brain {brain:.0f} ml"
-        figure = plot_segmentation(scan, labels, title=title)
+        figure = plot_segmentation(scan, labels, title=_qc_title(name, model_name, model[1], labels))
         save_figure(figure, _qc_path(target))
         plt.close(figure)
     return labels
+
+
+def _qc_title(name: str, model_name: str, metadata: dict, labels) -> str:
+    """The QC picture's title: the image, the model and how it was trained, the date, the brain's and the eCSF's volumes (ml)."""
+    from fss.checkpoint import describe_checkpoint
+    from fss.metrics import tissue_volumes
+
+    volumes = tissue_volumes(labels)
+    return (
+        f"{name}\n{model_name}: {describe_checkpoint(metadata)}\n{date.today().isoformat()}, "
+        f"brain {volumes['brain_mm3'] / 1000:.0f} ml (without the extra-axial CSF), extra-axial CSF {volumes['eCSF_mm3'] / 1000:.0f} ml"
+    )
 
 
 def _segment_outputs(target: Path, args: argparse.Namespace) -> list[Path]:
@@ -514,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     training = commands.add_parser("train", help="train a U-Net (also under torchrun for several GPUs)")
     training.add_argument(
-        "--config", default="cpu-demo", help="a packaged configuration (cpu-demo, cpu-model, cpu-model-real, gpu) or a YAML file (default cpu-demo)"
+        "--config",
+        default="cpu-demo",
+        help="a packaged configuration (cpu-demo, cpu-model-coarse, cpu-model, cpu-model-real, gpu) or a YAML file (default cpu-demo)",
     )
     training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. --set iterations=100")
     training.add_argument("--out", help="output folder (default outputs/training/<config>)")

@@ -95,7 +95,7 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         bad = np.count_nonzero(~np.isfinite(data))
         if bad:
             raise ValueError(f"{name}: {bad} voxels are NaN or infinite")
-        largest = float(np.abs(data).max())
+        largest = max(float(data.max()), -float(data.min()))  # no copy of the volume
         if largest > FLOAT32_LIMIT:
             raise ValueError(
                 f"{name}: values up to {largest:.3g} are beyond float32's range ({FLOAT32_LIMIT:.3g}), in which fss computes; rescale the image"

@@ -21,7 +21,7 @@ import fss.train
 import fss.viz
 from fss import datasets, pretrained
 from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from fss.cli import main
+from fss.cli import _qc_title, main
 from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
@@ -249,6 +249,15 @@ def test_output_names_are_checked(tmp_path, checkpoint, capsys):
     assert "end the name in .nii.gz or .nii" in capsys.readouterr().err and not (tmp_path / "x.mgz").exists()
     assert main(["segment", inputs[0], "-o", str(tmp_path / "x.nii"), "--checkpoint", str(checkpoint), "--qc"]) == 0
     assert (tmp_path / "x_qc.png").exists() and not (tmp_path / "x.nii_qc.png").exists()
+
+
+def test_qc_title_gives_the_brain_without_the_extra_axial_csf():
+    labels = np.zeros((40, 40, 40), np.int16)  # 1 mm voxels: 1000 voxels a millilitre
+    labels.reshape(-1)[:10000] = 1  # extra-axial CSF, 10 ml
+    labels.reshape(-1)[10000:40000] = 3  # white matter, 30 ml
+    title = _qc_title("x.nii.gz", "fss-synth-cpu", {"spacing_mm": 1.6}, nib.Nifti1Image(labels, np.eye(4)))
+    assert "brain 30 ml (without the extra-axial CSF), extra-axial CSF 10 ml" in title
+    assert title.startswith("x.nii.gz\nfss-synth-cpu: training not recorded at 1.6 mm\n")
 
 
 def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):

@@ -78,8 +78,8 @@ def write_samples(
     with atomic_path(out / SET_FILE, overwrite=True) as temporary:
         temporary.write_text(json.dumps(description, indent=1))
     planned = [sample_paths(out, i) for i in range(n)]
-    kept = sum(paths["params"].exists() for paths in planned)
     to_draw = [(i, paths) for i, paths in enumerate(planned) if not paths["params"].exists()]
+    kept = n - len(to_draw)
     for i, paths in tqdm(to_draw, desc="synth", unit="sample", disable=not progress):
         sample_seed = derive_seed(seed, i)
         sample = generator.sample(1, sample_seed)
