@@ -1,6 +1,8 @@
-"""pyproject.toml, environment.yml and binder/ must list the same packages; Colab installs this version."""
+"""pyproject.toml, environment.yml and binder/ must list the same packages; Colab installs this version (and notebook 06 clones it)."""
 
+import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -74,3 +76,26 @@ def test_colab_installs_the_release_that_matches_the_package_version():
     for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
         installs = re.findall(r"git\+https://github\.com/fetalsynthseg/fss(@[\w.]+)?", notebook.read_text())
         assert installs == [f"@v{PROJECT['version']}"], (notebook.name, installs)  # one install line, pinned to this version's tag
+
+
+def test_colab_clones_the_same_release_for_the_experiments_notebook():
+    """On Colab, notebook 06 needs the experiment files and the notebooks they chain, which the package does not hold."""
+    notebook = json.loads((ROOT / "notebooks" / "06_experiments.ipynb").read_text())
+    [cell] = [c for c in notebook["cells"] if "google.colab" in "".join(c["source"])]
+    source = "".join(cell["source"])
+    assert f"git clone --quiet --depth 1 --branch v{PROJECT['version']} https://github.com/fetalsynthseg/fss /content/fss" in source
+    assert source.rstrip().endswith("%cd /content/fss/notebooks")  # where the notebook's relative paths hold
+
+
+def test_the_experiments_notebook_needs_only_the_notebooks_and_experiments_folders(tmp_path, monkeypatch):
+    from fss.experiments import load_experiment, plan
+
+    for folder in ("notebooks", "experiments"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    monkeypatch.chdir(tmp_path / "notebooks")  # as the Colab cell leaves it, in a clone
+    notebook = json.loads(Path("06_experiments.ipynb").read_text())
+    [parameters] = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    namespace = {}
+    exec("".join(parameters["source"]), namespace)  # the notebook's defaults
+    experiment = load_experiment(namespace["experiment_file"])
+    assert experiment.notebooks == tmp_path / "notebooks" and plan(experiment, namespace["setting"])

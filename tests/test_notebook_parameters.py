@@ -118,3 +118,14 @@ def test_evaluation_compares_the_models_it_is_given(tmp_path):
     assert {"stress: contrast", "stress: motion", "stress: low_field"} <= {d for d in dice.index if d.startswith("stress")}
     # the same shifts of the same age as the committed run
     assert_same_picture(picture(executed, "stresses.png"), picture(committed("04_evaluation.ipynb"), "stresses.png"))
+
+
+def test_segmenting_without_the_flipped_average_changes_the_demo_scans_dice_little(tmp_path):
+    """Notebook 05's first exercise: ``tta = False`` changes the mean Dice against the known labels by little."""
+
+    def mean_dice(notebook: dict) -> float:
+        return float(printed(notebook, "dice_per_tissue(").split("| mean")[1])
+
+    without = mean_dice(run("05_segment_your_scan.ipynb", tmp_path, tta=False))
+    with_flips = mean_dice(committed("05_segment_your_scan.ipynb"))
+    assert abs(without - with_flips) < 0.01, (without, with_flips)  # that the flips are averaged at all: tests/test_infer.py
