@@ -31,6 +31,7 @@ Run: python benchmarks/time_to_accuracy.py --recipes benchmarks/recipes/cpu-mode
 """
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -40,12 +41,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from fss.checkpoint import read_metadata
 from fss.device import describe_device
 from fss.evaluation import crl_dice
 from fss.labels import TISSUES
 from fss.paths import atomic_path
 from fss.train import train
-from fss.training_config import TrainConfig
+from fss.training_config import SETTINGS_ADDED_SINCE_0_1, TrainConfig
 from fss.training_data import prepare_crl
 from fss.viz import save_figure
 
@@ -110,10 +112,21 @@ def training_minutes(folder: Path, iteration: int) -> float:
     return float(pd.read_csv(folder / "log.csv").set_index("iteration").loc[iteration, "seconds"]) / 60
 
 
-def score(folder: Path, config: TrainConfig, label: str, mark: float, iteration: int, minutes: float, first_stage_minutes: float) -> dict:
-    """A row of ``marks.tsv``: the last checkpoint in ``folder`` scored on the held-out CRL ages, on their own grids."""
+def timed_crl_dice(folder: Path, validation_ages: tuple[int, ...]) -> tuple[pd.DataFrame, float]:
+    """:func:`fss.evaluation.crl_dice` of the last checkpoint in ``folder`` (the held-out ages on their own grids), and its seconds."""
     started = time.perf_counter()
-    scores = crl_dice(folder / "last", config.validation_ages)
+    return crl_dice(folder / "last", list(validation_ages)), time.perf_counter() - started
+
+
+first_stage_dice = functools.cache(timed_crl_dice)
+"""The same for a first stage's end, which every recipe starting from it scores as its iteration 0: computed once."""
+
+
+def score(
+    folder: Path, config: TrainConfig, label: str, mark: float, iteration: int, minutes: float, first_stage_minutes: float, scored: tuple
+) -> dict:
+    """A row of ``marks.tsv`` from ``scored``, what :func:`timed_crl_dice` returned for the run in ``folder``."""
+    scores, seconds = scored
     row = {
         "recipe": label,
         "mode": config.mode,
@@ -122,7 +135,7 @@ def score(folder: Path, config: TrainConfig, label: str, mark: float, iteration:
         "iteration": iteration,
         "first_stage_minutes": first_stage_minutes,
         "training_minutes": first_stage_minutes + minutes,
-        "scoring_seconds": time.perf_counter() - started,
+        "scoring_seconds": seconds,
         "mean_dice": float(np.nanmean(scores.to_numpy())),
         **scores.mean().to_dict(),
     }
@@ -134,15 +147,23 @@ def score(folder: Path, config: TrainConfig, label: str, mark: float, iteration:
 
 
 def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) -> tuple[Path, float]:
-    """Train one seed of the first stage to its end (or finish an interrupted one); its folder and training minutes."""
+    """Train one seed of the first stage to its end (or finish an interrupted one); its folder and training minutes.
+
+    A folder that has finished is used as it is, after checking that its checkpoint was trained with ``config``.
+    """
     folder = out / f"{label}-{config.mode}-seed{config.seed}"
     config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations})
-    log = folder / "log.csv"
-    if not log.exists() or pd.read_csv(log)["iteration"].iloc[-1] != config.iterations:
+    finished = (folder / "last.json").exists() and read_metadata(folder / "last")["iterations"] == config.iterations
+    if not finished:
         training, validation = volumes(config)
         resume = (folder / "last_state.json").exists()
         train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
-    return folder, training_minutes(folder, config.iterations)
+    metadata = read_metadata(folder / "last")
+    trained_with = {**SETTINGS_ADDED_SINCE_0_1, **metadata["training"]}
+    changed = sorted(key for key, value in config.to_dict().items() if trained_with.get(key) != value)
+    if changed:
+        raise ValueError(f"{folder} was trained with other settings ({', '.join(changed)}): move it away, or use another --out")
+    return folder, metadata["training_seconds"] / 60
 
 
 def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volumes, start: tuple[Path, float] | None = None) -> pd.DataFrame:
@@ -171,7 +192,8 @@ def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volu
             pd.DataFrame(rows).to_csv(temporary, sep="\t", index=False)
 
     if start and not any(row["iteration"] == 0 for row in rows):
-        rows.insert(0, score(first_folder, config, label, 0.0, 0, 0.0, first_minutes))
+        scored = first_stage_dice(first_folder, tuple(config.validation_ages))
+        rows.insert(0, score(first_folder, config, label, 0.0, 0, 0.0, first_minutes, scored))
         save()
     for mark, iteration in zip(planned["marks"], planned["mark_iterations"]):
         if any(row["iteration"] == iteration for row in rows):
@@ -179,7 +201,8 @@ def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volu
         training, validation = volumes(config)
         resume = (folder / "last_state.json").exists()
         train(config, folder, resume=resume, overwrite=not resume, until=iteration, progress=True, training=training, validation=validation)
-        rows.append(score(folder, config, label, mark, iteration, training_minutes(folder, iteration), first_minutes))
+        scored = timed_crl_dice(folder, tuple(config.validation_ages))
+        rows.append(score(folder, config, label, mark, iteration, training_minutes(folder, iteration), first_minutes, scored))
         save()
     return pd.DataFrame(rows)
 
