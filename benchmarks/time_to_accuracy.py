@@ -153,12 +153,12 @@ def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) ->
     """
     folder = out / f"{label}-{config.mode}-seed{config.seed}"
     config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations})
-    finished = (folder / "last.json").exists() and read_metadata(folder / "last")["iterations"] == config.iterations
-    if not finished:
+    metadata = read_metadata(folder / "last") if (folder / "last.json").exists() else None
+    if metadata is None or metadata["iterations"] != config.iterations:
         training, validation = volumes(config)
         resume = (folder / "last_state.json").exists()
         train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
-    metadata = read_metadata(folder / "last")
+        metadata = read_metadata(folder / "last")
     trained_with = {**SETTINGS_ADDED_SINCE_0_1, **metadata["training"]}
     changed = sorted(key for key, value in config.to_dict().items() if trained_with.get(key) != value)
     if changed:
