@@ -47,7 +47,7 @@ from fss.evaluation import crl_dice
 from fss.labels import TISSUES
 from fss.paths import atomic_path
 from fss.train import train
-from fss.training_config import SETTINGS_ADDED_SINCE_0_1, TrainConfig
+from fss.training_config import TrainConfig
 from fss.training_data import prepare_crl
 from fss.viz import save_figure
 
@@ -159,8 +159,7 @@ def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) ->
         resume = (folder / "last_state.json").exists()
         train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
         metadata = read_metadata(folder / "last")
-    trained_with = {**SETTINGS_ADDED_SINCE_0_1, **metadata["training"]}
-    changed = sorted(key for key, value in config.to_dict().items() if trained_with.get(key) != value)
+    changed = config.differences(metadata["training"])
     if changed:
         raise ValueError(f"{folder} was trained with other settings ({', '.join(changed)}): move it away, or use another --out")
     return folder, metadata["training_seconds"] / 60

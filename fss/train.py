@@ -38,7 +38,7 @@ from fss.metrics import dice_per_tissue
 from fss.optimization import learning_rate, load_optimizer_state, save_optimizer_state, training_step
 from fss.paths import atomic_path
 from fss.run_control import Distributed, TrainingDiverged, TrainingInterrupted, determinism, stop_on_interrupt
-from fss.training_config import SETTINGS_ADDED_SINCE_0_1, TrainConfig
+from fss.training_config import TrainConfig
 from fss.training_data import Volume, prepare_crl, training_batches
 from fss.unet import UNet, count_parameters
 from fss.viz import plot_training, save_figure
@@ -163,11 +163,9 @@ def _initial_weights(config: TrainConfig, model: UNet) -> dict:
 
 def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
     """Raise if ``config`` differs from the configuration the run in ``out`` was trained with, naming the keys."""
-    now = config.to_dict()
-    before = {**SETTINGS_ADDED_SINCE_0_1, **saved["training"]}
-    changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+    changed = config.differences(saved["training"])
     if changed:
-        differences = "; ".join(f"{key}: {before.get(key)!r} then, {now.get(key)!r} now" for key in changed)
+        differences = "; ".join(f"{key}: {before!r} then, {now!r} now" for key, (before, now) in changed.items())
         raise ValueError(f"{out} was trained with other settings ({differences}): resume with the same ones, or start afresh with --overwrite")
 
 

@@ -107,6 +107,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def differences(self, trained_with: dict) -> dict[str, tuple[object, object]]:
+        """The options where this configuration differs from ``trained_with`` (a checkpoint's ``training`` metadata):
+        ``{option: (value then, value now)}``, empty when they agree. Settings that fss 0.1 did not record count as
+        the values it trained with (:data:`SETTINGS_ADDED_SINCE_0_1`)."""
+        now, before = self.to_dict(), {**SETTINGS_ADDED_SINCE_0_1, **trained_with}
+        return {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)}
+
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
         """A packaged configuration (a name in :data:`CONFIGS`) or a YAML file, with ``key=value`` overrides (YAML values)."""

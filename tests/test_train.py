@@ -304,3 +304,12 @@ def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
     assert metadata["iterations"] == saved and all(bool(torch.isfinite(p).all()) for p in model.parameters())
     assert json.loads((tmp_path / "run" / "last_state.json").read_text())["iteration"] == saved
     assert pd.read_csv(tmp_path / "run" / "log.csv")["iteration"].iloc[-1] == saved
+
+
+def test_differences_name_each_changed_option_and_count_unrecorded_settings_as_fss_0_1_trained_them():
+    trained_with = TrainConfig().to_dict()
+    assert TrainConfig().differences(trained_with) == {}
+    assert TrainConfig(seed=3, precision="bfloat16").differences(trained_with) == {"precision": ("float32", "bfloat16"), "seed": (0, 3)}
+    recorded_by_0_1 = {key: value for key, value in trained_with.items() if key not in ("skip", "initialize_from")}
+    assert TrainConfig().differences(recorded_by_0_1) == {}
+    assert TrainConfig(skip="add").differences(recorded_by_0_1) == {"skip": ("concatenate", "add")}
