@@ -1,4 +1,9 @@
-"""Figures: scans with label overlays in world space (nilearn), three-plane views of working-grid arrays, intensity mixtures."""
+"""Figures: scans with label overlays in world space (nilearn), three-plane views of working-grid arrays, intensity mixtures.
+
+Text sizes are relative ("small", "medium", "large") to matplotlib's base font size, which
+:func:`figure_style` sets for reading on a screen or on a projector; :func:`notebook_figures` applies
+it in a notebook and stores its figures as PNG images that record the size of their smallest text.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 
 from fss.labels import META_LABELS, TISSUES
 from fss.paths import atomic_path
@@ -35,6 +41,17 @@ META_COLORS: dict[int, tuple[str, str]] = {m: (name, to_hex(plt.get_cmap(META_CO
 """Legend name and colour of each meta-label."""
 
 PLANES = ("sagittal", "coronal", "axial")
+
+FIGURE_DPI = 100
+"""Pixels per inch of figures shown in a notebook: a 10-inch figure is 1000 pixels wide."""
+DISPLAY_WIDTH_PX = 1000
+"""Width (pixels) of a notebook's output area on a 1920-pixel screen or projector: wider figures are shown shrunk to it."""
+FIGURE_WIDTH_IN = DISPLAY_WIDTH_PX / FIGURE_DPI
+"""The widest figure (inches) a notebook shows at its own size: fss's figures are at most this wide."""
+READABLE_TEXT_PX = 10
+"""The smallest font size (pixels, as shown) that stays readable from the back of a room; 72-dpi figures at 7 points had 7."""
+SMALLEST_TEXT_KEY = "fss/smallest_text_px"
+"""Key of a notebook PNG output's metadata that holds :func:`smallest_text_pixels` of its figure."""
 
 
 def seed_colors(max_subclasses: int = 4) -> dict[int, tuple[str, str]]:
@@ -134,16 +151,16 @@ def plot_comparison(
             if labels is not None:
                 overlay = np.ma.masked_equal(labels[picked].T, 0)
                 ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
-            ax.set_title(f"{name}: {plane} {center[axis]}" if name else f"{plane} {center[axis]}", fontsize=9)
+            ax.set_title(f"{name}: {plane} {center[axis]}" if name else f"{plane} {center[axis]}", fontsize="medium")
             if across == 0:  # the first (left-to-right) axis runs across: mark the sides
                 for x, letter in ((0.02, "L"), (0.98, "R")):
-                    ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize=8, ha="center", va="center")
+                    ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize="small", ha="center", va="center")
             ax.set_axis_off()
     if present:
         handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges show near-white colours
-        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8)
+        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize="small")
     if title:
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(title, fontsize="medium")
     return figure
 
 
@@ -185,9 +202,9 @@ def plot_segmentation(scan: nib.spatialimages.SpatialImage, labels: nib.spatiali
     )
     handles = [Patch(facecolor=FETA_COLORS[v][1], edgecolor="0.6", label=FETA_COLORS[v][0]) for v in present]
     if handles:
-        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=8, labelcolor="white")
+        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize="small", labelcolor="white")
     if title:
-        figure.suptitle(title, fontsize=9, color="white")
+        figure.suptitle(title, fontsize="medium", color="white")
     return figure
 
 
@@ -257,7 +274,7 @@ def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures
         One panel per meta-label: density histogram, each weighted component, their sum.
     """
     metas = [m for m in regions if m in mixtures]
-    figure, axes = plt.subplots(1, len(metas), figsize=(3.2 * len(metas), 2.8), layout="constrained", squeeze=False)
+    figure, axes = plt.subplots(1, len(metas), figsize=(min(FIGURE_WIDTH_IN, 3.2 * len(metas)), 2.8), layout="constrained", squeeze=False)
     for ax, m in zip(axes[0], metas):
         values = np.asarray(image)[regions[m]]
         mixture = mixtures[m]
@@ -270,10 +287,10 @@ def plot_mixtures(image: np.ndarray, regions: Mapping[int, np.ndarray], mixtures
         for j, density in enumerate(densities):
             ax.plot(x, density, color=cmap(0.35 + 0.6 * j / max(len(densities) - 1, 1)), label=f"{j}")
         ax.plot(x, np.sum(densities, axis=0), "k--", linewidth=0.8, label="sum")
-        ax.set_title(f"{m}: {META_LABELS[m][0]} ({values.size} voxels)", fontsize=9)
+        ax.set_title(f"{m}: {META_LABELS[m][0]} ({values.size} voxels)", fontsize="medium")
         ax.set_xlabel("intensity")
         ax.set_yticks([])
-        ax.legend(fontsize=7, title="subclass", title_fontsize=7)
+        ax.legend(fontsize="small", title="subclass", title_fontsize="small")
     return figure
 
 
@@ -299,7 +316,7 @@ def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, title
     if images.shape != labels.shape or images.ndim != 4:
         raise ValueError(f"expected images and labels of one shape (N, X, Y, Z), got {images.shape} and {labels.shape}")
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), layout="constrained", squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(FIGURE_WIDTH_IN, FIGURE_WIDTH_IN / columns * 1.1 * rows), layout="constrained", squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if index >= len(images):
@@ -311,8 +328,10 @@ def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, title
             if np.any(slice_labels == value):
                 ax.contour(slice_labels == value, levels=[0.5], colors=[color], linewidths=0.6)
         if titles is not None:
-            ax.set_title(titles[index], fontsize=8)
-    figure.legend(handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize=8)
+            ax.set_title(titles[index], fontsize="small")
+    figure.legend(
+        handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize="small"
+    )
     return figure
 
 
@@ -335,7 +354,7 @@ def plot_training(log: pd.DataFrame) -> Figure:
     left.plot(log["iteration"], log["loss"].rolling(window, min_periods=1).mean(), color="k", label=f"running mean ({window})")
     left.set_xlabel("iteration")
     left.set_ylabel("Dice + cross-entropy loss")
-    left.legend(fontsize=8)
+    left.legend(fontsize="small")
     validated = log.dropna(subset=["mean_dice"]) if "mean_dice" in log else log.iloc[:0]
     for short, color in FETA_COLORS.values():
         if f"dice_{short}" in validated:
@@ -345,7 +364,7 @@ def plot_training(log: pd.DataFrame) -> Figure:
     right.set_xlabel("iteration")
     right.set_ylabel("validation Dice")
     right.set_ylim(0, 1)
-    right.legend(fontsize=7, ncol=2)
+    right.legend(fontsize="small", ncol=2)
     return figure
 
 
@@ -372,7 +391,8 @@ def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
     tissues = ["mean", *[t.short for t in TISSUES[1:] if t.short in set(shown.tissue)]]
     columns = min(4, len(tissues))
     rows = -(-len(tissues) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), layout="constrained", sharey=True, squeeze=False)
+    size = (min(FIGURE_WIDTH_IN, 3.6 * columns), 3 * rows)
+    figure, axes = plt.subplots(rows, columns, figsize=size, layout="constrained", sharey=True, squeeze=False)
     for ax, tissue in zip(axes.flat, tissues):
         for a, arm in enumerate(arms):
             x = np.arange(len(places)) + (a - (len(arms) - 1) / 2) * 0.8 / len(arms)
@@ -380,17 +400,17 @@ def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
                 values = shown[(shown["where"] == place) & (shown.arm == arm) & (shown.tissue == tissue)].value
                 ax.plot([x[i]] * len(values), values, "o", color=f"C{a}", alpha=0.6, markersize=4)
                 ax.plot([x[i] - 0.12, x[i] + 0.12], [values.mean()] * 2, "-", color=f"C{a}", linewidth=2, label=arm if i == 0 else None)
-        ax.set_xticks(range(len(places)), places, rotation=60, ha="right", fontsize=7)
-        ax.set_title("mean of the tissues" if tissue == "mean" else tissue, fontsize=9)
+        ax.set_xticks(range(len(places)), places, rotation=60, ha="right", fontsize="small")
+        ax.set_title("mean of the tissues" if tissue == "mean" else tissue, fontsize="medium")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("Dice (dots: seeds, bars: means)", fontsize=8)
+        ax.set_ylabel("Dice (dots: seeds, bars: means)", fontsize="small")
     for ax in axes.flat[len(tissues) :]:
         ax.set_axis_off()
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize="small")
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize="large")
     return figure
 
 
@@ -417,11 +437,11 @@ def plot_stresses(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[s
     figure, axes = plt.subplots(len(kinds), 4, figsize=(8, 2.4 * len(kinds)), layout="constrained", squeeze=False)
     for row, kind in zip(axes, kinds):
         row[0].imshow(view(image, kind), cmap="gray", vmin=0, vmax=1)
-        row[0].set_title("clean", fontsize=8)
-        row[0].set_ylabel(kind, fontsize=10)
+        row[0].set_title("clean", fontsize="small")
+        row[0].set_ylabel(kind, fontsize="medium")
         for severity, ax in zip((1, 2, 3), row[1:]):
             ax.imshow(view(stress(image, spacing, kind, severity, seed=seed), kind), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{severity}: " + describe(kind, severity).replace(", ", "\n"), fontsize=7)
+            ax.set_title(f"{severity}: " + describe(kind, severity).replace(", ", "\n"), fontsize="small")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -441,7 +461,7 @@ def plot_dice_per_case(results: pd.DataFrame) -> Figure:
     chosen = results[results.metric == "dice"]
     datasets, models = list(dict.fromkeys(chosen.dataset)), list(dict.fromkeys(chosen.model))
     tissues = [t.short for t in TISSUES[1:] if t.short in set(chosen.tissue)]
-    figure, axes = plt.subplots(1, len(tissues), figsize=(2 * len(tissues), 3.8), layout="constrained", sharey=True, squeeze=False)
+    figure, axes = plt.subplots(1, len(tissues), figsize=(FIGURE_WIDTH_IN, 4.2), layout="constrained", sharey=True, squeeze=False)
     for ax, tissue in zip(axes[0], tissues):
         for m, model in enumerate(models):
             for d, dataset in enumerate(datasets):
@@ -449,11 +469,11 @@ def plot_dice_per_case(results: pd.DataFrame) -> Figure:
                 x = d + (m - (len(models) - 1) / 2) * 0.8 / len(models)
                 ax.plot([x] * len(values), values, "o", color=f"C{m}", alpha=0.5, markersize=4)
                 ax.plot([x - 0.12, x + 0.12], [values.mean()] * 2, "-", color=f"C{m}", linewidth=2, label=model if d == 0 else None)
-        ax.set_xticks(range(len(datasets)), [d.replace(", ", "\n") for d in datasets], fontsize=7, rotation=90)
-        ax.set_title(tissue, fontsize=10)
+        ax.set_xticks(range(len(datasets)), [d.replace(", ", "\n") for d in datasets], fontsize="small", rotation=90)
+        ax.set_title(tissue, fontsize="medium")
         ax.set_ylim(0, 1)
     axes[0, 0].set_ylabel("Dice (dots: cases, bars: means)")
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize="small")
     return figure
 
 
@@ -476,7 +496,8 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
     kinds = list(dict.fromkeys(stressed.index.get_level_values("stress")))
     columns = min(4, len(kinds))
     rows = -(-len(kinds) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.5 * columns, 3 * rows), layout="constrained", sharey=True, squeeze=False)
+    size = (min(FIGURE_WIDTH_IN, 3.5 * columns), 2.8 * rows)
+    figure, axes = plt.subplots(rows, columns, figsize=size, layout="constrained", sharey=True, squeeze=False)
     for ax, kind in zip(axes.flat, kinds):
         for m, model in enumerate(clean.index):
             per = stressed.loc[model, kind]
@@ -485,7 +506,7 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
             for (s0, v0), (s1, v1) in zip(zip(severities, values), zip(severities[1:], values[1:])):
                 if s1 == s0 + 1:
                     ax.plot([s0, s1], [v0, v1], "-", color=f"C{m}")
-        ax.set_title(kind, fontsize=10)
+        ax.set_title(kind, fontsize="medium")
         ax.set_ylim(0, 1)
         ax.set_xlabel("severity (0: clean)")
         ax.set_xticks([0, 1, 2, 3])
@@ -494,7 +515,7 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("mean Dice")
-    axes.flat[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize="small")
     return figure
 
 
@@ -506,3 +527,59 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path
     with atomic_path(path, overwrite=True) as temporary:
         figure.savefig(temporary, dpi=dpi)
     return Path(path)
+
+
+def figure_style(projection: bool = False) -> dict[str, object]:
+    """Matplotlib settings (``rcParams``) for figures read on a screen, or on a projector when ``projection``.
+
+    :data:`FIGURE_DPI` pixels per inch and a base font of 10 points (14 for projection), which fss's
+    figures scale their text from; use it as ``plt.rcParams.update(figure_style())`` or in
+    ``plt.rc_context(figure_style())``.
+    """
+    return {"figure.dpi": FIGURE_DPI, "savefig.dpi": "figure", "font.size": 14 if projection else 10}
+
+
+def smallest_text_pixels(figure: Figure, display_width: int = DISPLAY_WIDTH_PX) -> float:
+    """Font size (pixels) of the smallest text drawn in ``figure`` as a notebook shows it: at most ``display_width`` pixels wide.
+
+    Counts every visible, non-empty text (titles, labels, tick labels, legends); ``inf`` for a figure without text.
+    """
+    figure.canvas.draw()  # places tick labels
+    sizes = [text.get_fontsize() for text in figure.findobj(match=Text) if _drawn_text(text)]
+    if not sizes:
+        return float("inf")
+    width = figure.get_figwidth() * figure.dpi
+    return min(sizes) * figure.dpi / 72 * min(1.0, display_width / width)
+
+
+def _drawn_text(text: Text) -> bool:
+    """Whether ``text`` is visible, has characters and lies inside its figure (tick labels beyond an axis's limits are kept, not drawn)."""
+    if not (text.get_visible() and text.get_text().strip()):
+        return False
+    box, page = text.get_window_extent(), text.get_figure(root=True).bbox
+    return box.width > 0 and box.x1 > 0 and box.x0 < page.width and box.y1 > 0 and box.y0 < page.height
+
+
+def figure_png(figure: Figure) -> tuple[bytes, dict[str, float]]:
+    """``figure`` as PNG bytes (tight bounding box) and the metadata a notebook keeps with it: :data:`SMALLEST_TEXT_KEY`."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(figure, fmt="png", bbox_inches="tight"), {SMALLEST_TEXT_KEY: round(smallest_text_pixels(figure), 1)}
+
+
+def notebook_figures(projection: bool = False) -> None:
+    """Set up this notebook's figures: :func:`figure_style` (``projection`` for a projector), shown and stored as PNG.
+
+    Changes matplotlib's settings and IPython's figure display for the whole kernel, as the
+    first cell of every tutorial notebook means it to; outside IPython it raises RuntimeError.
+    """
+    from IPython import get_ipython
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("notebook_figures sets up a notebook's figures: call it in a notebook")
+    plt.switch_backend("module://matplotlib_inline.backend_inline")
+    set_matplotlib_formats("png")
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+    plt.rcParams.update(figure_style(projection))

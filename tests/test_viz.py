@@ -1,9 +1,25 @@
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from fss.viz import plot_comparison, plot_experiment, plot_planes, view_segmentation
+from fss.viz import (
+    READABLE_TEXT_PX,
+    SMALLEST_TEXT_KEY,
+    figure_png,
+    figure_style,
+    plot_comparison,
+    plot_experiment,
+    plot_planes,
+    smallest_text_pixels,
+    view_segmentation,
+)
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.ipynb"))
 
 
 def test_comparison_rows_share_their_slices_and_mark_left_and_right():
@@ -54,3 +70,49 @@ def test_experiment_figure_has_a_panel_per_tissue_and_each_stress_at_its_highest
     assert [t.get_text() for t in shown[0].get_xticklabels()] == ["CRL (held out)", "noise 3", "bias 2"]
     assert shown[0].get_ylim() == (0, 1) and [t.get_text() for t in shown[0].get_legend().get_texts()] == ["K=1-4", "K=1"]
     assert len(shown[1].lines) == 2 * 3 * 2  # per arm and place: the dots of the seeds and the bar of their mean
+
+
+def test_smallest_text_is_the_smallest_drawn_font_and_shrinks_with_a_figure_wider_than_the_page():
+    with plt.rc_context(figure_style()):
+        figure, ax = plt.subplots(figsize=(5, 3))
+        ax.set_title("title", fontsize=20)
+        ax.tick_params(labelsize=9)
+        ax.set_xlim(0, 1)
+        ax.text(5, 5, "outside the axes and the figure", fontsize=2)  # not drawn where anyone sees it
+        assert smallest_text_pixels(figure) == pytest.approx(9 * 100 / 72)
+        figure.set_figwidth(20)  # 2000 pixels, shown 1000 wide
+        assert smallest_text_pixels(figure) == pytest.approx(9 * 100 / 72 / 2)
+    plt.close(figure)
+
+
+def test_projection_style_enlarges_every_relative_font_size():
+    sizes = {}
+    for projection in (False, True):
+        with plt.rc_context(figure_style(projection)):
+            figure = plot_planes(np.random.default_rng(0).random((8, 9, 10)), title="t")
+            sizes[projection] = smallest_text_pixels(figure)
+            plt.close(figure)
+    assert sizes[True] == pytest.approx(sizes[False] * 1.4)
+
+
+def test_figure_png_is_a_png_that_records_its_smallest_text():
+    with plt.rc_context(figure_style()):
+        figure, ax = plt.subplots(figsize=(4, 3))
+        ax.set_xlabel("x", fontsize=12)
+        data, metadata = figure_png(figure)
+    plt.close(figure)
+    assert data.startswith(b"\x89PNG")
+    assert metadata[SMALLEST_TEXT_KEY] == pytest.approx(round(10 * 100 / 72, 1))  # the tick labels at the base size
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_committed_notebooks_store_png_figures_whose_smallest_text_is_readable(path):
+    figures = [
+        output
+        for cell in json.loads(path.read_text())["cells"]
+        for output in cell.get("outputs", [])
+        if any(kind.startswith("image/") for kind in output.get("data", {}))
+    ]
+    for output in figures:
+        assert set(output["data"]) & {"image/jpeg", "image/svg+xml"} == set()
+        assert output["metadata"]["image/png"][SMALLEST_TEXT_KEY] >= READABLE_TEXT_PX
