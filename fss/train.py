@@ -244,6 +244,7 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
         disable=not (progress and distributed.main),
         initial=run.start,
         total=config.iterations,
+        mininterval=2.0,  # in a notebook every refresh is a message to the front end: a few hundred per run, not thousands
     )
     with stop_on_interrupt(enabled=distributed.world == 1) as interrupt:
         for iteration in bar:

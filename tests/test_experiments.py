@@ -208,7 +208,9 @@ def test_a_results_table_that_cannot_be_read_is_named(experiment_file, tmp_path,
 
 def test_ctrl_c_during_an_experiment_is_one_line_and_exit_130(experiment_file, tmp_path):
     folder = experiment_file.parent / "notebooks"
-    notebook(folder / "slow.ipynb", "import time\nfor _ in range(600):\n    time.sleep(0.1)", 'seed = 0\noutput_dir = "out"')
+    started = tmp_path / "started"  # the notebook's cell is running: its kernel is up and handles Ctrl-C
+    source = f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\nfor _ in range(600):\n    time.sleep(0.1)"
+    notebook(folder / "slow.ipynb", source, 'seed = 0\noutput_dir = "out"')
     path = experiment_file.with_name("slow.yaml")
     path.write_text(yaml.safe_dump({"notebooks": "notebooks", "chain": ["slow"], "settings": {"tiny": {}}, "arms": {"one": {}}}))
     root = tmp_path / "results"
@@ -221,9 +223,9 @@ def test_ctrl_c_during_an_experiment_is_one_line_and_exit_130(experiment_file, t
     )
     run = plan(load_experiment(path), "tiny")[0]
     deadline = time.monotonic() + 120
-    while not (run.folder(root) / "slow.ipynb").exists() and time.monotonic() < deadline:  # papermill writes it once the kernel runs
+    while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(2)
+    time.sleep(1)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
