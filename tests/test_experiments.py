@@ -220,6 +220,7 @@ def test_ctrl_c_during_an_experiment_is_one_line_and_exit_130(experiment_file, t
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, which Ctrl-C in a terminal signals: the runner and its kernel
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, also when the tests run in the background
     )
     run = plan(load_experiment(path), "tiny")[0]
     deadline = time.monotonic() + 120
