@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from time_to_accuracy import Volumes, first_stage, recipe_label, timed_crl_dice, training_minutes
+from time_to_accuracy import Volumes, first_stage, recipe_label, timed_crl_dice, train_to, training_minutes
 
 from fss.checkpoint import read_metadata
 from fss.device import describe_device, native_bfloat16
 from fss.labels import TISSUES
 from fss.paths import atomic_path
-from fss.train import train
 from fss.training_config import TrainConfig
 
 PRECISIONS = ("float32", "bfloat16")
@@ -39,10 +38,7 @@ def second_stage(config: TrainConfig, folder: Path, start: Path, volumes: Volume
     """Train ``config`` in ``folder`` from the last weights of the run in ``start``, unless it has finished."""
     if (folder / "last.json").exists() and read_metadata(folder / "last")["iterations"] == config.iterations:
         return
-    config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations, "initialize_from": str(start / "last")})
-    training, validation = volumes(config)
-    resume = (folder / "last_state.json").exists()
-    train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
+    train_to(TrainConfig(**{**config.to_dict(), "validation_every": config.iterations, "initialize_from": str(start / "last")}), folder, volumes)
 
 
 def main() -> None:

@@ -146,6 +146,13 @@ def score(
     return row
 
 
+def train_to(config: TrainConfig, folder: Path, volumes: Volumes, until: int | None = None) -> None:
+    """Train ``config`` in ``folder`` up to iteration ``until`` (its end when None), resuming the run there if it holds one."""
+    training, validation = volumes(config)
+    resume = (folder / "last_state.json").exists()
+    train(config, folder, resume=resume, overwrite=not resume, until=until, progress=True, training=training, validation=validation)
+
+
 def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) -> tuple[Path, float]:
     """Train one seed of the first stage to its end (or finish an interrupted one); its folder and training minutes.
 
@@ -155,9 +162,7 @@ def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) ->
     config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations})
     metadata = read_metadata(folder / "last") if (folder / "last.json").exists() else None
     if metadata is None or metadata["iterations"] != config.iterations:
-        training, validation = volumes(config)
-        resume = (folder / "last_state.json").exists()
-        train(config, folder, resume=resume, overwrite=not resume, progress=True, training=training, validation=validation)
+        train_to(config, folder, volumes)
         metadata = read_metadata(folder / "last")
     changed = config.differences(metadata["training"])
     if changed:
@@ -197,9 +202,7 @@ def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volu
     for mark, iteration in zip(planned["marks"], planned["mark_iterations"]):
         if any(row["iteration"] == iteration for row in rows):
             continue
-        training, validation = volumes(config)
-        resume = (folder / "last_state.json").exists()
-        train(config, folder, resume=resume, overwrite=not resume, until=iteration, progress=True, training=training, validation=validation)
+        train_to(config, folder, volumes, until=iteration)
         scored = timed_crl_dice(folder, tuple(config.validation_ages))
         rows.append(score(folder, config, label, mark, iteration, training_minutes(folder, iteration), first_minutes, scored))
         save()

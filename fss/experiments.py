@@ -226,14 +226,23 @@ def plan(experiment: Experiment, setting: str) -> list[Run]:
 
 def status(run: Run, root: str | os.PathLike = ROOT) -> str:
     """``"done"`` (its metrics exist, made by the current code), ``"stale"`` (made by other code: see :func:`provenance`),
-    ``"failed"`` (its last attempt left an error), ``"interrupted"`` or ``"pending"``."""
+    ``"failed"`` (its last attempt left an error), ``"running"`` (another process holds its lock: see :func:`execute`),
+    ``"interrupted"`` or ``"pending"``."""
     folder = run.folder(root)
     if (folder / "metrics.tsv").exists():
         recorded = read_yaml_file(folder / "params.yaml")
         return "done" if recorded.get("provenance") == run.experiment.provenance else "stale"
     if (folder / "error.txt").exists():
         return "failed"
-    return "interrupted" if folder.exists() else "pending"
+    if not folder.exists():
+        return "pending"
+    with locked(_lock(run, root), wait=False) as free:
+        return "interrupted" if free else "running"
+
+
+def _lock(run: Run, root: str | os.PathLike) -> Path:
+    """The lock a run holds while it runs: a hidden ``.<run id>.lock`` beside its folder."""
+    return run.folder(root).parent / f".{run.id}.lock"
 
 
 def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None) -> str:
@@ -248,7 +257,7 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
     """
     papermill = _papermill()
     folder = run.folder(root)
-    with locked(folder.parent / f".{run.id}.lock", wait=False) as mine:
+    with locked(_lock(run, root), wait=False) as mine:
         if not mine:
             return "running"
         if status(run, root) == "done":
@@ -395,8 +404,9 @@ def run_experiment(
     """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
 
     ``experiment`` is an :class:`Experiment` or the path of its file. The table goes to
-    ``results.tsv`` in :meth:`Experiment.folder`, its figure (:func:`fss.viz.plot_experiment`)
-    to ``results.png`` beside it.
+    ``results.tsv`` in :meth:`Experiment.folder`; beside it ``dice.tsv``, the Dice of each arm and
+    seed per place and tissue (:func:`dice_per_seed`, a small table to keep or share), and their
+    figure (:func:`fss.viz.plot_experiment`), ``results.png``.
     """
     from tqdm.auto import tqdm
 
@@ -416,7 +426,10 @@ def run_experiment(
 
         from fss.viz import plot_experiment, save_figure
 
-        figure = plot_experiment(dice_per_seed(table), f"{experiment.name}, {setting} setting")
+        per_seed = dice_per_seed(table)
+        with atomic_path(folder / "dice.tsv", overwrite=True) as temporary:
+            per_seed.to_csv(temporary, sep="\t", index=False)
+        figure = plot_experiment(per_seed, f"{experiment.name}, {setting} setting")
         save_figure(figure, folder / "results.png")
         plt.close(figure)
     return table

@@ -68,7 +68,9 @@ def export(
     What the run recorded goes into the model's metadata as it was recorded, never typed in:
     ``training_minutes`` (training steps only, validation left out) from the checkpoint's
     ``training_seconds``, and ``training_machines`` and ``training_commands``, one entry per
-    sitting (:func:`fss.train.train` records them), beside the iterations and settings.
+    sitting (:func:`fss.train.train` records them), beside the iterations and settings. A run
+    that started from another run's weights (``initialize_from``, e.g. the coarse stage of coarse
+    to fine) counts that run's minutes, machines and commands too, first.
 
     Parameters
     ----------
@@ -103,10 +105,13 @@ def export(
     model, metadata = load_checkpoint(checkpoint)
     if "training_seconds" not in metadata or "sittings" not in metadata:
         raise ValueError(f"{checkpoint} does not record its training time and sittings (a checkpoint of an earlier fss): retrain to export it")
+    first_stage = metadata.get("initialized_from", {})
+    seconds = metadata["training_seconds"] + first_stage.get("training_seconds", 0.0)
+    sittings = [*first_stage.get("sittings", []), *metadata["sittings"]]
     recorded = {
-        "training_minutes": round(metadata["training_seconds"] / 60, 1),
-        "training_machines": sorted({sitting["machine"] for sitting in metadata["sittings"]}),
-        "training_commands": [sitting["command"] for sitting in metadata["sittings"]],
+        "training_minutes": round(seconds / 60, 1),
+        "training_machines": sorted({sitting["machine"] for sitting in sittings}),
+        "training_commands": [sitting["command"] for sitting in sittings],
     }
     typed = sorted(set(facts or {}) & (set(recorded) | set(metadata)))
     if typed:

@@ -138,7 +138,8 @@ def _set_up(
 
 
 def _initial_weights(config: TrainConfig, model: UNet) -> dict:
-    """Load the weights of ``config.initialize_from`` into ``model``; what it was (path, weights' sha256, iterations, grid).
+    """Load the weights of ``config.initialize_from`` into ``model``; what it was (path, weights' sha256, iterations, grid,
+    and, where that run recorded them, its ``training_seconds`` and ``sittings``, so that an exported model counts both stages).
 
     Raises
     ------
@@ -158,6 +159,7 @@ def _initial_weights(config: TrainConfig, model: UNet) -> dict:
         "weights_sha256": metadata["weights_sha256"],
         "iterations": metadata.get("iterations"),
         "spacing_mm": metadata.get("spacing_mm"),
+        **{key: metadata[key] for key in ("training_seconds", "sittings") if key in metadata},
     }
 
 

@@ -99,3 +99,5 @@ def test_the_experiments_notebook_needs_only_the_notebooks_and_experiments_folde
     exec("".join(parameters["source"]), namespace)  # the notebook's defaults
     experiment = load_experiment(namespace["experiment_file"])
     assert experiment.notebooks == tmp_path / "notebooks" and plan(experiment, namespace["setting"])
+    assert Path(namespace["full_results"]).resolve().is_relative_to(tmp_path / "experiments")  # the shipped results of a full run
+    assert Path(namespace["full_results"]).is_file()

@@ -1,4 +1,5 @@
-"""The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
+"""The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it), and
+the shipped results of a full experiment against the README."""
 
 import dataclasses
 import os
@@ -6,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -88,6 +90,8 @@ def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_
     assert set(stressed.stress) == {"noise"} and set(stressed.severity) == {3}
     assert set(table.columns) >= {"run", "arm", "seed", "fail"}  # the parameter that differs between arms is a column
     assert (root / "stub" / "tiny" / "results.png").stat().st_size > 0
+    per_seed = pd.read_csv(root / "stub" / "tiny" / "dice.tsv", sep="\t")
+    assert spread_over_seeds(per_seed).loc[("CRL (held out)", "plain")].tolist() == pytest.approx([0.55, 0.5, 0.6, 2])
     out = capsys.readouterr().out
     assert "mean Dice of the tissues over the seeds" in out and "failed: broken-seed0" in out
     stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
@@ -150,6 +154,8 @@ def test_an_interrupted_grid_restarts_cleanly(experiment_file, tmp_path, monkeyp
         run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
     runs = plan(load_experiment(experiment_file), "tiny")
     assert [status(r, root) for r in runs[:2]] == ["done", "interrupted"]
+    with locked(runs[1].folder(root).parent / f".{runs[1].id}.lock"):  # as while another process runs it
+        assert status(runs[1], root) == "running"
     (runs[1].folder(root) / "half-written.tmp").write_text("left by the interrupted run")
     stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
     monkeypatch.setattr(papermill, "execute_notebook", real)
@@ -261,3 +267,16 @@ def test_dice_per_seed_averages_cases_then_tissues_and_the_spread_spans_the_seed
     assert one["noise 2", "A", 1, "mean"] == pytest.approx((0.12 + 0.42) / 2)  # hd95 rows are not Dice
     summary = spread_over_seeds(per_seed)
     assert summary.loc[("CRL (held out)", "B")].tolist() == pytest.approx([0.52, 0.47, 0.57, 2])  # seeds: 0.47 and 0.57
+
+
+def test_the_readme_ablation_table_is_the_shipped_dice_per_seed():
+    root = Path(__file__).parents[1]
+    spread = spread_over_seeds(pd.read_csv(root / "experiments" / "results" / "subclasses-cpu.tsv", sep="\t"))
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## An ablation: do intensity subclasses help?") : readme.index("## Measured speed")]
+    header, rule, *rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert header == "| images | K = 1..4 (the method) | K = 1 |" and len(rows) >= 3
+    for row in rows:
+        where, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells == [f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})" for s in (spread.loc[(where, "K=1-4")], spread.loc[(where, "K=1")])], row
+    assert spread["count"].min() >= 3  # seeds per arm and place

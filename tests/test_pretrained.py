@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fss import datasets, pretrained
-from fss.checkpoint import save_checkpoint
+from fss.checkpoint import load_checkpoint, save_checkpoint
 from fss.infer import predict_working, segment
 from fss.metrics import dice_per_tissue
 from fss.unet import UNet
@@ -37,6 +37,19 @@ def test_export_stores_half_precision_weights_that_predict_alike_with_what_the_r
     torch.testing.assert_close(predict_working(half, volume), predict_working(model, volume), atol=5e-3, rtol=0)
     with pytest.raises(FileExistsError):
         pretrained.export(tmp_path / "run" / "best", "tiny", folder=tmp_path / "weights")
+
+
+def test_export_counts_the_first_stage_of_a_run_that_started_from_another(tmp_path):
+    first = {"from_iteration": 0, "machine": "cpu (2 threads, AVX2 kernels)", "torch": "2.13.0", "command": "fss train --config coarse.yaml"}
+    second = {"from_iteration": 0, "machine": "cpu (2 threads, AVX512 kernels)", "torch": "2.13.0", "command": "fss train --config fine.yaml"}
+    initialized_from = {"checkpoint": "coarse/last", "iterations": 4, "training_seconds": 30.0, "sittings": [first]}
+    metadata = {"iterations": 10, "training_seconds": 90.0, "sittings": [second], "initialized_from": initialized_from}
+    save_checkpoint(UNet(channels=(4, 8)), tmp_path / "run" / "last", metadata)
+    pretrained.export(tmp_path / "run" / "last", "tiny", folder=tmp_path / "weights")
+    _, exported = load_checkpoint(tmp_path / "weights" / "tiny")
+    assert exported["training_minutes"] == 2.0
+    assert exported["training_machines"] == [first["machine"], second["machine"]]
+    assert exported["training_commands"] == [first["command"], second["command"]]
 
 
 @pytest.mark.slow

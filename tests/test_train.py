@@ -288,6 +288,8 @@ def test_a_run_can_start_from_another_runs_weights_and_records_it(tmp_path):
         "weights_sha256": first_metadata["weights_sha256"],
         "iterations": 2,
         "spacing_mm": first_metadata["spacing_mm"],
+        "training_seconds": first_metadata["training_seconds"],
+        "sittings": first_metadata["sittings"],
     }
     with pytest.raises(ValueError, match=r"its network differs from the one configured in channels \(channels \[4, 8\] there, \[8, 8\] here\)"):
         train(dataclasses.replace(config, channels=(8, 8)), tmp_path / "third", progress=False, training=[volume], validation=[volume])

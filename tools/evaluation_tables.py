@@ -5,7 +5,8 @@ prints, per model: Dice per tissue and mean HD95 on each clean dataset; the mean
 stress at each severity with its drop from the clean images of the same ages; and, for two or
 more models, the side-by-side comparison. Every number in those documents is printed here.
 
-Run: python tools/evaluation_tables.py outputs/04_evaluation_full
+Run: python tools/evaluation_tables.py evaluation   (the packaged models' evaluation, committed)
+     python tools/evaluation_tables.py outputs/04_evaluation_full   (a run of the notebook)
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def comparison_table(results: pd.DataFrame, models: list[str]) -> str:
     return markdown(table)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="output_dir of a notebook 04 run")
-    args = parser.parse_args()
+    parser.add_argument("folder", type=Path, help="output_dir of a notebook 04 run, or evaluation/ (the packaged models' committed evaluation)")
+    args = parser.parse_args(argv)
     results = pd.read_csv(args.folder / "metrics.tsv", sep="\t")
     models = list(dict.fromkeys(results.model))
     for model in models:
