@@ -23,22 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from time_to_accuracy import Volumes, first_stage, recipe_label, timed_crl_dice, train_to, training_minutes
+from time_to_accuracy import Volumes, first_stage, recipe_label, timed_crl_dice, train_to_end, training_minutes
 
-from fss.checkpoint import read_metadata
 from fss.device import describe_device, native_bfloat16
 from fss.labels import TISSUES
 from fss.paths import atomic_path
 from fss.training_config import TrainConfig
 
 PRECISIONS = ("float32", "bfloat16")
-
-
-def second_stage(config: TrainConfig, folder: Path, start: Path, volumes: Volumes) -> None:
-    """Train ``config`` in ``folder`` from the last weights of the run in ``start``, unless it has finished."""
-    if (folder / "last.json").exists() and read_metadata(folder / "last")["iterations"] == config.iterations:
-        return
-    train_to(TrainConfig(**{**config.to_dict(), "validation_every": config.iterations, "initialize_from": str(start / "last")}), folder, volumes)
 
 
 def main() -> None:
@@ -61,9 +53,10 @@ def main() -> None:
             options = [f"seed={seed}", f"precision={precision}", "device=cpu"]
             first = TrainConfig.load(args.first_stage, options)
             start, first_minutes = first_stage(first, f"{first_label}-{precision}", out, volumes)
-            config = TrainConfig.load(args.recipe, [*options, f"iterations={args.iterations}"])
+            second = [f"iterations={args.iterations}", f"validation_every={args.iterations}", f"initialize_from={start / 'last'}"]
+            config = TrainConfig.load(args.recipe, [*options, *second])
             folder = out / f"{first_label}+{label}-{precision}-synthetic-seed{seed}"
-            second_stage(config, folder, start, volumes)
+            train_to_end(config, folder, volumes)
             scores, seconds = timed_crl_dice(folder, tuple(config.validation_ages))
             row = {
                 "precision": precision,

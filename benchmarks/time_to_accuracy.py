@@ -159,7 +159,13 @@ def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) ->
     A folder that has finished is used as it is, after checking that its checkpoint was trained with ``config``.
     """
     folder = out / f"{label}-{config.mode}-seed{config.seed}"
-    config = TrainConfig(**{**config.to_dict(), "validation_every": config.iterations})
+    metadata = train_to_end(TrainConfig(**{**config.to_dict(), "validation_every": config.iterations}), folder, volumes)
+    return folder, metadata["training_seconds"] / 60
+
+
+def train_to_end(config: TrainConfig, folder: Path, volumes: Volumes) -> dict:
+    """Train ``config`` in ``folder`` to its last iteration unless the run there has got there (an interrupted one is
+    resumed); the last checkpoint's metadata. A finished run trained with other settings is a ValueError."""
     metadata = read_metadata(folder / "last") if (folder / "last.json").exists() else None
     if metadata is None or metadata["iterations"] != config.iterations:
         train_to(config, folder, volumes)
@@ -167,7 +173,7 @@ def first_stage(config: TrainConfig, label: str, out: Path, volumes: Volumes) ->
     changed = config.differences(metadata["training"])
     if changed:
         raise ValueError(f"{folder} was trained with other settings ({', '.join(changed)}): move it away, or use another --out")
-    return folder, metadata["training_seconds"] / 60
+    return metadata
 
 
 def run(config: TrainConfig, label: str, planned: dict, out: Path, volumes: Volumes, start: tuple[Path, float] | None = None) -> pd.DataFrame:

@@ -174,12 +174,16 @@ def working_spacing(metadata: dict, source: str | os.PathLike) -> float:
 
 
 def describe_checkpoint(metadata: dict) -> str:
-    """One line on how a checkpoint was trained, from its metadata: mode, iterations, grid, CPU minutes and validation Dice,
-    each where recorded (a checkpoint written outside :func:`fss.train.train` may lack them)."""
+    """One line on how a checkpoint was trained, from its metadata: mode, iterations, grid (and those of the run it
+    started from, ``initialized_from``), CPU minutes and validation Dice, each where recorded (a checkpoint written
+    outside :func:`fss.train.train` may lack them)."""
     parts = [f"{metadata['training']['mode']} training" if "mode" in metadata.get("training", {}) else "training not recorded"]
     if "iterations" in metadata:
         parts[0] += f", {metadata['iterations']} iterations"
     parts[0] += f" at {metadata['spacing_mm']} mm" if "spacing_mm" in metadata else ", grid not recorded"
+    first = metadata.get("initialized_from", {})
+    if "iterations" in first and "spacing_mm" in first:
+        parts[0] += f" after {first['iterations']} at {first['spacing_mm']} mm"
     if metadata.get("training_minutes"):
         parts.append(f"{metadata['training_minutes']:.0f} CPU minutes")
     if "mean_validation_dice" in metadata:

@@ -230,14 +230,19 @@ def status(run: Run, root: str | os.PathLike = ROOT) -> str:
     ``"interrupted"`` or ``"pending"``."""
     folder = run.folder(root)
     if (folder / "metrics.tsv").exists():
-        recorded = read_yaml_file(folder / "params.yaml")
-        return "done" if recorded.get("provenance") == run.experiment.provenance else "stale"
+        return "done" if _done(run, root) else "stale"
     if (folder / "error.txt").exists():
         return "failed"
     if not folder.exists():
         return "pending"
     with locked(_lock(run, root), wait=False) as free:
         return "interrupted" if free else "running"
+
+
+def _done(run: Run, root: str | os.PathLike) -> bool:
+    """Whether ``run``'s metrics exist and were made by the current code (its status without a look at its lock)."""
+    folder = run.folder(root)
+    return (folder / "metrics.tsv").exists() and read_yaml_file(folder / "params.yaml").get("provenance") == run.experiment.provenance
 
 
 def _lock(run: Run, root: str | os.PathLike) -> Path:
@@ -260,7 +265,7 @@ def execute(run: Run, root: str | os.PathLike = ROOT, kernel: str | None = None)
     with locked(_lock(run, root), wait=False) as mine:
         if not mine:
             return "running"
-        if status(run, root) == "done":
+        if _done(run, root):
             return "done"
         if folder.exists():
             shutil.rmtree(folder)
@@ -360,7 +365,7 @@ def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT)
     )
     tables = []
     for run in runs:
-        if status(run, root) != "done":
+        if not _done(run, root):
             continue
         table = read_results(run.folder(root) / "metrics.tsv")
         table = with_stress_columns(table).assign(run=run.id, arm=run.arm, seed=run.seed)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fss.checkpoint import CheckpointError, load_checkpoint, paths, read_metadata, save_checkpoint
+from fss.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, paths, read_metadata, save_checkpoint
 from fss.unet import UNet
 
 
@@ -88,3 +88,12 @@ def test_float16_storage_halves_the_size(tmp_path):
     assert half < 0.6 * full
     loaded, metadata = load_checkpoint(tmp_path / "half")
     assert metadata["weights_dtype"] == "float16" and next(loaded.parameters()).dtype == torch.float32
+
+
+def test_the_description_of_a_coarse_to_fine_run_names_both_stages():
+    first = {"iterations": 1200, "spacing_mm": 3.2, "training_seconds": 250.0}
+    metadata = {"training": {"mode": "synthetic"}, "iterations": 10000, "spacing_mm": 1.6, "training_minutes": 88.5, "mean_validation_dice": 0.7212}
+    assert describe_checkpoint(metadata) == "synthetic training, 10000 iterations at 1.6 mm, 88 CPU minutes, validation Dice 0.721"
+    coarse_to_fine = describe_checkpoint({**metadata, "initialized_from": first})
+    assert coarse_to_fine == "synthetic training, 10000 iterations at 1.6 mm after 1200 at 3.2 mm, 88 CPU minutes, validation Dice 0.721"
+    assert describe_checkpoint({}) == "training not recorded, grid not recorded"

@@ -1,0 +1,80 @@
+"""The results that the model card and the README quote are what the committed result files give: the packaged
+models' evaluation (evaluation/, printed by tools/evaluation_tables.py) and the subclasses ablation's Dice per seed."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from fss.experiments import spread_over_seeds
+
+ROOT = Path(__file__).parents[1]
+spec = importlib.util.spec_from_file_location("evaluation_tables", ROOT / "tools" / "evaluation_tables.py")
+evaluation_tables = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(evaluation_tables)
+
+
+def pipe_tables(text: str) -> list[str]:
+    """The markdown pipe tables of ``text``: runs of consecutive lines that start with ``|``."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
+
+
+def test_the_model_cards_evaluation_tables_are_printed_from_the_committed_evaluation(capsys):
+    evaluation_tables.main([str(ROOT / "evaluation")])
+    printed = capsys.readouterr().out
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    evaluation = card[card.index("\n## Evaluation") : card.index("\n## Reproduce")]
+    shown = pipe_tables(evaluation)
+    assert len(shown) >= 6  # side by side, Dice and HD95 of each model, the shifts
+    assert set(shown) <= set(pipe_tables(printed))
+    [clean] = [line for line in printed.splitlines() if line.startswith("clean images of the same ages:")]
+    assert clean in evaluation
+    turned = pd.read_csv(ROOT / "evaluation" / "turned.tsv", sep="\t").groupby(["model", "degrees"]).agreement.mean()
+    prose = " ".join(evaluation.split())
+    for model in turned.index.unique("model"):
+        first, second, third = (f"{value:.3f}" for value in turned[model])  # 5, 10 and 15 degrees
+        assert f"{first}, {second} and {third} for `{model}`" in prose
+
+
+def test_the_readmes_comparison_of_the_packaged_models_is_the_committed_evaluation():
+    results = evaluation_tables.with_stress(pd.read_csv(ROOT / "evaluation" / "metrics.tsv", sep="\t"))
+    dice = results[results.metric == "dice"]
+    where = dice.dataset.where(dice.kind.isna(), dice.kind + " " + dice.severity.astype("Int64").astype(str))
+    means = dice.assign(where=where).groupby(["where", "model"]).value.mean()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## What synthetic training buys") : readme.index("## An ablation")]
+    header, rule, *rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert header == "| images | `fss-real-cpu` (real images) | `fss-synth-cpu` (synthetic only) |"
+    places = {
+        "CRL atlas": ["CRL (held out)"],
+        "Wu 2021 atlas": ["Wu 2021, brain mask"],
+        "another contrast": ["contrast 3"],
+        "low-field-like": ["low_field 3"],
+        "residual motion": ["motion 3"],
+        "bias field / Rician noise / 4.5 mm slices": ["bias 3", "noise 3", "thick_slices 3"],
+    }
+    assert len(rows) == len(places)
+    for row, (start, shown) in zip(rows, places.items()):
+        images, real, synthetic = [cell.strip().strip("*") for cell in row.strip("|").split("|")]
+        assert images.startswith(start), row
+        for model, cell in (("fss-real-cpu", real), ("fss-synth-cpu", synthetic)):
+            assert cell.replace("**", "") == " / ".join(f"{means[place, model]:.3f}" for place in shown), row
+
+
+def test_the_readme_ablation_table_is_the_shipped_dice_per_seed():
+    spread = spread_over_seeds(pd.read_csv(ROOT / "experiments" / "results" / "subclasses-cpu.tsv", sep="\t"))
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## An ablation: do intensity subclasses help?") : readme.index("## Measured speed")]
+    header, rule, *rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert header == "| images | K = 1..4 (the method) | K = 1 |" and len(rows) >= 3
+    for row in rows:
+        where, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells == [f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})" for s in (spread.loc[(where, "K=1-4")], spread.loc[(where, "K=1")])], row
+    assert spread["count"].min() >= 3  # seeds per arm and place
