@@ -59,9 +59,10 @@ def test_shipped_model_segments_a_held_out_atlas_age(mirror, name):
     held_out = {"crl-GA23", "crl-GA27", "crl-GA31", "crl-GA35"}
     assert set(metadata["data"]["validation"]) == held_out and not held_out & set(metadata["data"]["training"])
     assert metadata["weights_dtype"] == "float16" and (pretrained.WEIGHTS / f"{name}.safetensors").stat().st_size < 25e6
-    assert metadata["training_minutes"] > 0 and metadata["training_command"].startswith("fss train")
+    assert metadata["training_minutes"] > 0 and all(command.startswith("fss train") for command in metadata["training_commands"])
+    assert metadata["iterations"] > 0 and metadata["initialized_from"]["iterations"] > 0  # coarse to fine: both stages recorded
     [record] = datasets.fetch_crl_atlas(ages=[31])
     labels, _ = segment(record.image, (model, metadata), device="cpu")
     reference = np.asarray(record.feta_labels().dataobj)
     scores = dice_per_tissue(np.asarray(labels.dataobj), reference)
-    assert np.mean(list(scores.values())) > 0.75, scores  # measured: 0.824 (fss-synth-cpu), 0.934 (fss-real-cpu)
+    assert np.mean(list(scores.values())) > 0.75, scores  # measured: 0.804 (fss-synth-cpu), 0.936 (fss-real-cpu)
