@@ -31,16 +31,31 @@ from fss.labels import CONVENTIONS, TISSUES, to_feta
 METRICS = ("dice", "hd95", "volume_similarity")
 
 
+def check_masks(prediction: np.ndarray, reference: np.ndarray) -> None:
+    """Raise ``ValueError`` unless both are boolean arrays of one shape.
+
+    A label map passed as a mask would count every non-zero label as foreground, and masks of
+    two shapes would broadcast: both give a number that looks right and is not.
+    """
+    for name, mask in (("prediction", prediction), ("reference", reference)):
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+            raise ValueError(f"{name}: expected a boolean mask (for example labels == 3), got {getattr(mask, 'dtype', type(mask).__name__)}")
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction and reference masks differ in shape: {prediction.shape} and {reference.shape}")
+
+
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """Dice overlap ``2 |P & R| / (|P| + |R|)`` of two boolean masks."""
+    """Dice overlap ``2 |P & R| / (|P| + |R|)`` of two boolean masks of one shape."""
+    check_masks(prediction, reference)
     total = np.count_nonzero(prediction) + np.count_nonzero(reference)
-    return 2 * np.count_nonzero(prediction & reference) / total if total else float("nan")
+    return float(2 * np.count_nonzero(prediction & reference) / total) if total else float("nan")
 
 
 def volume_similarity(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """``1 - |Vp - Vr| / (Vp + Vr)`` of two boolean masks (1: same volume, wherever it is)."""
+    """``1 - |Vp - Vr| / (Vp + Vr)`` of two boolean masks of one shape (1: same volume, wherever it is)."""
+    check_masks(prediction, reference)
     vp, vr = np.count_nonzero(prediction), np.count_nonzero(reference)
-    return 1 - abs(vp - vr) / (vp + vr) if vp + vr else float("nan")
+    return float(1 - abs(vp - vr) / (vp + vr)) if vp + vr else float("nan")
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -54,6 +69,7 @@ def hausdorff95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence
     one mask to the nearest surface voxel of the other, measured with the voxel ``spacing``
     (mm per axis, anisotropic spacing honoured).
     """
+    check_masks(prediction, reference)
     has_p, has_r = bool(prediction.any()), bool(reference.any())
     if not (has_p or has_r):
         return float("nan")

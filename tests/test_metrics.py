@@ -57,6 +57,16 @@ def test_empty_labels_follow_the_documented_convention():
     assert hausdorff95(full, empty, (1, 1, 1)) == np.inf
 
 
+@pytest.mark.parametrize("metric", [dice, volume_similarity, lambda p, r: hausdorff95(p, r, (1, 1, 1))])
+def test_masks_of_two_shapes_or_label_maps_are_refused_not_broadcast(metric):
+    a = np.zeros((6, 6, 6), bool)
+    a[1:5, 1:5, 1:5] = True
+    with pytest.raises(ValueError, match="differ in shape"):
+        metric(a, a[:, :, 3:4])  # would broadcast to a Dice of 1.6
+    with pytest.raises(ValueError, match="boolean mask"):
+        metric(np.full((4, 4, 4), 2), np.full((4, 4, 4), 3))  # two different labels, each non-zero everywhere
+
+
 def test_tidy_table_and_summary(tmp_path):
     reference = np.zeros((16, 16, 16), np.int16)
     reference[2:14, 2:14, 2:14] = 1
