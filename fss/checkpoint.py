@@ -105,7 +105,11 @@ def read_metadata(stem: str | os.PathLike) -> dict:
     weights_path, metadata_path = paths(stem)
     for path in (weights_path, metadata_path):
         if not path.exists():
-            raise CheckpointError(f"{path}: missing (a checkpoint is a .safetensors file with its .json beside it)")
+            from fss import pretrained
+
+            packaged = os.fspath(stem) in pretrained.available()
+            hint = f"; {os.fspath(stem)!r} is a packaged model: pass pretrained.load({os.fspath(stem)!r})" if packaged else ""
+            raise CheckpointError(f"{path}: missing (a checkpoint is a .safetensors file with its .json beside it){hint}")
     try:
         document = json.loads(metadata_path.read_text())
     except json.JSONDecodeError as error:

@@ -21,7 +21,7 @@ from pathlib import Path
 from fss import __version__, pretrained
 from fss.bids import check_output_place
 from fss.labels import CONVENTIONS
-from fss.paths import atomic_path, nifti_stem, refuse_to_overwrite_inputs
+from fss.paths import atomic_path, is_plain_name, nifti_stem, refuse_to_overwrite_inputs
 from fss.records import sidecar_path
 
 DATASETS = ("crl", "wu", "reference")
@@ -414,7 +414,8 @@ def _segment_job(name: str, source: Path, target: Path, model, model_name: str, 
         raise ValueError(verdict.reason)
     previous = verdict.record or {}
     for stale in set(previous.get("planned", [])) - {target.name, *(f.name for f in files)}:  # fss's own files this request does not make
-        (target.parent / stale).unlink(missing_ok=True)
+        if is_plain_name(stale):  # a record edited to name a path elsewhere deletes nothing there
+            (target.parent / stale).unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_record(target, request, files, complete=False, model_name=model_name)
     try:

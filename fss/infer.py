@@ -187,9 +187,11 @@ def segment(
     Raises
     ------
     ValueError
-        For an unusable scan (see ``load_nifti``) or one without any positive voxel, or a checkpoint
+        For a negative ``margin_mm``, an unusable scan (see ``load_nifti``) or one without any positive voxel, or a checkpoint
         (:class:`fss.checkpoint.CheckpointError`) that records no positive ``spacing_mm``.
     """
+    if not margin_mm >= 0:
+        raise ValueError(f"margin_mm must be 0 or more (mm kept around the foreground), got {margin_mm}")
     device = resolve_device(device)
     model, metadata = load_checkpoint(checkpoint, device) if not isinstance(checkpoint, tuple) else checkpoint
     spacing = working_spacing(metadata, checkpoint if not isinstance(checkpoint, tuple) else "the checkpoint")

@@ -124,9 +124,26 @@ def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     -------
     dict
         ``{"<short name>_mm3": volume, ..., "brain_mm3": tissues 2-7}``.
+
+    Raises
+    ------
+    ValueError
+        Unless ``labels`` is one 3-D map of whole numbers 0-7 (the FeTA convention): a 4-D map,
+        a probability or interpolated map, or another convention would give volumes that look
+        right and are not.
     """
+    data = np.asarray(labels.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
+    if not np.array_equal(data, np.round(data)):
+        raise ValueError("labels: expected whole-number labels, got fractional values (a probability or interpolated map?)")
+    outside = np.setdiff1d(np.unique(data), np.arange(len(TISSUES)))
+    if outside.size:
+        raise ValueError(
+            f"labels: values {outside[:5].tolist()} are not FeTA tissues 0-{len(TISSUES) - 1}; map another convention first (fss.labels.to_feta)"
+        )
     voxel = abs(float(np.linalg.det(labels.affine[:3, :3])))
-    counts = np.bincount(np.asarray(labels.dataobj).astype(np.int64).ravel(), minlength=len(TISSUES))
+    counts = np.bincount(data.astype(np.int64).ravel(), minlength=len(TISSUES))
     volumes = {f"{t.short}_mm3": float(counts[t.value] * voxel) for t in TISSUES[1:]}
     return {**volumes, "brain_mm3": float(sum(v for t, v in zip(TISSUES[1:], volumes.values()) if t.short != "eCSF"))}
 

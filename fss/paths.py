@@ -25,6 +25,15 @@ def nifti_stem(path: str | os.PathLike) -> str:
     return name.removesuffix(".gz").removesuffix(".nii") if name.endswith((".nii", ".nii.gz")) else name
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` names a file inside a folder: not empty, ``.`` or ``..``, and no folder part or absolute path.
+
+    Names read from a record or given as a stem must pass before they are joined to a folder,
+    so that ``../../victim.txt`` can neither be written nor deleted outside it.
+    """
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and Path(name).name == name
+
+
 def refuse_to_overwrite_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
     """Raise if an output would replace an input or hold it, whatever the spelling of the paths.
 

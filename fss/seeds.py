@@ -38,6 +38,7 @@ from sklearn.mixture import GaussianMixture
 
 from fss.io import load_nifti, made_by_fss_segment, save_nifti
 from fss.labels import META_LABELS, to_feta, to_meta_labels
+from fss.paths import is_plain_name
 
 MIN_VOXELS_PER_SUBCLASS = 20
 """A region needs this many voxels per subclass; smaller regions get fewer subclasses."""
@@ -253,14 +254,21 @@ def _subject_folder(subject: str) -> str:
     return f"sub-{label}"
 
 
+def _file_stem(stem: str) -> str:
+    """``stem`` itself, if it is a plain file name (no folder part: a stem cannot lead out of the seeds folder)."""
+    if not is_plain_name(stem):
+        raise ValueError(f"stem {stem!r}: a file name without folders is expected (e.g. sub-01_T2w)")
+    return stem
+
+
 def seed_path(root: str | os.PathLike, subject: str, stem: str, k: int, m: int) -> Path:
     """Where the layer with K subclasses of meta-label M of ``subject`` lives under dataset ``root``."""
-    return Path(root) / SEEDS_FOLDER / f"subclasses_{k}" / _subject_folder(subject) / "anat" / f"{stem}_mlabel_{m}.nii.gz"
+    return Path(root) / SEEDS_FOLDER / f"subclasses_{k}" / _subject_folder(subject) / "anat" / f"{_file_stem(stem)}_mlabel_{m}.nii.gz"
 
 
 def labels_path(root: str | os.PathLike, subject: str, stem: str) -> Path:
     """Where :func:`write_seeds` keeps the FeTA label map that goes with the seeds (read by the generator)."""
-    return Path(root) / SEEDS_FOLDER / _subject_folder(subject) / "anat" / f"{stem}.nii.gz"
+    return Path(root) / SEEDS_FOLDER / _subject_folder(subject) / "anat" / f"{_file_stem(stem)}.nii.gz"
 
 
 def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, overwrite: bool = False) -> list[Path]:
@@ -379,6 +387,7 @@ def write_seeds(
     ValueError
         If ``labels`` is a segmentation that ``fss segment`` wrote (:func:`fss.io.made_by_fss_segment`).
     """
+    labels_path(root, subject, stem)  # a subject or stem that would lead out of the folder is refused before any work
     labels_file, image, labels = labels, load_nifti(image), load_nifti(labels)
     if made_by_fss_segment(labels):
         raise ValueError(

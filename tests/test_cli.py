@@ -98,6 +98,8 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | a checkpoint without spacing_mm, a pickle renamed .safetensors with a matching hash | test_checkpoints_without_a_spacing_or_with_pickled_weights_are_refused_in_one_line |
 # | `--checkpoint fss-real-cpu` (a packaged model's name), an unknown `--model` | test_packaged_models_are_chosen_by_name |
 # | a file shorter than its header says | test_a_truncated_file_is_named |
+# | a sidecar whose planned files lie outside the output folder (`..`, absolute), with --overwrite | test_a_record_naming_files_elsewhere_deletes_nothing_there |
+# | a seeds stem that leads out of the seeds folder | test_a_record_naming_files_elsewhere_deletes_nothing_there |
 # | a missing input, with a file or a folder as output; in evaluate | test_a_missing_input_is_named_and_nothing_is_written |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
 # | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |
@@ -831,3 +833,21 @@ def test_seeds_refuse_label_maps_that_fss_segmented_wherever_they_are(tmp_path, 
     assert main(["seeds", "--image", str(tmp_path / "x.nii.gz"), "--labels", str(copied), "--subject", "x", "--out", str(tmp_path / "s")]) == 1
     assert "is a segmentation made by fss" in capsys.readouterr().out
     assert not (tmp_path / "s" / "derivatives" / "seeds").exists()
+
+
+def test_a_record_naming_files_elsewhere_deletes_nothing_there(tmp_path, checkpoint, capsys):
+    nib.save(scan(), tmp_path / "scan.nii.gz")
+    out = tmp_path / "deep" / "out"
+    victims = [tmp_path / "victim.txt", tmp_path / "deep" / "victim.txt"]
+    for victim in victims:
+        victim.parent.mkdir(parents=True, exist_ok=True)
+        victim.write_text("the user's")
+    command = ["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]
+    assert main([*command, "--qc"]) == 0
+    record = json.loads((out / "scan_dseg.json").read_text())
+    record["planned"] += ["../../victim.txt", str(victims[1]), "..", "."]
+    (out / "scan_dseg.json").write_text(json.dumps(record))
+    assert main([*command, "--overwrite"]) == 0
+    assert all(victim.read_text() == "the user's" for victim in victims)
+    with pytest.raises(ValueError, match="a file name without folders"):
+        write_seeds(tmp_path / "scan.nii.gz", tmp_path / "scan.nii.gz", tmp_path / "bids", "01", "../../../../victim", overwrite=True)

@@ -17,7 +17,7 @@ from scans import bids, scan
 from scipy.spatial.transform import Rotation
 
 import fss.infer
-from fss.checkpoint import load_checkpoint
+from fss.checkpoint import CheckpointError, load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
 from fss.io import NORMALIZATION
@@ -90,6 +90,13 @@ def test_segment_scales_intensities_as_the_checkpoint_records(checkpoint):
 def test_empty_scan_is_refused(checkpoint):
     with pytest.raises(ValueError, match="nothing to segment"):
         segment(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), checkpoint, device="cpu")
+
+
+def test_a_negative_margin_and_a_packaged_models_name_given_as_a_path_are_refused_with_the_way_out(checkpoint):
+    with pytest.raises(ValueError, match="margin_mm must be 0 or more"):
+        segment(scan(), checkpoint, device="cpu", margin_mm=-20)
+    with pytest.raises(CheckpointError, match=re.escape("pass pretrained.load('fss-synth-cpu')")):
+        segment(scan(), "fss-synth-cpu", device="cpu")
 
 
 def assert_valid_derivative(root):

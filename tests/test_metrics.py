@@ -5,7 +5,7 @@ import pytest
 from scans import label_folders
 
 from fss.cli import main
-from fss.metrics import dice, evaluate, hausdorff95, summarize, volume_similarity
+from fss.metrics import dice, evaluate, hausdorff95, summarize, tissue_volumes, volume_similarity
 
 
 def brute_force_hd95(a, b, spacing):
@@ -99,3 +99,18 @@ def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path, capsys):
     assert table[(table.tissue == "GM") & (table.metric == "dice")].value.item() == 1.0
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_tissue_volumes_count_each_tissue_in_mm3_and_refuse_maps_they_would_miscount():
+    labels = np.zeros((4, 5, 6), np.int16)
+    labels[0, :2] = 1  # 12 voxels of eCSF
+    labels[1:3, :] = 3  # 60 voxels of white matter
+    volumes = tissue_volumes(nib.Nifti1Image(labels, np.diag([0.5, 1.0, 2.0, 1.0])))
+    assert volumes["eCSF_mm3"] == 12.0 and volumes["WM_mm3"] == 60.0 and volumes["brain_mm3"] == 60.0
+    for bad, reason in (
+        (np.full((4, 5, 6), 8, np.int16), "not FeTA tissues"),
+        (np.full((4, 5, 6), 2.7, np.float32), "fractional"),
+        (np.stack([labels, labels], axis=-1), "3-D"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            tissue_volumes(nib.Nifti1Image(bad, np.eye(4)))
