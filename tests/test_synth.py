@@ -399,6 +399,11 @@ def test_generator_refuses_bad_subjects(subject):
         Generator([subject, other], preset("reference"), device="cpu")
     with pytest.raises(ValueError, match="at most 4"):
         Generator([subject], GeneratorConfig(subclasses=SubclassConfig(max_subclasses=5)), device="cpu")
+    for labels, found in ((np.where(subject.labels == 1, 8, subject.labels), "values 0 to 8"), (subject.labels + 0.5, "fractional values")):
+        atlas = make_subject("sub-d")
+        atlas.labels = labels  # atlas-convention labels (8: a label FeTA has not), or interpolated ones
+        with pytest.raises(ValueError, match=f"sub-d: the labels hold {found}, not FeTA tissues 0-7"):
+            Generator([atlas], preset("reference"), device="cpu")
 
 
 @pytest.mark.gpu
