@@ -1,7 +1,7 @@
 # Two commands from a fresh clone (only Python 3.11 and pip needed):
 #   make tutorial   run every notebook at its default parameters into outputs/notebooks/
 #   make test       lint and format checks (ruff), then the test suite, notebooks included (nbval)
-#   make test-cpus  the training notebooks checked again with PyTorch's CPU kernels one instruction set lower
+#   make test-cpus  the training notebooks checked again with PyTorch's CPU kernels of every lower instruction set
 #   make pins       pin binder/ and environment.yml to the versions the tests ran with
 # TORCH is what pip installs first, from TORCH_INDEX: PyTorch's CPU wheels unless asked
 # otherwise, so that a Linux machine does not pull a CUDA build of several GB. For a GPU:
@@ -37,7 +37,7 @@ test: $(VENV)/.installed-test
 
 test-cpus: $(VENV)/.installed-test
 	$(BIN)/fss fetch --all
-	$(BIN)/python -m pytest -m cpus tests/test_cpu_capabilities.py
+	$(BIN)/python -m pytest -m cpus --durations=5 tests/test_cpu_capabilities.py
 
 pins: $(VENV)/.installed-test
 	$(BIN)/python tools/pin_environments.py
