@@ -1,11 +1,14 @@
 """pyproject.toml, environment.yml and binder/ must list the same packages; Colab installs this version (and notebook 06 clones it)."""
 
+import importlib.metadata
 import json
 import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 
@@ -72,19 +75,37 @@ def test_python_versions_agree():
     assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
 
 
-def test_colab_installs_the_release_that_matches_the_package_version():
+def test_every_notebook_installs_a_branch_of_this_repository_and_checks_the_version_it_was_written_for():
+    """On Colab the notebooks install the default branch; each then refuses, in one line, an fss of another version."""
+    branches = subprocess.run(["git", "branch", "--list", "--all", "--format=%(refname:lstrip=-1)"], cwd=ROOT, capture_output=True, text=True)
     for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
-        installs = re.findall(r"git\+https://github\.com/fetalsynthseg/fss(@[\w.]+)?", notebook.read_text())
-        assert installs == [f"@v{PROJECT['version']}"], (notebook.name, installs)  # one install line, pinned to this version's tag
+        text = notebook.read_text()
+        installs = re.findall(r"git\+https://github\.com/fetalsynthseg/fss@([\w./-]+)", text)
+        targets = installs + re.findall(r"git clone [^\n]*--branch ([\w./-]+)", text)
+        assert targets and set(targets) == {"main"}, (notebook.name, targets)  # a branch, not a tag a release may not have made
+        if branches.returncode == 0 and branches.stdout.strip():  # in a git checkout: the branch exists here
+            assert "main" in branches.stdout.split(), f"{notebook.name} installs the branch main, which this repository does not have"
+        assert f'WRITTEN_FOR = \\"{PROJECT["version"]}\\"' in text, notebook.name
 
 
-def test_colab_clones_the_same_release_for_the_experiments_notebook():
+def test_the_version_check_refuses_another_fss_in_one_line(monkeypatch):
+    notebook = json.loads((ROOT / "notebooks" / "00_setup.ipynb").read_text())
+    [cell] = [c for c in notebook["cells"] if "WRITTEN_FOR" in "".join(c["source"])]
+    lines = "".join(cell["source"]).splitlines()
+    source = "\n".join("    pass" if line.lstrip().startswith("%") else line for line in lines)  # IPython's magics aside
+    exec(source, {})  # the installed fss is the one the notebooks were written for
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9")
+    with pytest.raises(RuntimeError, match=f"written for fss {PROJECT['version']} but fss 9.9 is installed"):
+        exec(source, {})
+
+
+def test_colab_clones_the_same_branch_for_the_experiments_notebook():
     """On Colab, notebook 06 needs the experiment files and the notebooks they chain, which the package does not hold."""
     notebook = json.loads((ROOT / "notebooks" / "06_experiments.ipynb").read_text())
     [cell] = [c for c in notebook["cells"] if "google.colab" in "".join(c["source"])]
     source = "".join(cell["source"])
-    assert f"git clone --quiet --depth 1 --branch v{PROJECT['version']} https://github.com/fetalsynthseg/fss /content/fss" in source
-    assert source.rstrip().endswith("%cd /content/fss/notebooks")  # where the notebook's relative paths hold
+    assert "git clone --quiet --depth 1 --branch main https://github.com/fetalsynthseg/fss /content/fss" in source
+    assert "%cd /content/fss/notebooks" in source  # where the notebook's relative paths hold
 
 
 def test_the_experiments_notebook_needs_only_the_notebooks_and_experiments_folders(tmp_path, monkeypatch):
