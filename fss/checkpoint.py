@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fss import __version__
+from fss import __version__, source_sha256
 from fss.device import resolve_device
 from fss.labels import N_CLASSES, TISSUES
 from fss.paths import atomic_path
@@ -62,7 +62,7 @@ def save_checkpoint(model: UNet, stem: str | os.PathLike, metadata: dict, dtype:
         Checkpoint path without suffix.
     metadata : dict
         JSON-ready facts about the model (spacing, normalisation, training, validation Dice, ...);
-        format, architecture, label convention, classes, package version and commit are added
+        format, architecture, label convention, classes, package version, sources hash and commit are added
         (and win over keys of the same name).
     dtype : torch.dtype
         Storage type of floating-point weights (float16 halves the size).
@@ -82,6 +82,7 @@ def save_checkpoint(model: UNet, stem: str | os.PathLike, metadata: dict, dtype:
         "classes": [t.short for t in TISSUES],
         "weights_dtype": str(dtype).removeprefix("torch."),
         "fss_version": __version__,
+        "fss_source_sha256": source_sha256(),
         "git_commit": git_commit(),
     }
     text = json.dumps(document, indent=1, sort_keys=True)

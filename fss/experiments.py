@@ -47,7 +47,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fss import __version__
+from fss import __version__, source_sha256
 from fss.config_checks import read_yaml_file
 from fss.evaluation import with_stress_columns
 from fss.paths import atomic_path, locked
@@ -202,14 +202,15 @@ def _declared(notebook: Path) -> frozenset[str]:
 
 
 def provenance(notebooks: Path, chain: tuple[str, ...]) -> dict:
-    """What a run's results depend on besides its parameters: the fss version, and for each notebook of the chain the
-    first 16 hex digits of the sha256 of its code cells (text cells may change without making results stale)."""
+    """What a run's results depend on besides its parameters: the fss version and sources (:func:`fss.source_sha256`), and
+    for each notebook of the chain the first 16 hex digits of the sha256 of its code cells (text cells may change without
+    making results stale)."""
     code = {}
     for name in chain:
         cells = json.loads((notebooks / f"{name}.ipynb").read_text())["cells"]
         source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
         code[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return {"fss": __version__, "notebooks": code}
+    return {"fss": __version__, "fss_source": source_sha256(), "notebooks": code}
 
 
 def plan(experiment: Experiment, setting: str) -> list[Run]:

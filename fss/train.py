@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from fss import __version__, source_sha256
 from fss.checkpoint import load_checkpoint, save_checkpoint
 from fss.device import describe_device, resolve_device, resolve_precision
 from fss.infer import NonFiniteOutput, predict_working
@@ -164,11 +166,19 @@ def _initial_weights(config: TrainConfig, model: UNet) -> dict:
 
 
 def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
-    """Raise if ``config`` differs from the configuration the run in ``out`` was trained with, naming the keys."""
+    """Raise if ``config`` differs from the configuration the run in ``out`` was trained with, naming the keys; warn when
+    the package's sources differ from those that saved it (a preset or stage may have changed under the same settings)."""
     changed = config.differences(saved["training"])
     if changed:
         differences = "; ".join(f"{key}: {before!r} then, {now!r} now" for key, (before, now) in changed.items())
         raise ValueError(f"{out} was trained with other settings ({differences}): resume with the same ones, or start afresh with --overwrite")
+    then = saved.get("fss_source_sha256")
+    if then != source_sha256():
+        warnings.warn(
+            f"{out} was saved by fss {saved.get('fss_version')} with sources {then or 'not recorded'}, and fss {__version__} with sources "
+            f"{source_sha256()} resumes it: the generator or training code may differ between the two parts",
+            stacklevel=3,
+        )
 
 
 def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:

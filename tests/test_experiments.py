@@ -13,6 +13,7 @@ import papermill
 import pytest
 import yaml
 
+import fss.experiments
 from fss.cli import main
 from fss.evaluation import with_stress_columns
 from fss.experiments import dice_per_seed, execute, gather, load_experiment, plan, run_experiment, spread_over_seeds, status
@@ -97,11 +98,14 @@ def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_
     assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp  # done runs are not redone
 
 
-def test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again(experiment_file, tmp_path):
+def test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again(experiment_file, tmp_path, monkeypatch):
     root = tmp_path / "results"
     run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
     done = plan(load_experiment(experiment_file), "tiny")[0]
     assert status(done, root) == "done" and yaml.safe_load((done.folder(root) / "params.yaml").read_text())["provenance"]["fss"]
+    with monkeypatch.context() as patch:  # the package's own sources changed (a preset's range, a stage), the version not
+        patch.setattr(fss.experiments, "source_sha256", lambda: "0123456789abcdef")
+        assert status(plan(load_experiment(experiment_file), "tiny")[0], root) == "stale"
     notebook(tmp_path / "notebooks" / "train.ipynb", TRAIN.replace("0.5 +", "0.7 +"), 'seed = 0\ngain = 0.0\noutput_dir = "out"')
     changed = load_experiment(experiment_file)
     again = plan(changed, "tiny")[0]

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,21 @@ def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
     assert metadata["training_seconds"] == b["seconds"].iloc[-1]
     for p, q in zip(first.parameters(), second.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_with_other_package_sources_says_so_and_the_same_sources_say_nothing(tmp_path, monkeypatch):
+    volume = ball_volume()
+    config = tiny_config(iterations=4, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    train(config, tmp_path, progress=False, until=2, training=[volume], validation=[volume])
+    _, metadata = load_checkpoint(tmp_path / "last")
+    assert metadata["fss_source_sha256"] == fss.source_sha256() and len(metadata["fss_source_sha256"]) == 16
+    monkeypatch.setattr(fss.train, "source_sha256", lambda: "0123456789abcdef")  # a preset or stage changed since
+    with pytest.warns(UserWarning, match=f"with sources {metadata['fss_source_sha256']}, and fss .* with sources 0123456789abcdef resumes it"):
+        train(config, tmp_path, resume=True, progress=False, until=3, training=[volume], validation=[volume])
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(config, tmp_path, resume=True, progress=False, training=[volume], validation=[volume])
 
 
 def test_runs_from_before_the_skip_setting_resume_with_concatenated_skips_only(tmp_path, monkeypatch):
