@@ -76,8 +76,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         if not _writer_running(leftover.name[len(path.name) + 2 :]):
             leftover.unlink(missing_ok=True)
     temporary = _new_file(path.parent, f".{path.name}.{os.getpid()}-", suffix)
+    mode = temporary.stat().st_mode & 0o777  # the umask's, read without touching the process umask
     try:
         yield temporary
+        if temporary.stat().st_mode & 0o777 != mode:  # a writer that recreated the file with its own mode (safetensors: 0600)
+            temporary.chmod(mode)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

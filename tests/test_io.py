@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from scipy.spatial.transform import Rotation
 
 from fss.io import WorkingGrid, load_nifti, save_nifti
@@ -273,6 +274,9 @@ def test_atomic_files_take_the_umask_without_the_process_umask_being_touched(tmp
         with atomic_path(tmp_path / "table.tsv") as temporary:
             temporary.write_text("a\tb\n")
         assert stat.S_IMODE((tmp_path / "table.tsv").stat().st_mode) == 0o640
+        with atomic_path(tmp_path / "weights.safetensors") as temporary:
+            save_file({"w": torch.zeros(2)}, str(temporary))  # safetensors recreates the file with mode 0600
+        assert stat.S_IMODE((tmp_path / "weights.safetensors").stat().st_mode) == 0o640
     finally:
         monkeypatch.undo()
         os.umask(previous)
