@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -47,9 +48,20 @@ class NonFiniteOutput(ValueError):
     """The network computed NaN or infinite probabilities: its weights are not usable."""
 
 
+MAX_FOREGROUND_MM = 200.0
+"""A scan whose foreground spans more than this on an axis is not a fetal head (at most about 130 mm long at term):
+:func:`segment` warns before the first window, with what it is about to compute."""
+
 MAX_WINDOW_REPEATS = 125
 """How many times the sliding window may compute each voxel on average (overlap 0.5 computes it about 8 times, 0.8 about
 125 times); more is refused, as a window and an overlap that would run for hours."""
+
+
+def window_starts(shape: tuple[int, ...], window: int, overlap: float) -> tuple[list[int], list[list[int]]]:
+    """The sliding window's size (voxels per axis) over a volume of ``shape``, and where its windows start on each axis."""
+    size = [min(window, n) for n in shape]
+    step = [max(1, int(s * (1 - overlap))) for s in size]
+    return size, [sorted({*range(0, n - s + 1, st), n - s}) for n, s, st in zip(shape, size, step)]
 
 
 def _sliding(model: UNet, x: torch.Tensor, window: int, overlap: float = 0.5) -> torch.Tensor:
@@ -61,9 +73,7 @@ def _sliding(model: UNet, x: torch.Tensor, window: int, overlap: float = 0.5) ->
         If the windows would compute each voxel more than :data:`MAX_WINDOW_REPEATS` times on average.
     """
     shape = tuple(x.shape[2:])
-    size = [min(window, n) for n in shape]
-    step = [max(1, int(s * (1 - overlap))) for s in size]
-    starts = [sorted({*range(0, n - s + 1, st), n - s}) for n, s, st in zip(shape, size, step)]
+    size, starts = window_starts(shape, window, overlap)
     windows = math.prod(len(axis) for axis in starts)
     repeats = windows * math.prod(size) / math.prod(shape)
     if repeats > MAX_WINDOW_REPEATS:
@@ -211,6 +221,7 @@ def segment(
         raise ValueError("the image has no voxel above 0: nothing to segment")
     grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple, minimum=2 * model.multiple)
     working = normalize_as_recorded(full.cut(resampled, grid), metadata.get("normalization"))
+    _warn_of_a_field_larger_than_a_head(tuple(working.shape), spacing, window, overlap)
     probabilities = predict_working(model, working, device, tta=tta, window=window, overlap=overlap).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)
     back[0] = 1 - back[1:].sum(0)
@@ -218,3 +229,20 @@ def segment(
     result = nib.Nifti1Image(labels, scan.affine)
     result.header.set_xyzt_units("mm")
     return result, back
+
+
+def _warn_of_a_field_larger_than_a_head(shape: tuple[int, int, int], spacing: float, window: int | None, overlap: float) -> None:
+    """Warn when the working box (``shape`` voxels of ``spacing`` mm) is larger than :data:`MAX_FOREGROUND_MM` on an axis."""
+    extent = [n * spacing for n in shape]
+    if max(extent) <= MAX_FOREGROUND_MM:
+        return
+    if window is None and math.prod(shape) <= MAX_WHOLE_VOXELS:
+        work = "one pass of the network"
+    else:
+        size, starts = window_starts(shape, window or DEFAULT_WINDOW, overlap)
+        work = f"{math.prod(len(axis) for axis in starts)} windows of {'x'.join(map(str, size))} voxels"
+    warnings.warn(
+        f"the scan's foreground spans {' x '.join(f'{e:.0f}' for e in extent)} mm, more than any fetal head (about 130 mm long at "
+        f"term): a whole uterus, or wrong voxel sizes? Segmenting it takes {work}; crop or mask the scan to the head first",
+        stacklevel=3,
+    )

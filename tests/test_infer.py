@@ -1,6 +1,7 @@
 import fnmatch
 import json
 import re
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -57,6 +58,28 @@ def test_a_window_and_overlap_that_would_run_for_hours_are_refused_before_any_wi
     assert not calls
     predict_working(model, torch.rand(64, 64, 64), window=16, overlap=0.75)  # each voxel 34 times: allowed
     assert len(calls) == 13**3
+
+
+def test_a_field_far_larger_than_a_fetal_head_is_warned_of_with_its_work_before_any_window(checkpoint, monkeypatch):
+    class BeforeAnyWindow(Exception):
+        pass
+
+    def no_window(*args, **kwargs):
+        raise BeforeAnyWindow
+
+    monkeypatch.setattr(fss.infer, "predict_working", no_window)
+    data = np.random.default_rng(0).uniform(50, 100, (26, 30, 24)).astype(np.float32)
+    huge = nib.Nifti1Image(data, np.diag([10.0, 10.0, 10.0, 1.0]))  # 10 mm voxels, inside the accepted range
+    with pytest.warns(UserWarning, match=r"foreground spans 259 x 301 x 240 mm, more than any fetal head .* takes one pass of the network"):
+        with pytest.raises(BeforeAnyWindow):
+            segment(huge, checkpoint, device="cpu")  # 260 x 300 x 240 mm of voxel centres, on a grid of 1.6 mm
+    with pytest.warns(UserWarning, match=r"takes 180 windows of 32x32x32 voxels"):
+        with pytest.raises(BeforeAnyWindow):
+            segment(huge, checkpoint, device="cpu", window=32, overlap=0.0)  # (5 + 1) x (5 + 1) x (4 + 1): steps of 32 and one flush with the end
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BeforeAnyWindow):
+            segment(scan(), checkpoint, device="cpu")
 
 
 def test_test_time_augmentation_averages_with_the_prediction_of_the_left_right_flipped_volume(checkpoint, monkeypatch):
