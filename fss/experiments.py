@@ -123,6 +123,29 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     """
     path = Path(path)
     values = read_yaml_file(path)
+    _check_layout(path, values)
+    notebooks = (path.parent / values.get("notebooks", ".")).resolve()
+    for name in values["chain"]:
+        if not (notebooks / f"{name}.ipynb").exists():
+            raise ValueError(f"{path}: no notebook {notebooks / f'{name}.ipynb'}")
+    declared = {name: _declared(notebooks / f"{name}.ipynb") for name in values["chain"]}
+    _check_parameters(path, values, set().union(*declared.values()))
+    return Experiment(
+        name=path.stem,
+        description=str(values.get("description", "")),
+        notebooks=notebooks,
+        chain=tuple(values["chain"]),
+        parameters=dict(values.get("parameters") or {}),
+        settings={str(k): dict(v or {}) for k, v in values["settings"].items()},
+        arms={str(k): dict(v or {}) for k, v in values["arms"].items()},
+        declared=declared,
+        repeats=values.get("repeats", 1),
+        provenance=provenance(notebooks, tuple(values["chain"])),
+    )
+
+
+def _check_layout(path: Path, values) -> None:
+    """Raise ``ValueError`` unless the experiment file's ``values`` have the keys, types and arm names of an experiment."""
     if not isinstance(values, dict):
         raise ValueError(f"{path}: an experiment is a mapping of keys, got {type(values).__name__}")
     known = {"description", "notebooks", "chain", "parameters", "settings", "arms", "repeats"}
@@ -152,12 +175,10 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     repeats = values.get("repeats", 1)
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"{path}: repeats must be a whole number of at least 1, got {repeats!r}")
-    notebooks = (path.parent / values.get("notebooks", ".")).resolve()
-    for name in values["chain"]:
-        if not (notebooks / f"{name}.ipynb").exists():
-            raise ValueError(f"{path}: no notebook {notebooks / f'{name}.ipynb'}")
-    declared = {name: _declared(notebooks / f"{name}.ipynb") for name in values["chain"]}
-    known = set().union(*declared.values())
+
+
+def _check_parameters(path: Path, values: dict, declared: set[str]) -> None:
+    """Raise ``ValueError`` for a parameter the runner sets itself, or one that no notebook of the chain ``declared``."""
     given = {
         "parameters": values.get("parameters") or {},
         **{f"setting {k}": v or {} for k, v in values["settings"].items()},
@@ -170,21 +191,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
                 f"{path}: {where} sets {reserved}, which the runner gives each run (seed: 0 to repeats - 1; output_dir and trained_dir: "
                 "the run's folders); use repeats for more seeds"
             )
-        unknown = sorted(set(parameters) - known)
+        unknown = sorted(set(parameters) - declared)
         if unknown:
             raise ValueError(f"{path}: {where} sets {unknown}, which no notebook of the chain ({', '.join(values['chain'])}) declares")
-    return Experiment(
-        name=path.stem,
-        description=str(values.get("description", "")),
-        notebooks=notebooks,
-        chain=tuple(values["chain"]),
-        parameters=dict(values.get("parameters") or {}),
-        settings={str(k): dict(v or {}) for k, v in values["settings"].items()},
-        arms={str(k): dict(v or {}) for k, v in values["arms"].items()},
-        declared=declared,
-        repeats=repeats,
-        provenance=provenance(notebooks, tuple(values["chain"])),
-    )
 
 
 def _papermill():

@@ -55,10 +55,22 @@ class TrainConfig:
 
     def __post_init__(self):
         check_types(self)
+        self._check_choices_and_numbers()
+        self._check_network()
+        self._check_ages()
+        self.generator_config()  # an unknown preset or a bad generator option fails now, before any data are prepared
+        for name in ("crop_shape", "channels", "validation_ages"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.training_ages is not None:
+            self.training_ages = tuple(self.training_ages)
+
+    def _check_choices_and_numbers(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
         if not 0 <= self.synthetic_probability <= 1:
             raise ValueError(f"synthetic_probability must be in [0, 1], got {self.synthetic_probability}")
         for name in ("iterations", "batch_size", "validation_every"):
@@ -73,10 +85,17 @@ class TrainConfig:
                 f"spacing {self.spacing} mm is outside {SPACING_MM[0]}-{SPACING_MM[1]} mm, where a fetal brain spans about "
                 f"{round(120 / SPACING_MM[1])}-{round(120 / SPACING_MM[0])} voxels"
             )
-        if self.skip not in SKIPS:
-            raise ValueError(f"skip must be one of {SKIPS}, got {self.skip!r}")
+
+    def _check_network(self) -> None:
         if len(self.channels) < 2 or min(self.channels) < 1:
             raise ValueError(f"channels must be positive numbers of feature maps, one per level, for at least two levels, got {list(self.channels)}")
+        multiple = 2 ** (len(self.channels) - 1)
+        if len(self.crop_shape) != 3 or any(side % multiple for side in self.crop_shape):
+            raise ValueError(
+                f"crop_shape {tuple(self.crop_shape)} must be three sides that are multiples of {multiple} for {len(self.channels)} levels"
+            )
+
+    def _check_ages(self) -> None:
         if self.training_ages is not None and not self.training_ages:
             raise ValueError("training_ages is empty: name at least one age, or leave it out (null) to train on every age not validated on")
         if not self.validation_ages:
@@ -86,19 +105,9 @@ class TrainConfig:
             unknown = sorted(set(getattr(self, name) or ()) - crl_ages)
             if unknown:
                 raise ValueError(f"{name}: the CRL atlas has no ages {unknown} (it has {min(crl_ages)}-{max(crl_ages)} weeks)")
-        self.generator_config()  # an unknown preset or a bad generator option fails now, before any data are prepared
-        multiple = 2 ** (len(self.channels) - 1)
-        if len(self.crop_shape) != 3 or any(side % multiple for side in self.crop_shape):
-            raise ValueError(
-                f"crop_shape {tuple(self.crop_shape)} must be three sides that are multiples of {multiple} for {len(self.channels)} levels"
-            )
         overlap = set(self.training_ages or ()) & set(self.validation_ages)
         if overlap:
             raise ValueError(f"ages {sorted(overlap)} are both in training and validation")
-        for name in ("crop_shape", "channels", "validation_ages"):
-            setattr(self, name, tuple(getattr(self, name)))
-        if self.training_ages is not None:
-            self.training_ages = tuple(self.training_ages)
 
     def network(self) -> UNet:
         """The untrained U-Net this configuration trains (weights drawn from torch's global generator)."""
