@@ -528,8 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. --set iterations=100")
     training.add_argument("--out", help="output folder (default outputs/training/<config>)")
-    training.add_argument("--resume", action="store_true", help="continue the run in --out")
-    training.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+    start = training.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in --out")
+    start.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
     training.add_argument("--until", type=int, help="stop after this iteration (resume later)")
     training.set_defaults(run=_train)
 

@@ -336,7 +336,7 @@ def train(
     FileExistsError
         If ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     ValueError
-        If ``until`` is not after the iteration a resumed run has reached.
+        If ``until`` is not after the iteration a resumed run has reached, or both ``resume`` and ``overwrite`` are set.
     fss.run_control.TrainingInterrupted
         After a Ctrl-C, once the state is saved.
     fss.run_control.TrainingDiverged
@@ -348,6 +348,8 @@ def train(
     if device.type == "cuda" and distributed.world > 1:
         device = torch.device("cuda", distributed.local_rank)
         torch.cuda.set_device(device)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or start afresh there")
     if (out / "last_state.json").exists() and not (resume or overwrite):
         raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
     if resume and not (out / "last_state.json").exists():

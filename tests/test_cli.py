@@ -100,6 +100,7 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | a file shorter than its header says | test_a_truncated_file_is_named |
 # | a sidecar whose planned files lie outside the output folder (`..`, absolute), with --overwrite | test_a_record_naming_files_elsewhere_deletes_nothing_there |
 # | a seeds stem that leads out of the seeds folder | test_a_record_naming_files_elsewhere_deletes_nothing_there |
+# | `fss train --resume --overwrite` (one of them was ignored) | test_train_refuses_resume_and_overwrite_together |
 # | a missing input, with a file or a folder as output; in evaluate | test_a_missing_input_is_named_and_nothing_is_written |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
 # | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |
@@ -851,3 +852,10 @@ def test_a_record_naming_files_elsewhere_deletes_nothing_there(tmp_path, checkpo
     assert all(victim.read_text() == "the user's" for victim in victims)
     with pytest.raises(ValueError, match="a file name without folders"):
         write_seeds(tmp_path / "scan.nii.gz", tmp_path / "scan.nii.gz", tmp_path / "bids", "01", "../../../../victim", overwrite=True)
+
+
+def test_train_refuses_resume_and_overwrite_together(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["train", "--out", str(tmp_path / "run"), "--resume", "--overwrite"])
+    assert exit_status.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -46,6 +46,8 @@ def test_resume_continues_iterations_and_schedule_exactly(tmp_path):
     train(config, tmp_path / "split", progress=False, until=3, training=[volume], validation=[volume])
     with pytest.raises(FileExistsError, match="--resume"):
         train(config, tmp_path / "split", progress=False, training=[volume], validation=[volume])
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        train(config, tmp_path / "split", resume=True, overwrite=True, progress=False, training=[volume], validation=[volume])
     resumed = train(config, tmp_path / "split", resume=True, progress=False, training=[volume], validation=[volume])
     assert resumed["iterations"] == straight["iterations"] == 6
     a, b = pd.read_csv(tmp_path / "straight" / "log.csv"), pd.read_csv(tmp_path / "split" / "log.csv")
