@@ -179,7 +179,15 @@ def write_derivative_description(output: Path) -> None:
     if _description(output) is None and any((output / name).exists() for name in names):
         found = next(output / name for name in names if (output / name).exists())
         raise ValueError(f"{found} was not written by fss (no dataset description of fss beside it); fss never replaces it")
-    description = {"Name": "fss segmentations", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [GENERATED_BY]}
+    previous = _description(output) or {}  # fss's own, or none: keep what a user added to it (Authors, SourceDatasets, ...)
+    others = [g for g in previous.get("GeneratedBy", []) if isinstance(g, dict) and g.get("Name") != "fss"] if "GeneratedBy" in previous else []
+    description = {
+        "Name": "fss segmentations",
+        "BIDSVersion": "1.9.0",
+        **previous,
+        "DatasetType": "derivative",
+        "GeneratedBy": [GENERATED_BY, *others],
+    }
     table = pd.DataFrame(
         {
             "index": [t.value for t in TISSUES],

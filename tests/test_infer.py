@@ -158,7 +158,12 @@ def test_cli_on_a_bids_folder(tmp_path, checkpoint, capsys):
     expected = np.count_nonzero(np.asarray(labels.dataobj) > 1) * voxel  # the brain without its extra-axial CSF
     assert volumes.loc[volumes.image == "sub-01/anat/sub-01_T2w.nii.gz", "brain_mm3"].item() == pytest.approx(expected)
     stamp = first.stat().st_mtime_ns
+    description = json.loads((out / "dataset_description.json").read_text())
+    added = {"Authors": ["A. User"], "SourceDatasets": [{"URL": "file://../.."}], "Name": "our fss run"}
+    (out / "dataset_description.json").write_text(json.dumps({**description, **added}))  # what a user adds to fss's description
     assert main(args) == 1  # sub-03 fails again; the others are kept, not redone
+    kept = json.loads((out / "dataset_description.json").read_text())
+    assert {key: kept[key] for key in added} == added and kept["GeneratedBy"][0]["Name"] == "fss"
     printed = capsys.readouterr().out
     assert "sub-01/anat/sub-01_T2w.nii.gz: " in printed and "exists, made from the same input, model and options: kept" in printed
     assert first.stat().st_mtime_ns == stamp and len(pd.read_csv(out / "volumes.tsv", sep="\t")) == 2
