@@ -5,8 +5,9 @@ network predicts; the numbers a user gets come after the probabilities are mappe
 scan's grid (:func:`fss.infer.segment`), which is what is scored here.
 
 - :func:`atlas_cases` lists the cases of an evaluation (held-out CRL ages, the Wu atlas with
-  and without its brain mask, CRL ages under each stress of :mod:`fss.stress`); each is loaded
-  only when scored.
+  and without its brain mask, CRL ages under each stress of :mod:`fss.stress`), and
+  :func:`clinical_cases` the Wu ages re-acquired as clinical stacks; each is loaded only when
+  scored.
 - :func:`evaluate` segments every case with every model and measures every tissue
   (:func:`fss.metrics.tissue_metrics`): the long table notebook 04 writes as ``metrics.tsv``.
 - :func:`with_stress_columns`, :func:`tissue_table` and :func:`drops_from_clean` read that table.
@@ -40,7 +41,7 @@ from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue, tissue_metrics
-from fss.stress import stress, turn
+from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn
 from fss.unet import UNet
 
 CRL_HELD_OUT = "CRL (held out)"
@@ -48,6 +49,8 @@ WU_WHOLE_HEAD = "Wu 2021, whole head"
 WU_BRAIN_MASK = "Wu 2021, brain mask"
 STRESS_PREFIX = "stress: "
 """Datasets of :func:`atlas_cases`: the clean ones, and ``"stress: <kind>"`` for each stress."""
+CLINICAL_STACKS = "Wu 2021, clinical stacks"
+"""The Wu ages re-acquired as single clinical stacks (:func:`clinical_cases`, :func:`fss.stress.clinical_stack`)."""
 CLEAN_DATASETS = (CRL_HELD_OUT, WU_BRAIN_MASK, WU_WHOLE_HEAD)
 """The clean datasets, in the order tables show them."""
 RESULT_COLUMNS = ["model", "dataset", "case", "tissue", "metric", "value"]
@@ -62,7 +65,8 @@ Model = str | os.PathLike | tuple[UNet, dict]
 class Case:
     """One case of an evaluation: an atlas volume, brain-masked or stressed as its dataset says.
 
-    ``name`` is the volume's name, followed by ``severity <n>`` under a stress.
+    ``name`` is the volume's name, followed by ``severity <n>`` under a stress, or by the slices of
+    a clinical stack (``stack``: the axis across them and their thickness in mm).
     """
 
     dataset: str
@@ -72,10 +76,16 @@ class Case:
     stress: str | None = None
     severity: int | None = None
     seed: int = 0
+    stack: tuple[int, float] | None = None
 
     def load(self) -> tuple[nib.Nifti1Image, np.ndarray]:
         """The scan on its own grid and its FeTA labels (X, Y, Z) on the same grid."""
         image = load_nifti(self.record.image)
+        if self.stack is not None:
+            axis, slice_mm = self.stack
+            draws = (self.seed, self.record.gestational_age, axis, round(slice_mm * 10))
+            stack, labels, _ = clinical_stack(image, self.record.feta_labels(), load_nifti(self.record.mask), axis, slice_mm, seed=draws)
+            return stack, np.asarray(labels.dataobj)
         if not self.mask and self.stress is None:
             return image, np.asarray(self.record.feta_labels().dataobj)
         data = np.asarray(image.dataobj, dtype=np.float32)
@@ -107,6 +117,23 @@ def atlas_cases(
         for kind in stresses:
             for severity in severities:
                 cases.append(Case(STRESS_PREFIX + kind, f"{record.name} severity {severity}", record, stress=kind, severity=severity, seed=seed))
+    return cases
+
+
+def clinical_cases(
+    wu_ages: Sequence[int], slices_mm: Sequence[float] = CLINICAL_SLICES_MM, axes: Sequence[int] = (0, 1, 2), seed: int = 0
+) -> list[Case]:
+    """The clinical-like test set: each Wu age (whole head) as a single stack with slices of each of ``slices_mm`` across
+    each of ``axes`` of its grid, brain-masked and cropped as :func:`fss.stress.clinical_stack` draws from ``seed``.
+
+    The Wu atlas chose nothing in fss (no checkpoint, recipe or setting), so these are test cases.
+    """
+    cases = []
+    for record in datasets.fetch_wu_atlas(ages=wu_ages) if wu_ages else []:
+        for slice_mm in slices_mm:
+            for axis in axes:
+                name = f"{record.name} {slice_mm:g} mm slices across axis {axis}"
+                cases.append(Case(CLINICAL_STACKS, name, record, seed=seed, stack=(axis, float(slice_mm))))
     return cases
 
 

@@ -107,6 +107,19 @@ def tissue_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Seque
     return pd.DataFrame(rows)
 
 
+def labelled_outside_image(prediction: np.ndarray, image: np.ndarray) -> float:
+    """Share (0-1) of the labelled voxels of ``prediction`` (label above 0) where ``image`` is 0.
+
+    In a brain-masked scan every voxel outside the mask is 0: tissue labelled there is painted into
+    the background. NaN when nothing is labelled.
+    """
+    if np.shape(prediction) != np.shape(image):
+        raise ValueError(f"prediction {np.shape(prediction)} and image {np.shape(image)} differ in shape")
+    labelled = np.asarray(prediction) > 0
+    count = np.count_nonzero(labelled)
+    return float(np.count_nonzero(labelled & (np.asarray(image) == 0)) / count) if count else float("nan")
+
+
 def dice_per_tissue(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Dice of each FeTA tissue (1..7): tissue short name -> Dice, NaN where absent from both."""
     if np.shape(prediction) != np.shape(reference):

@@ -30,6 +30,11 @@ changes). Kinds, with the parameters of severities 1 (mild), 2 (moderate) and 3 
   foreground's deviations from its mean scaled by 0.85, 0.7 or 0.55), thicker slices (3, 4 or
   5 mm, as ``thick_slices``) and lower SNR (15, 10 or 6, Rician).
 
+:func:`clinical_stack` is another kind of shift: it changes the grid too. It re-acquires a
+whole-head volume as one clinical stack (thick slices along one axis, finer in-plane voxels, on
+the stack's own grid), brain-masked with a mask a little wider or narrower than the brain and
+cropped with random margins, as the single stacks that clinics segment without super-resolution.
+
 ``contrast`` and ``low_field`` change intensities of the foreground only: voxels near 0 (the
 edge of a skull-stripped brain, the background) fade to their own value, so that the
 background stays black and no bright rim appears where the brain meets it.
@@ -77,6 +82,16 @@ SEVERITIES: dict[str, tuple[dict[str, float], dict[str, float], dict[str, float]
     ),
 }
 """The parameters of each kind at severities 1, 2 and 3 (see the module's documentation)."""
+
+CLINICAL_SLICES_MM = (3.0, 4.5, 6.0)
+"""Slice thicknesses (and spacings, mm) of the clinical stacks an evaluation draws (:func:`clinical_stack`)."""
+CLINICAL_INPLANE_MM = (0.5, 0.8)
+"""Range of a clinical stack's in-plane voxel size (mm), drawn uniformly."""
+CLINICAL_MASK_MM = (-1.0, 2.0)
+"""Range of how much wider (positive) or narrower (negative) than the brain a clinical stack's mask is (mm): a mask that cuts
+more than about a voxel of visible brain would be corrected in a clinic, one a few voxels wide is often kept."""
+CLINICAL_CROP_MM = (2.0, 20.0)
+"""Range of the margin (mm) left around the mask on each side of a clinical stack's field of view."""
 
 ACROSS_SLICES = ("thick_slices", "motion", "low_field")
 """The kinds that act along the last (inferior-superior) axis, across slices: best seen on a coronal or sagittal slice."""
@@ -219,3 +234,69 @@ def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, m
     data = np.asarray(image.dataobj)
     source = nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, affine)
     return resample_from_to(source, (image.shape[:3], turned), order=1 if mode == "linear" else 0, mode="constant", cval=0)
+
+
+def clinical_stack(
+    image: nib.spatialimages.SpatialImage,
+    labels: nib.spatialimages.SpatialImage,
+    brain: nib.spatialimages.SpatialImage,
+    axis: int,
+    slice_mm: float,
+    seed: int | Sequence[int] = 0,
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
+    """The anatomy of a whole-head volume as one clinical stack, on the stack's own grid.
+
+    The stack has ``slice_mm`` slices along ``axis`` of the image's grid and square in-plane
+    voxels drawn from :data:`CLINICAL_INPLANE_MM`. The image is blurred by the acquisition
+    (Gaussian profiles of FWHM ``slice_mm`` across the slices and of the in-plane voxel size within
+    them, where they exceed the image's voxels) and sampled linearly at the stack's voxels; the
+    labels are sampled at the same points (nearest neighbour). The stack is then brain-masked as
+    a clinic would: ``brain`` made wider or narrower by a margin drawn from
+    :data:`CLINICAL_MASK_MM` (so that some brain is cut, or some skull kept), and its field of
+    view is the mask's box with margins drawn from :data:`CLINICAL_CROP_MM` on each side.
+
+    Parameters
+    ----------
+    image, labels, brain : nibabel images on one grid
+        A whole-head scan, its label map and its brain mask (non-zero inside).
+    axis : int
+        Axis of the image's grid across the slices (0, 1 or 2).
+    slice_mm : float
+        Slice thickness and spacing (mm).
+    seed : int or sequence of int
+        For the draws (:class:`numpy.random.Generator`).
+
+    Returns
+    -------
+    stack : nibabel.Nifti1Image, float32
+        Zero outside the mask.
+    stack_labels : nibabel.Nifti1Image, the labels' dtype, on the stack's grid
+        Not masked: the brain that a narrow mask cuts keeps its labels.
+    drawn : dict
+        ``inplane_mm``, ``mask_margin_mm`` and ``crop_mm`` ((3, 2) margins before and after each axis).
+    """
+    rng = np.random.default_rng(seed)
+    inplane = float(rng.uniform(*CLINICAL_INPLANE_MM))
+    margin = float(rng.uniform(*CLINICAL_MASK_MM))
+    crop = rng.uniform(*CLINICAL_CROP_MM, size=(3, 2))
+    spacing = np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0))
+    target = np.full(3, inplane)
+    target[axis] = slice_mm
+    inside = np.asarray(brain.dataobj) > 0
+    if margin >= 0:
+        mask = ndimage.distance_transform_edt(~inside, sampling=spacing) <= margin
+    else:
+        mask = ndimage.distance_transform_edt(inside, sampling=spacing) > -margin
+    where = np.argwhere(mask)
+    start = where.min(0) - crop[:, 0] / spacing  # in the image's voxels
+    end = where.max(0) + crop[:, 1] / spacing
+    shape = tuple(int(n) + 1 for n in np.floor((end - start) * spacing / target))
+    grid = np.asarray(image.affine, float) @ np.block([[np.diag(target / spacing), start[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]])
+    sigmas = [FWHM_TO_SIGMA * t / s if t > s else 0.0 for t, s in zip(target, spacing)]
+    blurred = ndimage.gaussian_filter(np.asarray(image.dataobj, np.float32), sigmas, mode="nearest", truncate=3.0)
+    sampled = resample_from_to(nib.Nifti1Image(blurred, image.affine), (shape, grid), order=1, mode="constant", cval=0)
+    kept = resample_from_to(nib.Nifti1Image(mask.astype(np.uint8), image.affine), (shape, grid), order=0, mode="constant", cval=0)
+    stack = np.asarray(sampled.dataobj, np.float32) * (np.asarray(kept.dataobj) > 0)
+    stack_labels = resample_from_to(labels, (shape, grid), order=0, mode="constant", cval=0)
+    drawn = {"inplane_mm": inplane, "mask_margin_mm": margin, "crop_mm": crop.round(2).tolist()}
+    return nib.Nifti1Image(stack, grid), nib.Nifti1Image(np.asarray(stack_labels.dataobj), grid), drawn

@@ -112,3 +112,15 @@ def test_turned_agreement_compares_each_turned_copy_with_the_plain_segmentation(
     by_model = table.set_index(["model", "axis"])
     np.testing.assert_allclose(by_model.loc["perfect", "agreement"], by_model.loc["perfect", "labels through the grids"])
     assert (by_model.loc["perfect", "agreement"] > 0.95).all() and (by_model.loc["stuck", "agreement"] < 0.9).all()
+
+
+def test_clinical_cases_are_each_wu_age_as_stacks_of_each_thickness_across_each_axis(mirror):
+    cases = fss.evaluation.clinical_cases([30], slices_mm=(3.0, 6.0), axes=(0, 2), seed=0)
+    assert [c.name for c in cases] == [f"wu-GA30 {t} mm slices across axis {a}" for t in (3, 6) for a in (0, 2)]
+    assert {c.dataset for c in cases} == {fss.evaluation.CLINICAL_STACKS}
+    image, labels = cases[3].load()
+    sizes = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
+    assert sizes[2] == pytest.approx(6.0) and sizes[0] == pytest.approx(sizes[1]) and 0.5 <= sizes[0] <= 0.8
+    assert labels.shape == image.shape and set(np.unique(labels)) == set(range(8))
+    again, _ = cases[3].load()
+    np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(image.dataobj))  # the same draws every time

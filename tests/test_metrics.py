@@ -5,7 +5,7 @@ import pytest
 from scans import label_folders
 
 from fss.cli import main
-from fss.metrics import dice, evaluate, hausdorff95, summarize, tissue_volumes, volume_similarity
+from fss.metrics import dice, evaluate, hausdorff95, labelled_outside_image, summarize, tissue_volumes, volume_similarity
 
 
 def brute_force_hd95(a, b, spacing):
@@ -114,3 +114,15 @@ def test_tissue_volumes_count_each_tissue_in_mm3_and_refuse_maps_they_would_misc
     ):
         with pytest.raises(ValueError, match=reason):
             tissue_volumes(nib.Nifti1Image(bad, np.eye(4)))
+
+
+def test_the_share_labelled_outside_the_image_counts_labels_where_the_image_is_zero():
+    image = np.zeros((4, 4, 4), np.float32)
+    image[1:3, 1:3, 1:3] = 5.0  # 8 voxels of scan in a zero background
+    prediction = np.zeros((4, 4, 4), np.int16)
+    prediction[1:3, 1:3, 1:3] = 3
+    prediction[0, 0, :2] = 1  # 2 voxels of tissue painted into the background
+    assert labelled_outside_image(prediction, image) == pytest.approx(2 / 10)
+    assert np.isnan(labelled_outside_image(np.zeros_like(prediction), image))
+    with pytest.raises(ValueError, match="differ in shape"):
+        labelled_outside_image(prediction, image[:3])

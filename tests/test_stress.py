@@ -1,9 +1,11 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from ball import ball_image, ball_labels
 from nibabel.processing import resample_from_to
+from scipy import ndimage
 
-from fss.stress import SEVERITIES, describe, stress, turn
+from fss.stress import FWHM_TO_SIGMA, SEVERITIES, clinical_stack, describe, stress, turn
 
 SPACING = (0.8, 0.8, 0.8)
 
@@ -122,3 +124,54 @@ def test_turn_keeps_the_anatomy_in_world_space():
     back = np.asarray(resample_from_to(turned, original, order=0).dataobj)
     box = labels == 3
     assert (back[box] == 3).mean() > 0.9 and (back[~box] == 3).mean() < 0.05
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_clinical_stack_has_its_slices_across_the_axis_and_its_labels_where_the_anatomy_is(axis):
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # 1 mm voxels, x flipped: the stack keeps the image's orientation
+    affine[:3, 3] = [40.0, -20.0, 5.0]
+    toy = np.eye(4)
+    toy[:3, 3] = -6.0
+    labels = ball_labels((62, 66, 60), toy)  # the toy brain on 1 mm voxels, with room around it
+    head = np.where(labels > 0, ball_image(labels), 60.0).astype(np.float32)  # a "skull" of intensity 60 around the brain
+    image, label_map = nib.Nifti1Image(head, affine), nib.Nifti1Image(labels, affine)
+    brain = nib.Nifti1Image((labels > 0).astype(np.uint8), affine)
+    stack, stack_labels, drawn = clinical_stack(image, label_map, brain, axis, 4.5, seed=(3, axis))
+    sizes = np.sqrt((stack.affine[:3, :3] ** 2).sum(axis=0))
+    expected = np.full(3, drawn["inplane_mm"])
+    expected[axis] = 4.5
+    np.testing.assert_allclose(sizes, expected)
+    assert 0.5 <= drawn["inplane_mm"] <= 0.8 and -1.0 <= drawn["mask_margin_mm"] <= 2.0
+    assert np.sign(stack.affine[0, 0]) == -1 and stack_labels.shape == stack.shape
+    # each stack voxel's label is the source label at the same point of the world (nearest source voxel)
+    rng = np.random.default_rng(0)
+    voxels = rng.integers(0, stack.shape, size=(200, 3))
+    position = nib.affines.apply_affine(np.linalg.inv(affine) @ stack.affine, voxels)
+    source = np.rint(position).astype(int)
+    inside = np.all((source >= 0) & (source < labels.shape), axis=1) & (np.abs(np.abs(position - source) - 0.5) > 1e-3).all(axis=1)
+    found = np.asarray(stack_labels.dataobj)[tuple(voxels[inside].T)]
+    np.testing.assert_array_equal(found, labels[tuple(source[inside].T)])
+    # masked: zero farther from the brain than the widest mask, the image inside the brain deeper than the narrowest cuts
+    intensity = np.asarray(stack.dataobj)[tuple(voxels[inside].T)]
+    outside, depth = ndimage.distance_transform_edt(labels == 0), ndimage.distance_transform_edt(labels > 0)
+    far, deep = outside[tuple(source[inside].T)] > 2.0 + 1.0, depth[tuple(source[inside].T)] > 1.0 + 1.0  # margin, and a voxel
+    assert far.any() and deep.any() and (intensity[far] == 0).all() and (intensity[deep] > 0).all()
+    # the field of view is the mask's box and its margins: it holds the whole brain, and not the whole head
+    assert (np.asarray(stack_labels.dataobj) > 0).sum() * np.prod(sizes) == pytest.approx((labels > 0).sum(), rel=0.15)
+
+
+def test_a_clinical_stack_blurs_across_its_slices_with_the_slice_profile():
+    """A sinusoid of wavelength L through a Gaussian profile of FWHM w keeps exp(-2 pi^2 sigma^2 / L^2) of its amplitude."""
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    z_mm = np.arange(200) * 0.5
+    head = np.broadcast_to(100 + 50 * np.sin(2 * np.pi * z_mm / 24.0), (40, 40, 200)).astype(np.float32)
+    ones = nib.Nifti1Image(np.ones(head.shape, np.uint8), affine)
+    stack, _, _ = clinical_stack(nib.Nifti1Image(head, affine), nib.Nifti1Image(np.zeros(head.shape, np.int16), affine), ones, 2, 6.0, seed=1)
+    i, j = np.rint(nib.affines.apply_affine(np.linalg.inv(stack.affine), [10.0, 10.0, 0.0])[:2]).astype(int)  # the middle of the volume
+    z = nib.affines.apply_affine(stack.affine, np.stack([np.full(stack.shape[2], i), np.full(stack.shape[2], j), np.arange(stack.shape[2])], 1))[:, 2]
+    values = np.asarray(stack.dataobj)[i, j]
+    keep = (z > 15) & (z < 85)  # away from the volume's ends
+    design = np.stack([np.ones(keep.sum()), np.sin(2 * np.pi * z[keep] / 24.0), np.cos(2 * np.pi * z[keep] / 24.0)], 1)
+    _, a, b = np.linalg.lstsq(design, values[keep], rcond=None)[0]
+    sigma_mm = 6.0 * FWHM_TO_SIGMA
+    assert np.hypot(a, b) == pytest.approx(50 * np.exp(-2 * np.pi**2 * sigma_mm**2 / 24.0**2), rel=0.02)
