@@ -78,3 +78,14 @@ def test_the_readme_ablation_table_is_the_shipped_dice_per_seed():
         where, *cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells == [f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})" for s in (spread.loc[(where, "K=1-4")], spread.loc[(where, "K=1")])], row
     assert spread["count"].min() >= 3  # seeds per arm and place
+
+
+def test_the_model_cards_clinical_stacks_table_is_printed_from_the_shipped_scores():
+    spec = importlib.util.spec_from_file_location("clinical_stacks", ROOT / "benchmarks" / "clinical_stacks.py")
+    clinical_stacks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clinical_stacks)
+    table = pd.read_csv(ROOT / "evaluation" / "clinical_stacks.tsv", sep="\t")
+    assert len(table) == 2 * 13 * 3 * 3  # two models, every Wu age, three thicknesses across three axes
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    section = card[card.index("### Clinical-like stacks") : card.index("### What these numbers say")]
+    assert clinical_stacks.summary(table).to_string(index=False) in section
