@@ -1,4 +1,4 @@
-"""BIDS folders: finding images and label maps (``sub-*/[ses-*/]anat/*_T2w.nii.gz``), where fss may write, and the
+"""BIDS folders: finding images and label maps (``sub-*/[ses-*/]anat/*_T2w.nii[.gz]``), where fss may write, and the
 description and tables of the derivative folders it writes."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fss.paths import atomic_path, locked
+from fss.paths import atomic_path, locked, nifti_stem
 from fss.records import GENERATED_BY
 
-NIFTI_SUFFIX = ".nii.gz"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+"""The file endings of NIfTI images in BIDS, compressed or not."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class BidsImage:
     subject : str
         Subject label with its ``sub-`` prefix.
     image : Path
-        The ``*_T2w.nii.gz`` file.
+        The ``*_T2w.nii.gz`` (or ``.nii``) file.
     labels : Path or None
         Its label map, when one is found (see :func:`find_t2w_images`).
     """
@@ -34,13 +35,13 @@ class BidsImage:
 
     @property
     def stem(self) -> str:
-        """File name of the image without ``.nii.gz``."""
-        return self.image.name.removesuffix(NIFTI_SUFFIX)
+        """File name of the image without ``.nii.gz`` or ``.nii``."""
+        return nifti_stem(self.image)
 
 
 def _label_candidates(image: Path, folder: Path) -> list[Path]:
-    stem = image.name.removesuffix(NIFTI_SUFFIX)
-    return [folder / f"{stem}_dseg{NIFTI_SUFFIX}", folder / f"{stem.removesuffix('_T2w')}_dseg{NIFTI_SUFFIX}"]
+    stem = nifti_stem(image)
+    return [folder / f"{name}_dseg{suffix}" for name in (stem, stem.removesuffix("_T2w")) for suffix in NIFTI_SUFFIXES]
 
 
 def _check_label_source(root: Path, labels_from: str) -> Path:
@@ -55,9 +56,9 @@ def _check_label_source(root: Path, labels_from: str) -> Path:
 
 
 def find_t2w_images(root: str | os.PathLike, labels_from: str | None = None) -> list[BidsImage]:
-    """Every ``sub-*/[ses-*/]anat/*_T2w.nii.gz`` under ``root``, with its label map if any.
+    """Every ``sub-*/[ses-*/]anat/*_T2w.nii.gz`` (or ``.nii``) under ``root``, with its label map if any.
 
-    A label map is ``<image stem>_dseg.nii.gz`` or ``<stem without _T2w>_dseg.nii.gz``, beside
+    A label map is ``<image stem>_dseg.nii[.gz]`` or ``<stem without _T2w>_dseg.nii[.gz]``, beside
     the image (``labels_from`` None: the raw ``anat/`` folder), or at the same place under
     ``root / labels_from`` (e.g. ``derivatives/manual``), which must not be a dataset of fss's
     own segmentations. Hidden files (such as the temporary files of an interrupted write) are
@@ -74,10 +75,10 @@ def find_t2w_images(root: str | os.PathLike, labels_from: str | None = None) -> 
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     source = _check_label_source(root, labels_from) if labels_from is not None else None
-    images = sorted([*root.glob(f"sub-*/anat/*_T2w{NIFTI_SUFFIX}"), *root.glob(f"sub-*/ses-*/anat/*_T2w{NIFTI_SUFFIX}")])
-    images = [image for image in images if not image.name.startswith(".")]
+    patterns = [f"{folders}/*_T2w{suffix}" for folders in ("sub-*/anat", "sub-*/ses-*/anat") for suffix in NIFTI_SUFFIXES]
+    images = sorted(image for pattern in patterns for image in root.glob(pattern) if not image.name.startswith("."))
     if not images:
-        raise FileNotFoundError(f"{root}: no sub-*/[ses-*/]anat/*_T2w{NIFTI_SUFFIX} images")
+        raise FileNotFoundError(f"{root}: no sub-*/[ses-*/]anat/*_T2w.nii.gz or .nii images")
     found = []
     for image in images:
         folder = image.parent if source is None else source / image.parent.relative_to(root)

@@ -102,6 +102,7 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | a seeds stem that leads out of the seeds folder | test_a_record_naming_files_elsewhere_deletes_nothing_there |
 # | `fss train --resume --overwrite` (one of them was ignored) | test_train_refuses_resume_and_overwrite_together |
 # | fields a user added to fss's dataset description (Authors, SourceDatasets, Name) | test_cli_on_a_bids_folder (test_infer.py) |
+# | a BIDS image stored as `_T2w.nii` (valid BIDS), and its `_dseg.nii` | test_uncompressed_bids_images_and_label_maps_are_found_as_the_compressed_ones (test_infer.py) |
 # | a missing input, with a file or a folder as output; in evaluate | test_a_missing_input_is_named_and_nothing_is_written |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
 # | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |

@@ -18,6 +18,7 @@ from scans import bids, scan
 from scipy.spatial.transform import Rotation
 
 import fss.infer
+from fss.bids import find_t2w_images
 from fss.checkpoint import CheckpointError, load_checkpoint
 from fss.cli import main
 from fss.infer import predict_working, segment
@@ -167,6 +168,18 @@ def test_cli_on_a_bids_folder(tmp_path, checkpoint, capsys):
     printed = capsys.readouterr().out
     assert "sub-01/anat/sub-01_T2w.nii.gz: " in printed and "exists, made from the same input, model and options: kept" in printed
     assert first.stat().st_mtime_ns == stamp and len(pd.read_csv(out / "volumes.tsv", sep="\t")) == 2
+
+
+def test_uncompressed_bids_images_and_label_maps_are_found_as_the_compressed_ones(tmp_path, checkpoint, capsys):
+    root = bids(tmp_path)
+    (root / "sub-04" / "anat").mkdir(parents=True)
+    nib.save(scan(seed=4), root / "sub-04" / "anat" / "sub-04_T2w.nii")  # valid BIDS, uncompressed
+    nib.save(nib.Nifti1Image(np.zeros((30, 26, 14), np.int16), np.eye(4)), root / "sub-04" / "anat" / "sub-04_dseg.nii")
+    found = {image.image.name: image.labels for image in find_t2w_images(root)}
+    assert "sub-04_T2w.nii" in found and found["sub-04_T2w.nii"].name == "sub-04_dseg.nii"
+    out = tmp_path / "derivatives" / "fss"
+    assert main(["segment", str(root), "-o", str(out), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 1  # sub-03 is all NaN
+    assert "3 of 4 images segmented" in capsys.readouterr().out and (out / "sub-04" / "anat" / "sub-04_dseg.nii.gz").exists()
 
 
 def test_a_network_with_weights_that_are_not_finite_is_refused(checkpoint):
