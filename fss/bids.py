@@ -181,7 +181,7 @@ def write_derivative_description(output: Path) -> None:
         found = next(output / name for name in names if (output / name).exists())
         raise ValueError(f"{found} was not written by fss (no dataset description of fss beside it); fss never replaces it")
     previous = _description(output) or {}  # fss's own, or none: keep what a user added to it (Authors, SourceDatasets, ...)
-    others = [g for g in previous.get("GeneratedBy", []) if isinstance(g, dict) and g.get("Name") != "fss"] if "GeneratedBy" in previous else []
+    others = [g for g in previous.get("GeneratedBy") or [] if isinstance(g, dict) and g.get("Name") != "fss"]
     description = {
         "Name": "fss segmentations",
         "BIDSVersion": "1.9.0",

@@ -57,6 +57,12 @@ MAX_WINDOW_REPEATS = 125
 125 times); more is refused, as a window and an overlap that would run for hours."""
 
 
+def sliding_window(voxels: int, window: int | None) -> int | None:
+    """The sliding window's side for a working volume of ``voxels`` voxels: ``window`` if given, else
+    :data:`DEFAULT_WINDOW` above :data:`MAX_WHOLE_VOXELS`, else None (the whole volume at once)."""
+    return DEFAULT_WINDOW if window is None and voxels > MAX_WHOLE_VOXELS else window
+
+
 def window_starts(shape: tuple[int, ...], window: int, overlap: float) -> tuple[list[int], list[list[int]]]:
     """The sliding window's size (voxels per axis) over a volume of ``shape``, and where its windows start on each axis."""
     size = [min(window, n) for n in shape]
@@ -140,8 +146,7 @@ def predict_working(
     for p in reversed(pad):
         padding += [p // 2, p - p // 2]
     x = F.pad(x, padding)
-    if window is None and x[0, 0].numel() > MAX_WHOLE_VOXELS:
-        window = DEFAULT_WINDOW
+    window = sliding_window(x[0, 0].numel(), window)
     was_training = model.training
     model.eval()
 
@@ -236,10 +241,11 @@ def _warn_of_a_field_larger_than_a_head(shape: tuple[int, int, int], spacing: fl
     extent = [n * spacing for n in shape]
     if max(extent) <= MAX_FOREGROUND_MM:
         return
-    if window is None and math.prod(shape) <= MAX_WHOLE_VOXELS:
+    window = sliding_window(math.prod(shape), window)
+    if window is None:
         work = "one pass of the network"
     else:
-        size, starts = window_starts(shape, window or DEFAULT_WINDOW, overlap)
+        size, starts = window_starts(shape, window, overlap)
         work = f"{math.prod(len(axis) for axis in starts)} windows of {'x'.join(map(str, size))} voxels"
     warnings.warn(
         f"the scan's foreground spans {' x '.join(f'{e:.0f}' for e in extent)} mm, more than any fetal head (about 130 mm long at "

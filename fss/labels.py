@@ -64,6 +64,19 @@ CONVENTIONS: dict[str, dict[int, int]] = {
 """Mappings from each supported label convention to FeTA values."""
 
 
+def check_feta(labels: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` (naming ``name``) unless ``labels`` holds whole numbers 0-7, FeTA tissues.
+
+    Atlas labels (with an 8), interpolated or probability maps would otherwise be counted or
+    packed as tissues they are not.
+    """
+    labels = np.asarray(labels)
+    whole = np.issubdtype(labels.dtype, np.integer) or bool(np.array_equal(labels, np.round(labels)))
+    if not whole or labels.min() < 0 or labels.max() >= N_CLASSES:
+        found = f"values {labels.min():g} to {labels.max():g}" if whole else "fractional values"
+        raise ValueError(f"{name}: the labels hold {found}, not FeTA tissues 0-{N_CLASSES - 1}; convert them first (fss.labels.to_feta)")
+
+
 def to_feta(labels: np.ndarray, convention: str = "feta") -> np.ndarray:
     """Convert a label map from ``convention`` to FeTA values.
 

@@ -26,7 +26,7 @@ from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from fss.io import load_nifti
-from fss.labels import CONVENTIONS, TISSUES, to_feta
+from fss.labels import CONVENTIONS, TISSUES, check_feta, to_feta
 
 METRICS = ("dice", "hd95", "volume_similarity")
 
@@ -148,13 +148,7 @@ def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     data = np.asarray(labels.dataobj)
     if data.ndim != 3:
         raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
-    if not np.array_equal(data, np.round(data)):
-        raise ValueError("labels: expected whole-number labels, got fractional values (a probability or interpolated map?)")
-    outside = np.setdiff1d(np.unique(data), np.arange(len(TISSUES)))
-    if outside.size:
-        raise ValueError(
-            f"labels: values {outside[:5].tolist()} are not FeTA tissues 0-{len(TISSUES) - 1}; map another convention first (fss.labels.to_feta)"
-        )
+    check_feta(data, "labels")
     voxel = abs(float(np.linalg.det(labels.affine[:3, :3])))
     counts = np.bincount(data.astype(np.int64).ravel(), minlength=len(TISSUES))
     volumes = {f"{t.short}_mm3": float(counts[t.value] * voxel) for t in TISSUES[1:]}

@@ -56,6 +56,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nibabel.affines import voxel_sizes
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
@@ -279,7 +280,7 @@ def clinical_stack(
     inplane = float(rng.uniform(*CLINICAL_INPLANE_MM))
     margin = float(rng.uniform(*CLINICAL_MASK_MM))
     crop = rng.uniform(*CLINICAL_CROP_MM, size=(3, 2))
-    spacing = np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_sizes(image.affine)
     target = np.full(3, inplane)
     target[axis] = slice_mm
     inside = np.asarray(brain.dataobj) > 0

@@ -27,7 +27,7 @@ import torch
 from nibabel.affines import voxel_sizes
 
 from fss.device import check_memory, resolve_device
-from fss.labels import META_LABELS, N_CLASSES, to_feta
+from fss.labels import META_LABELS, check_feta, to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
 from fss.synth.bias import BiasDraw, apply_bias, draw_bias
 from fss.synth.config import GeneratorConfig
@@ -88,15 +88,6 @@ class SynthSubject:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.labels.shape)
-
-
-def _check_labels(subject: SynthSubject) -> None:
-    """Raise ``ValueError`` unless the subject's labels are FeTA tissues 0-7 (whole numbers): others would be packed wrongly."""
-    labels = subject.labels
-    whole = np.issubdtype(labels.dtype, np.integer) or bool(np.array_equal(labels, np.round(labels)))
-    if not whole or labels.min() < 0 or labels.max() >= N_CLASSES:
-        found = f"values {labels.min():g} to {labels.max():g}" if whole else "fractional values"
-        raise ValueError(f"{subject.name}: the labels hold {found}, not FeTA tissues 0-{N_CLASSES - 1}; convert them first (fss.labels.to_feta)")
 
 
 def load_subjects(root: str | os.PathLike, subjects: Sequence[str] | None = None) -> list[SynthSubject]:
@@ -188,7 +179,7 @@ class Generator:
             raise ValueError(f"max_subclasses is at most {MAX_PACKED_SUBCLASSES}, got {max_k}")
         packed = []
         for subject in subjects:
-            _check_labels(subject)
+            check_feta(subject.labels, subject.name)  # other labels would be packed as tissues they are not
             missing = [k for k in range(1, max_k + 1) if k not in subject.seeds.layers]
             if missing:
                 raise ValueError(f"{subject.name} has no seeds with K={missing}; the configuration asks for up to {max_k}")
