@@ -16,12 +16,11 @@ import pandas as pd
 
 from fss import datasets, pretrained
 from fss.checkpoint import load_checkpoint
-from fss.infer import predict_working
+from fss.infer import predict_working, working_box
 from fss.io import WorkingGrid, load_nifti, normalize_as_recorded
 from fss.metrics import dice_per_tissue
 
 AGES = (23, 27, 31, 35)
-MARGIN_MM = 8.0  # fss.infer.segment's default
 
 
 def scores(model, metadata: dict, record) -> dict[str, float]:
@@ -30,10 +29,14 @@ def scores(model, metadata: dict, record) -> dict[str, float]:
     full = WorkingGrid.from_image(scan, metadata["spacing_mm"])
     image = full.to_working(np.asarray(scan.dataobj, dtype=np.float32))
     labels = full.to_working(np.asarray(record.feta_labels().dataobj), "nearest")
-    box = full.around(image > 0, margin_mm=MARGIN_MM, multiple=model.multiple, minimum=2 * model.multiple)
+    normalization = metadata.get("normalization")
+    box, boxed = working_box(full, image, model.multiple, normalization)
     found = {}
-    for where, (volume, reference) in {"whole": (image, labels), "brain box": (full.cut(image, box), full.cut(labels, box))}.items():
-        predicted = predict_working(model, normalize_as_recorded(volume, metadata.get("normalization"))).argmax(0)
+    for where, (volume, reference) in {
+        "whole": (normalize_as_recorded(image, normalization), labels),
+        "brain box": (boxed, full.cut(labels, box)),
+    }.items():
+        predicted = predict_working(model, volume).argmax(0)
         found[where] = float(np.mean(list(dice_per_tissue(predicted.numpy(), reference.numpy()).values())))
     return found
 

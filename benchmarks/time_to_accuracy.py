@@ -67,12 +67,13 @@ class Volumes:
 
     def __call__(self, config: TrainConfig):
         with_seeds = config.mode != "real"
-        key = (config.spacing, with_seeds, config.seed if with_seeds else None, config.ages_to_train(), config.validation_ages)
+        multiple = config.network().multiple
+        key = (config.spacing, with_seeds, config.seed if with_seeds else None, config.ages_to_train(), config.validation_ages, multiple)
         if key not in self.prepared:
             self.prepared.clear()
             self.prepared[key] = (
                 prepare_crl(config.ages_to_train(), config.spacing, with_seeds, config.seeds_dir, config.seed, progress=True),
-                prepare_crl(config.validation_ages, config.spacing, False),
+                prepare_crl(config.validation_ages, config.spacing, False, box_multiple=multiple),
             )
         return self.prepared[key]
 

@@ -87,19 +87,46 @@ def find_t2w_images(root: str | os.PathLike, labels_from: str | None = None) -> 
     return found
 
 
+def check_table(path: Path, columns: list[str]) -> None:
+    """Refuse a TSV at ``path`` that fss did not write: one whose header is not ``columns``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, its columns and fss's, if it exists with other columns or cannot be read as a TSV.
+    """
+    import pandas as pd
+
+    if not path.exists():
+        return
+    try:
+        header = list(pd.read_csv(path, sep="\t", nrows=0).columns)
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
+        raise ValueError(f"{path}: not a table fss wrote ({' '.join(str(error).split())}): move it away or write to another folder") from error
+    if header != columns:
+        raise ValueError(f"{path}: not a table fss wrote (columns {header}; fss writes {columns}): move it away or write to another folder")
+
+
 def update_table(path: Path, rows: list[dict], key: str) -> None:
     """Add ``rows`` to the TSV at ``path`` (created if missing), replacing the rows with the same ``key``.
 
-    The write is atomic, and the read and write happen under an exclusive lock on the table's
-    folder, so that processes updating one table at once keep each other's rows.
+    The rows already there are kept as written (read as text). The write is atomic, and the read and
+    write happen under an exclusive lock on the table's folder, so that processes updating one table
+    at once keep each other's rows.
+
+    Raises
+    ------
+    ValueError
+        If the table at ``path`` has other columns than ``rows`` (:func:`check_table`): fss did not write it.
     """
     import pandas as pd
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.parent):
         table = pd.DataFrame(rows)
+        check_table(path, list(table.columns))
         if path.exists():
-            previous = pd.read_csv(path, sep="\t")
+            previous = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
             table = pd.concat([previous[~previous[key].isin(table[key])], table], ignore_index=True)
         with atomic_path(path, overwrite=True) as temporary:
             table.to_csv(temporary, sep="\t", index=False)

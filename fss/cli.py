@@ -413,9 +413,12 @@ def _segment_job(name: str, source: Path, target: Path, model, model_name: str, 
     if verdict.action == "foreign" or (verdict.action == "different" and not args.overwrite):
         raise ValueError(verdict.reason)
     previous = verdict.record or {}
+    recorded = previous.get("files", {})
     for stale in set(previous.get("planned", [])) - {target.name, *(f.name for f in files)}:  # fss's own files this request does not make
-        if is_plain_name(stale):  # a record edited to name a path elsewhere deletes nothing there
-            (target.parent / stale).unlink(missing_ok=True)
+        path = target.parent / stale
+        # a record edited to name a path elsewhere deletes nothing there, and a file changed since fss wrote it is not fss's
+        if is_plain_name(stale) and path.is_file() and recorded.get(stale) == sha256(path):
+            path.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     write_record(target, request, files, complete=False, model_name=model_name)
     try:
@@ -445,9 +448,11 @@ def _segment(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from fss.bids import update_table, write_derivative_description
-    from fss.metrics import tissue_volumes
+    from fss.bids import check_table, update_table, write_derivative_description
+    from fss.metrics import VOLUME_COLUMNS, tissue_volumes
 
+    with _arguments():
+        check_table(table_path, ["image", "segmentation", *VOLUME_COLUMNS])  # a table of the user's is not taken over
     model, device, model_name = _segment_model(args)
     if any(Path(i).is_dir() for i in args.inputs):
         with _arguments():

@@ -40,7 +40,7 @@ from fss.checkpoint import load_checkpoint
 from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import TISSUES
-from fss.metrics import dice_per_tissue, tissue_metrics
+from fss.metrics import dice_per_tissue, labelled_outside_image, tissue_metrics
 from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn
 from fss.unet import UNet
 
@@ -55,6 +55,9 @@ CLEAN_DATASETS = (CRL_HELD_OUT, WU_BRAIN_MASK, WU_WHOLE_HEAD)
 """The clean datasets, in the order tables show them."""
 RESULT_COLUMNS = ["model", "dataset", "case", "tissue", "metric", "value"]
 """Columns of the table :func:`evaluate` returns."""
+OUTSIDE_IMAGE = "labelled_outside_image"
+"""The metric of :func:`evaluate` (tissue ``all``) that gives the share (0-1) of a case's labelled voxels where its image is
+0 (:func:`fss.metrics.labelled_outside_image`): tissue painted into a masked background."""
 TISSUE_ORDER = [t.short for t in TISSUES[1:]]
 
 Model = str | os.PathLike | tuple[UNet, dict]
@@ -148,7 +151,8 @@ def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "
     -------
     pandas.DataFrame
         Columns :data:`RESULT_COLUMNS`: one row per model, case, tissue (FeTA short names) and
-        metric (``dice``, ``hd95`` in mm, ``volume_similarity``).
+        metric (``dice``, ``hd95`` in mm, ``volume_similarity``), and per model and case the share of
+        labelled voxels where the image is 0 (tissue ``all``, metric :data:`OUTSIDE_IMAGE`).
     """
     rows = []
     for model_name, model in models.items():
@@ -156,7 +160,10 @@ def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "
         for case in tqdm(cases, desc=model_name, unit="case", disable=not progress):
             image, labels = case.load()
             prediction, _ = segment(image, loaded, device=device)
-            table = tissue_metrics(np.asarray(prediction.dataobj), labels, voxel_sizes(image.affine))
+            predicted = np.asarray(prediction.dataobj)
+            table = tissue_metrics(predicted, labels, voxel_sizes(image.affine))
+            outside = {"tissue": "all", "metric": OUTSIDE_IMAGE, "value": labelled_outside_image(predicted, np.asarray(image.dataobj))}
+            table = pd.concat([table, pd.DataFrame([outside])], ignore_index=True)
             rows.append(table.assign(model=model_name, dataset=case.dataset, case=case.name))
     return pd.concat(rows, ignore_index=True)[RESULT_COLUMNS] if rows else pd.DataFrame(columns=RESULT_COLUMNS)
 

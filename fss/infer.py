@@ -44,6 +44,39 @@ def _gaussian_weights(shape: tuple[int, int, int], device: torch.device) -> torc
     return (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).clamp(min=1e-3)
 
 
+SEGMENT_MARGIN_MM = 8.0
+"""Margin (mm) that :func:`segment` keeps around a scan's foreground by default: the field of view the network sees."""
+
+
+def working_box(
+    full: WorkingGrid, resampled: np.ndarray | torch.Tensor, multiple: int, normalization: dict | None, margin_mm: float = SEGMENT_MARGIN_MM
+) -> tuple[WorkingGrid, torch.Tensor]:
+    """The box of the working grid that :func:`segment` runs the network on, and its normalised image.
+
+    Parameters
+    ----------
+    full : WorkingGrid
+        The scan's whole working grid (:meth:`fss.io.WorkingGrid.from_image`).
+    resampled : array or tensor, ``full.shape``
+        The scan's intensities on it.
+    multiple : int
+        The network's multiple (:attr:`fss.unet.UNet.multiple`): the box's sides are multiples of it, at least two.
+    normalization : dict or None
+        What the checkpoint records (:func:`fss.io.normalize_as_recorded`).
+    margin_mm : float
+        Kept around the voxels above 0.
+
+    Returns
+    -------
+    box : WorkingGrid
+        The voxels above 0 with ``margin_mm`` around them.
+    image : torch.Tensor, ``box.shape``
+        Its intensities, normalised as in training.
+    """
+    box = full.around(torch.as_tensor(resampled) > 0, margin_mm=margin_mm, multiple=multiple, minimum=2 * multiple)
+    return box, normalize_as_recorded(full.cut(resampled, box), normalization)
+
+
 class NonFiniteOutput(ValueError):
     """The network computed NaN or infinite probabilities: its weights are not usable."""
 
@@ -168,7 +201,7 @@ def segment(
     checkpoint: str | os.PathLike | tuple[UNet, dict],
     device: str | torch.device = "auto",
     tta: bool = False,
-    margin_mm: float = 8.0,
+    margin_mm: float = SEGMENT_MARGIN_MM,
     window: int | None = None,
     overlap: float = 0.5,
 ) -> tuple[nib.Nifti1Image, torch.Tensor]:
@@ -224,8 +257,7 @@ def segment(
     resampled = full.to_working(data)
     if not (resampled > 0).any():
         raise ValueError("the image has no voxel above 0: nothing to segment")
-    grid = full.around(resampled > 0, margin_mm=margin_mm, multiple=model.multiple, minimum=2 * model.multiple)
-    working = normalize_as_recorded(full.cut(resampled, grid), metadata.get("normalization"))
+    grid, working = working_box(full, resampled, model.multiple, metadata.get("normalization"), margin_mm)
     _warn_of_a_field_larger_than_a_head(tuple(working.shape), spacing, window, overlap)
     probabilities = predict_working(model, working, device, tta=tta, window=window, overlap=overlap).cpu()
     back = grid.to_input(probabilities, "linear", fill=0)

@@ -127,6 +127,10 @@ def dice_per_tissue(prediction: np.ndarray, reference: np.ndarray) -> dict[str, 
     return {t.short: dice(prediction == t.value, reference == t.value) for t in TISSUES[1:]}
 
 
+VOLUME_COLUMNS = [*(f"{t.short}_mm3" for t in TISSUES[1:]), "brain_mm3"]
+"""The keys of :func:`tissue_volumes`, in order: each tissue's volume, then the brain's (mm^3)."""
+
+
 def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     """Volume of each FeTA tissue and of the brain, in mm^3, from the voxel size.
 
@@ -151,8 +155,9 @@ def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     check_feta(data, "labels")
     voxel = abs(float(np.linalg.det(labels.affine[:3, :3])))
     counts = np.bincount(data.astype(np.int64).ravel(), minlength=len(TISSUES))
-    volumes = {f"{t.short}_mm3": float(counts[t.value] * voxel) for t in TISSUES[1:]}
-    return {**volumes, "brain_mm3": float(sum(v for t, v in zip(TISSUES[1:], volumes.values()) if t.short != "eCSF"))}
+    volumes = [float(counts[t.value] * voxel) for t in TISSUES[1:]]
+    brain = float(sum(v for t, v in zip(TISSUES[1:], volumes) if t.short != "eCSF"))
+    return dict(zip(VOLUME_COLUMNS, [*volumes, brain]))
 
 
 def evaluate(

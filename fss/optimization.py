@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fss.paths import atomic_path
@@ -56,31 +57,34 @@ def training_step(
     return loss.item()
 
 
-def save_optimizer_state(out: Path, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Optimizer tensors in safetensors, the rest in JSON (nothing pickled)."""
+def save_optimizer_state(out: Path, optimizer: torch.optim.Optimizer, state: dict, run_id: str | None = None) -> None:
+    """Optimizer tensors in safetensors, the rest in JSON (nothing pickled); ``run_id`` (the run's identifier, as its
+    checkpoints record it) is written in both, so that a state copied from another run is recognised."""
     optimizer_state = optimizer.state_dict()
     tensors = {
         f"{index}.{name}": value.detach().cpu().contiguous() for index, values in optimizer_state["state"].items() for name, value in values.items()
     }
     with atomic_path(out / "last_state.safetensors", overwrite=True) as temporary:
-        save_file(tensors, str(temporary))
+        save_file(tensors, str(temporary), metadata={"run_id": run_id} if run_id else None)
     with atomic_path(out / "last_state.json", overwrite=True) as temporary:
-        temporary.write_text(json.dumps({**state, "param_groups": optimizer_state["param_groups"]}, indent=1))
+        temporary.write_text(json.dumps({**state, "run_id": run_id, "param_groups": optimizer_state["param_groups"]}, indent=1))
 
 
-def load_optimizer_state(out: Path, optimizer: torch.optim.Optimizer) -> dict:
+def load_optimizer_state(out: Path, optimizer: torch.optim.Optimizer, run_id: str | None = None) -> dict:
     """Load the state :func:`save_optimizer_state` wrote in ``out`` into ``optimizer``; the rest of the saved JSON.
 
     Raises
     ------
     ValueError
-        Naming the file, if the tensors are not a safetensors file or are not AdamW's moments of
-        the optimizer's parameters (another run's state, or another network's).
+        Naming the file, if the tensors are not a safetensors file, were saved by another run than ``run_id`` (when
+        given), or are not AdamW's moments of the optimizer's parameters (another network's).
     """
     tensors_path = out / "last_state.safetensors"
     state = json.loads((out / "last_state.json").read_text())
     try:
         tensors = load_file(str(tensors_path))
+        with safe_open(str(tensors_path), "pt") as opened:
+            saved_by = (opened.metadata() or {}).get("run_id")
     except Exception as error:  # safetensors raises its own error type for files it cannot parse
         raise ValueError(f"{tensors_path}: not a safetensors file ({' '.join(str(error).split())}); start afresh with --overwrite") from error
     parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
@@ -97,5 +101,11 @@ def load_optimizer_state(out: Path, optimizer: torch.optim.Optimizer) -> dict:
             f"{tensors_path}: not the optimizer state of this run's network (parameters {mismatch[:3]} differ); "
             "was it copied from another run? Start afresh with --overwrite"
         )
+    for path, found in ((tensors_path, saved_by), (out / "last_state.json", state.get("run_id"))):
+        if run_id and found != run_id:
+            raise ValueError(
+                f"{path}: saved by {'run ' + found if found else 'another run'}, not by run {run_id} whose checkpoint is beside it; "
+                "was it copied from another run? Start afresh with --overwrite"
+            )
     optimizer.load_state_dict({"state": by_index, "param_groups": state.pop("param_groups")})
     return state

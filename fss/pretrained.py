@@ -7,7 +7,7 @@ Example
 -------
 >>> from fss import pretrained
 >>> pretrained.available()  # doctest: +SKIP
-['fss-synth-cpu']
+['fss-real-cpu', 'fss-synth-cpu']
 >>> model, metadata = pretrained.load(pretrained.DEFAULT)  # doctest: +SKIP
 """
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from fss import __version__, source_sha256
-from fss.checkpoint import load_checkpoint, save_checkpoint
+from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from fss.device import describe_device, resolve_device, resolve_precision
 from fss.infer import NonFiniteOutput, predict_working
 from fss.io import NORMALIZATION
@@ -87,6 +88,19 @@ class _Run:
     """The iteration of the last checkpoint saved (0: none yet)."""
 
 
+def _files_of_another_program(out: Path) -> list[str]:
+    """The names of :data:`RUN_FILES` in ``out`` when it holds no run of fss (neither an optimizer state nor a checkpoint
+    ``last`` that fss wrote): files that a run would replace."""
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present or (out / "last_state.json").exists():
+        return []
+    try:
+        read_metadata(out / "last")
+    except CheckpointError:
+        return present
+    return []
+
+
 def _set_up(
     config: TrainConfig,
     out: Path,
@@ -104,15 +118,15 @@ def _set_up(
     model = config.network().to(device)
     initial = _initial_weights(config, model) if config.initialize_from and not resume else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start, best, log, sittings = 0, -1.0, [], []
+    start, best, log, sittings, run_id = 0, -1.0, [], [], uuid.uuid4().hex
     if resume:
         loaded, saved = load_checkpoint(out / "last", device)
         _check_resumable(config, out, saved)
         model.load_state_dict(loaded.state_dict())
-        state = load_optimizer_state(out, optimizer)
+        state = load_optimizer_state(out, optimizer, saved.get("run_id"))
         start, best = state["iteration"], state["best_mean_dice"]
         log = pd.read_csv(out / "log.csv").to_dict("records")
-        sittings, initial = saved.get("sittings", []), saved.get("initialized_from")
+        sittings, initial, run_id = saved.get("sittings", []), saved.get("initialized_from"), saved.get("run_id")
         if state["iteration"] != saved["iterations"] or not log or log[-1]["iteration"] != start:
             raise ValueError(
                 f"{out}: the checkpoint (iteration {saved['iterations']}), the optimizer state (iteration {state['iteration']}) and "
@@ -123,7 +137,9 @@ def _set_up(
     if training is None:
         training = prepare_crl(config.ages_to_train(), config.spacing, config.mode in ("synthetic", "mixed"), config.seeds_dir, config.seed, progress)
     if validation is None:
-        validation = prepare_crl(config.validation_ages, config.spacing, False, progress=progress) if distributed.main else []
+        validation = (
+            prepare_crl(config.validation_ages, config.spacing, False, progress=progress, box_multiple=model.multiple) if distributed.main else []
+        )
     dtype = resolve_precision(config.precision, device)
     metadata = {
         "spacing_mm": config.spacing,
@@ -134,6 +150,7 @@ def _set_up(
         "parameters": count_parameters(model),
         **({"initialized_from": initial} if initial else {}),
         "sittings": [*sittings, {"from_iteration": start, "machine": describe_device(device), "torch": torch.__version__, "command": command}],
+        "run_id": run_id,  # ties the optimizer state to its checkpoints
     }
     batches = training_batches(config, training, device, distributed.rank, start)
     return _Run(model, trained, optimizer, batches, validation, metadata, start, best, log, dtype, start)
@@ -206,7 +223,7 @@ def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
     if mean > run.best:
         run.best = mean
         save_checkpoint(run.model, out / "best", checkpoint)
-    save_optimizer_state(out, run.optimizer, {"iteration": iteration, "best_mean_dice": run.best})
+    save_optimizer_state(out, run.optimizer, {"iteration": iteration, "best_mean_dice": run.best}, run.metadata["run_id"])
     run.saved = iteration
     return {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
 
@@ -350,6 +367,11 @@ def train(
         torch.cuda.set_device(device)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or start afresh there")
+    foreign = _files_of_another_program(out)
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds {', '.join(foreign)} but no training run of fss: a run would write over them; move them away or train into another folder"
+        )
     if (out / "last_state.json").exists() and not (resume or overwrite):
         raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
     if resume and not (out / "last_state.json").exists():

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fss import datasets
+from fss.infer import working_box
 from fss.io import WorkingGrid, load_nifti, normalize_intensities
 from fss.seeds import Seeds, load_seeds, make_seeds
 from fss.synth import Generator, SynthSubject
@@ -33,14 +34,24 @@ class Volume:
 
 
 def prepare_crl(
-    ages: tuple[int, ...], spacing: float, with_seeds: bool, seeds_dir: str | None = None, seed: int = 0, progress: bool = False
+    ages: tuple[int, ...],
+    spacing: float,
+    with_seeds: bool,
+    seeds_dir: str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    box_multiple: int | None = None,
 ) -> list[Volume]:
     """CRL atlas volumes resampled to ``spacing`` mm (image linear, labels and seeds nearest).
 
     Seeds are read from ``seeds_dir`` (subjects ``sub-crlGA<age>``, as notebook 01 writes them)
     when given, else fitted on the resampled image (K = 1..4), a few seconds per volume on a
-    CPU; ``progress`` shows a bar over the volumes.
+    CPU; ``progress`` shows a bar over the volumes. With ``box_multiple`` (a network's multiple),
+    each volume is cut to the box that :func:`fss.infer.segment` runs that network on
+    (:func:`fss.infer.working_box`), as validation needs; such volumes have no seeds.
     """
+    if box_multiple and with_seeds:
+        raise ValueError("volumes cut to the box that segmenting sees are for validation: they take no seeds")
     volumes = []
     records = datasets.fetch_crl_atlas(ages=ages)
     for record in tqdm(records, desc="preparing CRL volumes", unit="volume", disable=not progress):
@@ -55,7 +66,11 @@ def prepare_crl(
             seeds = Seeds(layers, grid.affine)
         elif with_seeds:
             seeds = make_seeds(nib.Nifti1Image(intensities.numpy(), grid.affine), nib.Nifti1Image(labels, grid.affine), max_subclasses=4, seed=seed)
-        volumes.append(Volume(record.name, normalize_intensities(intensities).numpy(), labels, grid.affine, spacing, seeds))
+        if box_multiple:
+            box, normalized = working_box(grid, intensities, box_multiple, None)
+            volumes.append(Volume(record.name, normalized.numpy(), grid.cut(labels, box).numpy(), box.affine, spacing, seeds))
+        else:
+            volumes.append(Volume(record.name, normalize_intensities(intensities).numpy(), labels, grid.affine, spacing, seeds))
     return volumes
 
 

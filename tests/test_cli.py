@@ -20,6 +20,7 @@ import fss.metrics
 import fss.train
 import fss.viz
 from fss import datasets, pretrained
+from fss.bids import update_table
 from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from fss.cli import _qc_title, main
 from fss.device import resolve_device
@@ -75,11 +76,15 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | `fss synth` interrupted, then run again | test_an_interrupted_synth_run_is_continued_by_a_rerun |
 # | two runs into one folder: the table keeps the rows of both | test_volumes_table_is_updated_by_image |
 # | three processes updating one 3000-row table at once | test_processes_updating_one_table_at_once_keep_every_row |
+# | a volumes.tsv of the user's (other columns, no segmentation column, not a table) in the output folder | test_a_volumes_table_fss_did_not_write_is_refused_and_left_as_it_is |
+# | rows already in volumes.tsv ("007", "1.50") after an update | test_rows_already_in_the_table_are_kept_as_written |
+# | `fss train --out` a folder holding the user's log.csv, metrics.json, curves.png, with or without --overwrite | test_a_folder_holding_files_that_fss_did_not_write_is_left_alone_even_with_overwrite (test_train.py) |
+# | another run's last_state.safetensors (same network) copied into a run, then resumed | test_resume_refuses_mismatched_state_and_settings |
 # | a second experiment runner while a run is running | test_a_run_that_another_process_is_running_is_left_alone (test_experiments.py) |
 # | an experiment's results made by other notebook code or another fss | test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again (test_experiments.py) |
 # | two inputs of one name into one folder | test_two_inputs_of_one_name_are_refused |
 # | a file-like -o for several inputs, a non-NIfTI -o, QC beside x.nii | test_output_names_are_checked |
-# | resume after a kill between checkpoint and state; resume with other settings; another run's or a broken last_state.safetensors | test_resume_refuses_mismatched_state_and_settings |
+# | resume after a kill between checkpoint and state; resume with other settings; another network's, another run's or a broken last_state.safetensors | test_resume_refuses_mismatched_state_and_settings |
 # | seeds from fss's own segmentations in derivatives/ | test_seeds_take_label_maps_only_from_the_named_place |
 # | evaluate folders pair by name only; references in the atlas convention | test_evaluate_pairs_folders_by_name_and_reads_conventions |
 # | evaluate label maps of one shape and other affines | test_evaluate_names_the_affines_when_only_they_differ |
@@ -99,6 +104,7 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | `--checkpoint fss-real-cpu` (a packaged model's name), an unknown `--model` | test_packaged_models_are_chosen_by_name |
 # | a file shorter than its header says | test_a_truncated_file_is_named |
 # | a sidecar whose planned files lie outside the output folder (`..`, absolute), with --overwrite | test_a_record_naming_files_elsewhere_deletes_nothing_there |
+# | a QC picture of fss replaced by the user's own, then --overwrite without --qc | test_a_picture_that_replaced_fss_s_own_is_not_deleted_as_stale |
 # | a seeds stem that leads out of the seeds folder | test_a_record_naming_files_elsewhere_deletes_nothing_there |
 # | `fss train --resume --overwrite` (one of them was ignored) | test_train_refuses_resume_and_overwrite_together |
 # | fields a user added to fss's dataset description (Authors, SourceDatasets, Name) | test_cli_on_a_bids_folder (test_infer.py) |
@@ -216,6 +222,33 @@ def test_volumes_table_is_updated_by_image(tmp_path, checkpoint):
     assert sorted(pd.read_csv(out / "volumes.tsv", sep="\t").image) == ["a.nii.gz", "b.nii.gz"]
 
 
+@pytest.mark.parametrize(
+    "users_table",
+    ["segmentation\tsubject\tscanner_id\nx.nii.gz\tsub-01\t007\n", "subject\tvolume\nsub-01\t12\n", "\u0000\u00ff binary\n"],
+    ids=["with a segmentation column", "without one", "not a table"],
+)
+def test_a_volumes_table_fss_did_not_write_is_refused_and_left_as_it_is(tmp_path, checkpoint, capsys, users_table):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "volumes.tsv").write_text(users_table)
+    assert main(["segment", str(tmp_path / "x.nii.gz"), "-o", str(out / "x_dseg.nii.gz"), "--checkpoint", str(checkpoint)]) == 2
+    assert "volumes.tsv: not a table fss wrote" in capsys.readouterr().err
+    assert (out / "volumes.tsv").read_text() == users_table and sorted(p.name for p in out.iterdir()) == ["volumes.tsv"]
+
+
+def test_rows_already_in_the_table_are_kept_as_written(tmp_path):
+    table = tmp_path / "volumes.tsv"
+    table.write_text("image\tsegmentation\tWM_mm3\na\t/out/a.nii.gz\t1.50\n007\t/out/007.nii.gz\t\n")
+    update_table(table, [{"image": "b", "segmentation": "/out/b.nii.gz", "WM_mm3": 2.0}], key="segmentation")
+    assert table.read_text().splitlines() == [
+        "image\tsegmentation\tWM_mm3",
+        "a\t/out/a.nii.gz\t1.50",
+        "007\t/out/007.nii.gz\t",
+        "b\t/out/b.nii.gz\t2.0",
+    ]
+
+
 def test_processes_updating_one_table_at_once_keep_every_row(tmp_path):
     table = tmp_path / "volumes.tsv"
     pd.DataFrame({"segmentation": [f"old{i}" for i in range(3000)], "WM": 1.0}).to_csv(table, sep="\t", index=False)
@@ -284,6 +317,14 @@ def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):
         train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
     (out / "last_state.safetensors").write_text("index,value\n0,1\n")
     with pytest.raises(ValueError, match="last_state.safetensors: not a safetensors file"):
+        train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+    train(config, tmp_path / "same network", progress=False, until=2, training=[volume], validation=[volume])
+    shutil.copy(tmp_path / "same network" / "last_state.safetensors", out / "last_state.safetensors")  # another run's, same network
+    with pytest.raises(ValueError, match="last_state.safetensors: saved by run [0-9a-f]{32}, not by run [0-9a-f]{32} .* copied from another run"):
+        train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+    shutil.copy(tmp_path / "same network" / "last_state.json", out / "last_state.json")
+    shutil.copy(tmp_path / "same network" / "last_state.safetensors", out / "last_state.safetensors")
+    with pytest.raises(ValueError, match="saved by run"):  # both files of the other run: still not this checkpoint's
         train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
 
 
@@ -745,6 +786,18 @@ def test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative(tm
     assert {p: b for p, b in _bytes(root).items() if "derivatives" not in p.parts} == {
         p: b for p, b in before.items() if "derivatives" not in p.parts
     }
+
+
+def test_a_picture_that_replaced_fss_s_own_is_not_deleted_as_stale(tmp_path, checkpoint):
+    nib.save(scan(), tmp_path / "x.nii.gz")
+    out = tmp_path / "out"
+    segment = ["segment", str(tmp_path / "x.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint)]
+    assert main([*segment, "--qc"]) == 0 and (out / "x_dseg_qc.png").exists()
+    assert main([*segment, "--overwrite", "--tta"]) == 0 and not (out / "x_dseg_qc.png").exists()  # fss's own picture: stale, removed
+    assert main([*segment, "--qc", "--overwrite"]) == 0
+    (out / "x_dseg_qc.png").write_bytes(b"the user's own picture")
+    assert main([*segment, "--overwrite", "--tta"]) == 0
+    assert (out / "x_dseg_qc.png").read_bytes() == b"the user's own picture"
 
 
 def test_segment_never_replaces_or_adopts_a_file_it_did_not_write(tmp_path, checkpoint, capsys):

@@ -2,6 +2,7 @@
 models' evaluation (evaluation/, printed by tools/evaluation_tables.py) and the subclasses ablation's Dice per seed."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -89,3 +90,16 @@ def test_the_model_cards_clinical_stacks_table_is_printed_from_the_shipped_score
     card = (ROOT / "MODEL_CARD.md").read_text()
     section = card[card.index("### Clinical-like stacks") : card.index("### What these numbers say")]
     assert clinical_stacks.summary(table).to_string(index=False) in section
+
+
+def test_the_recipes_short_run_table_is_printed_from_the_shipped_scores():
+    spec = importlib.util.spec_from_file_location("short_runs", ROOT / "benchmarks" / "short_runs.py")
+    short_runs = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports clinical_stacks beside it
+    try:
+        spec.loader.exec_module(short_runs)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    table = pd.read_csv(ROOT / "evaluation" / "short_runs.tsv", sep="\t")
+    assert len(table) == 4 * 2  # four generators, two seeds each
+    assert short_runs.markdown(table) in (ROOT / "docs" / "recipes.md").read_text()

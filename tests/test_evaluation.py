@@ -6,7 +6,8 @@ from nibabel.processing import resample_from_to
 
 import fss.evaluation
 from fss import datasets
-from fss.evaluation import RESULT_COLUMNS, atlas_cases, crl_dice, drops_from_clean, evaluate, tissue_table, turned_agreement
+from fss.evaluation import OUTSIDE_IMAGE, RESULT_COLUMNS, atlas_cases, crl_dice, drops_from_clean, evaluate, tissue_table, turned_agreement
+from fss.io import load_nifti
 from fss.labels import TISSUES
 from fss.stress import stress
 
@@ -67,12 +68,19 @@ def test_evaluate_measures_each_models_segmentation_on_the_cases_own_grid(mirror
         assert scan.shape == labels.shape
         if checkpoint[0] == "cortex lost":
             labels[labels == 2] = 3
+        if checkpoint[0] == "painter":
+            labels[:] = 1
         return nib.Nifti1Image(labels, scan.affine), None
 
     monkeypatch.setattr(fss.evaluation, "segment", by_name)
     cases = atlas_cases(crl_ages=(31,), stress_ages=(31,), stresses=("bias",), severities=(2,))
-    results = evaluate({"right": ("right", {}), "cortex lost": ("cortex lost", {})}, cases, progress=False)
-    assert list(results.columns) == RESULT_COLUMNS and len(results) == 2 * 2 * 7 * 3
+    results = evaluate({"right": ("right", {}), "cortex lost": ("cortex lost", {}), "painter": ("painter", {})}, cases, progress=False)
+    assert list(results.columns) == RESULT_COLUMNS and len(results) == 3 * 2 * (7 * 3 + 1)
+    outside = results[results.metric == OUTSIDE_IMAGE].set_index(["model", "dataset"]).value
+    assert (results[results.metric == OUTSIDE_IMAGE].tissue == "all").all()
+    assert outside["right", "CRL (held out)"] == 0  # the atlas is 0 only where no tissue is
+    image = np.asarray(load_nifti(datasets.fetch_crl_atlas(ages=(31,))[0].image).dataobj)
+    assert outside["painter", "CRL (held out)"] == pytest.approx(np.mean(image == 0))
     dice = results[results.metric == "dice"].set_index(["model", "dataset", "tissue"]).sort_index().value
     assert (dice["right"] == 1).all()
     assert (dice["cortex lost", "CRL (held out)", "GM"] == 0) and dice["cortex lost", "stress: bias", "WM"] < 1

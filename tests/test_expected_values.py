@@ -23,11 +23,22 @@ from fss.metrics import evaluate
 from fss.optimization import dice_ce_loss
 from fss.seeds import MAX_FIT_VOXELS, fit_subclasses
 from fss.synth.bias import BiasDraw, bias_field
+from fss.synth.config import SpatialConfig, preset
 from fss.synth.contrast import ContrastDraw, apply_contrast
 from fss.synth.gamma import GammaDraw, apply_gamma
 from fss.synth.generator import finish
-from fss.synth.resolution import BLUR_CONSTANT, blur_sigmas, gaussian_blur
-from fss.synth.spatial import integrate_velocity
+from fss.synth.mask import MaskDraw, brain_masks
+from fss.synth.resolution import (
+    BLUR_CONSTANT,
+    ResolutionDraw,
+    acquired_mm,
+    acquired_voxel_size,
+    apply_resolution,
+    blur_sigmas,
+    draw_resolution,
+    gaussian_blur,
+)
+from fss.synth.spatial import SpatialDraw, integrate_velocity, sampling_positions
 from fss.unet import UNet
 
 
@@ -48,6 +59,92 @@ def test_blur_sigma_is_in_voxels_of_each_axis_and_zero_where_the_voxels_are_coar
     sigmas = blur_sigmas(3.0, torch.tensor([1.0, 1.0, 1.15]), torch.tensor([1.0, 1.5, 3.0]))
     assert sigmas == pytest.approx([BLUR_CONSTANT * 3.0, BLUR_CONSTANT * 2.0, 0.0])
     assert BLUR_CONSTANT == pytest.approx(0.5123, abs=1e-4)  # log(5) / pi
+
+
+def _acquisition(**parts) -> ResolutionDraw:
+    """One sample's acquisition: not kept, blur factor 1, noise 10, in working voxels unless told."""
+    one = {"preserve": [False], "resolution": [1.0], "blur_factor": [[1.0, 1.0, 1.0]], "noise_std": [10.0], "noise_seed": [7]}
+    one.update({"native_noise_grid": [1.0], "in_voxels": [True], **parts})
+    return ResolutionDraw(**{k: torch.tensor(v) if v is not None else None for k, v in one.items()})
+
+
+def test_an_acquisition_in_working_voxels_blurs_by_the_voxels_it_spans_and_a_stack_along_its_slices_only():
+    spacing = torch.full((3,), 1.6, dtype=torch.float64)
+    isotropic = _acquisition(resolution=[2.0])
+    assert acquired_mm(isotropic, 0, spacing).tolist() == pytest.approx([3.2, 3.2, 3.2])
+    assert blur_sigmas(acquired_mm(isotropic, 0, spacing), isotropic.blur_factor[0], spacing) == pytest.approx([2 * BLUR_CONSTANT] * 3)
+    stack = _acquisition(thick=[True], slice_axis=[1], slice_mm=[4.8], inplane=[1.0])
+    assert acquired_mm(stack, 0, spacing).tolist() == pytest.approx([1.6, 4.8, 1.6])
+    assert blur_sigmas(acquired_mm(stack, 0, spacing), stack.blur_factor[0], spacing) == pytest.approx([0.0, 3 * BLUR_CONSTANT, 0.0])
+    in_mm = _acquisition(resolution=[2.0], in_voxels=None)
+    assert acquired_mm(in_mm, 0, spacing).tolist() == pytest.approx([2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("name", "spacing", "share"),
+    [
+        ("clinical", 1.6, 0.8),  # every acquisition not kept (0.8) is at least a working voxel and thicker slices blur
+        ("clinical", 3.2, 0.8 * (0.5 + 0.5 * (6.5 - 3.2) / 4.0)),  # stacks of slices thinner than 3.2 mm do not blur
+        ("reference", 1.6, 0.0),  # 0.35-1.06 mm is finer than the grid
+        ("reference", 0.8, 0.8 * (1.0607 - 0.8) / (1.0607 - 0.3536)),
+    ],
+)
+def test_share_of_drawn_acquisitions_that_blur_at_a_working_grid(name, spacing, share):
+    draws = draw_resolution(preset(name).resolution, 40_000, torch.Generator().manual_seed(0))
+    _, blurred = acquired_voxel_size(draws, spacing)
+    assert float(blurred.double().mean()) == pytest.approx(share, abs=0.01)
+
+
+def test_noise_drawn_on_the_acquired_grid_reaches_the_working_grid_as_linear_interpolation_weakens_it():
+    """Noise of std 10 on every node of a grid half as fine, then trilinear: each voxel's variance is the product over the
+    axes of (1 - t)^2 + t^2, t its fraction between two nodes; kept resolutions get it voxel by voxel."""
+    shape, spacing = (40, 48, 36), torch.full((1, 3), 1.6, dtype=torch.float64)
+    kept = apply_resolution(torch.full((1, 1, *shape), 100.0), _acquisition(preserve=[True]), spacing)
+    assert float(kept.std()) == pytest.approx(10.0, rel=0.02)
+    acquired = apply_resolution(torch.full((1, 1, *shape), 100.0), _acquisition(resolution=[2.0]), spacing)
+    variance = 1.0
+    for n in shape:
+        t = np.arange(n) * (n // 2 - 1) / (n - 1) % 1  # align_corners: node m sits at voxel m (n - 1) / (n // 2 - 1)
+        variance *= np.mean((1 - t) ** 2 + t**2)
+    assert float(acquired.std()) == pytest.approx(10.0 * math.sqrt(variance), rel=0.03)
+    assert float(acquired.std()) < 0.8 * 10.0
+
+
+def test_brain_mask_grows_and_shrinks_the_brain_by_the_margin_in_voxels_of_each_axis():
+    labels = torch.zeros(1, 11, 11, 11, dtype=torch.long)
+    labels[0, 3:8, 3:8, 3:8] = 3
+    spacing = torch.tensor([[1.6, 1.6, 3.2]], dtype=torch.float64)
+    grown = brain_masks(labels, MaskDraw(torch.tensor([True]), torch.tensor([3.2])), spacing)
+    assert int(grown.sum()) == 9 * 9 * 7  # 2, 2 and 1 voxels more on each side
+    shrunk = brain_masks(labels, MaskDraw(torch.tensor([True]), torch.tensor([-1.6], dtype=torch.float64)), spacing)
+    assert int(shrunk.sum()) == 3 * 3 * 5  # 1, 1 and round(0.5) = 0 voxels less
+    assert bool(brain_masks(labels, MaskDraw(torch.tensor([False]), torch.tensor([-1.6], dtype=torch.float64)), spacing).all())
+
+
+def test_a_masked_sample_is_zero_in_image_and_labels_beyond_the_mask():
+    labels = torch.zeros(1, 9, 9, 9, dtype=torch.long)
+    labels[0, 2:7, 2:7, 2:7] = 1
+    params = {"gamma": None, "bias": None, "motion": None, "resolution": None, "flip": None}
+
+    def masked(margin_mm):
+        mask = MaskDraw(torch.tensor([True]), torch.tensor([margin_mm], dtype=torch.float64))
+        return finish(torch.full((1, 1, 9, 9, 9), 50.0), labels.clone(), {**params, "mask": mask}, torch.ones(1, 3))
+
+    image, grown = masked(1.0)
+    inside = torch.zeros(9, 9, 9, dtype=torch.bool)
+    inside[1:8, 1:8, 1:8] = True
+    assert bool((image[0, 0][inside] == 1).all()) and bool((image[0, 0][~inside] == 0).all())
+    assert torch.equal(grown[0], labels[0])  # the brain itself is inside its grown mask
+    assert int(masked(-1.0)[1].sum()) == 3**3
+
+
+def test_window_moves_beyond_the_input_by_shift_beyond_times_the_output_size():
+    output, spacing = (8, 10, 12), torch.ones(1, 3, dtype=torch.float64)
+    draw = SpatialDraw(torch.zeros(1, 3), torch.zeros(1, 3), torch.ones(1, 3), torch.tensor([[1.0, -1.0, 0.5]]))
+    config = SpatialConfig(nonlinear=False, shift_beyond=0.25)
+    positions = sampling_positions(draw, config, output, torch.tensor([[8, 14, 12]]), spacing, torch.device("cpu"))
+    first = positions[0, :, 0, 0, 0].tolist()
+    assert first == pytest.approx([0 + 0.25 * 8, 2 - (2 + 0.25 * 10), 0.5 * 0.25 * 12])  # room 0, 4 and 0 voxels
 
 
 def test_gaussian_blur_of_a_point_has_the_variance_asked_along_its_axis_only():
@@ -84,8 +181,8 @@ def test_gamma_raises_the_intensity_on_the_0_300_scale_to_the_drawn_power():
 def test_bias_multiplies_once_by_the_exponential_of_the_drawn_coarse_field():
     shape = (7, 8, 9)
     draw = BiasDraw(scale=torch.tensor([0.3]), std=torch.tensor([0.4]), seed=torch.tensor([123]))
-    params = {"gamma": None, "bias": draw, "motion": None, "resolution": None, "flip": None}
-    image = finish(torch.ones(1, 1, *shape), params, torch.ones(1, 3))[0]
+    params = {"gamma": None, "bias": draw, "motion": None, "resolution": None, "mask": None, "flip": None}
+    image = finish(torch.ones(1, 1, *shape), torch.ones(1, *shape, dtype=torch.long), params, torch.ones(1, 3))[0][0]
     coarse = torch.randn((1, 1, 3, 3, 3), generator=torch.Generator().manual_seed(123)) * 0.4  # ceil(0.3 * n) nodes
     field = torch.exp(F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True))[0]
     torch.testing.assert_close(image, field / field.max())

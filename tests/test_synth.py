@@ -16,6 +16,7 @@ from fss.synth.config import (
     ContrastConfig,
     FlipConfig,
     GammaConfig,
+    MaskConfig,
     MotionConfig,
     ResolutionConfig,
     SpatialConfig,
@@ -333,8 +334,9 @@ EXPECTED_RANGES = {
     ContrastConfig: {"mean", "std"},
     GammaConfig: set(),
     BiasConfig: {"bf_scale", "bf_std"},
-    ResolutionConfig: {"resampling_iso_res", "noise_std"},
+    ResolutionConfig: {"resampling_iso_res", "noise_std", "slice_mm"},
     MotionConfig: {"slab_mm"},
+    MaskConfig: {"margin_mm"},
     FlipConfig: set(),
 }
 

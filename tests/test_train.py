@@ -13,6 +13,7 @@ import pytest
 import torch
 from ball import ball_volume, tiny_config
 
+import fss.infer
 import fss.train
 from fss import datasets
 from fss.checkpoint import load_checkpoint
@@ -25,6 +26,7 @@ from fss.synth.dataset import SyntheticBatches
 from fss.train import train
 from fss.training_config import OPTION_DOCS, TrainConfig
 from fss.training_data import prepare_crl, training_batches
+from fss.unet import UNet
 
 
 @pytest.mark.slow
@@ -253,6 +255,24 @@ def test_seeds_from_a_folder_are_read_for_their_age_and_brought_to_the_working_g
         assert set(np.unique(volume.seeds.layers[2][m])) == {0, 10 * m, 10 * m + 1}
 
 
+def test_validation_volumes_are_the_boxes_and_intensities_that_segment_gives_the_network(mirror, monkeypatch):
+    seen = []
+
+    def record(model, image, *args, **kwargs):
+        seen.append(torch.as_tensor(image).clone())
+        return torch.zeros(8, *image.shape)
+
+    monkeypatch.setattr(fss.infer, "predict_working", record)
+    model = UNet(channels=(4, 8, 16, 32))
+    record_31 = datasets.fetch_crl_atlas(ages=(31,))[0]
+    fss.infer.segment(record_31.image, (model, {"spacing_mm": 3.2}), device="cpu")
+    [volume] = prepare_crl((31,), 3.2, with_seeds=False, box_multiple=model.multiple)
+    np.testing.assert_array_equal(volume.image, seen[0].numpy())
+    whole = prepare_crl((31,), 3.2, with_seeds=False)[0]
+    assert volume.image.shape != whole.image.shape  # the box, not the whole field of view
+    assert volume.labels.shape == volume.image.shape and (volume.labels > 0).sum() == (whole.labels > 0).sum()
+
+
 def test_every_training_option_has_a_meaning_and_a_unit():
     assert list(OPTION_DOCS) == [field.name for field in dataclasses.fields(TrainConfig)]
     assert all(meaning and unit for meaning, unit in OPTION_DOCS.values())
@@ -275,6 +295,18 @@ def test_overwrite_removes_the_earlier_runs_files_and_resume_refuses_a_stop_alre
     with pytest.raises(RuntimeError, match="killed"):
         train(config, tmp_path, overwrite=True, progress=False, training=[volume], validation=[volume])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_holding_files_that_fss_did_not_write_is_left_alone_even_with_overwrite(tmp_path):
+    volume = ball_volume()
+    config = tiny_config(iterations=2, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    users = {"log.csv": "day,weight\n1,3.2\n", "metrics.json": '{"mine": 1}', "curves.png": "a picture"}
+    for name, text in users.items():
+        (tmp_path / name).write_text(text)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="holds log.csv, curves.png, metrics.json but no training run of fss"):
+            train(config, tmp_path, overwrite=overwrite, progress=False, training=[volume], validation=[volume])
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users
 
 
 def test_a_run_can_start_from_another_runs_weights_and_records_it(tmp_path):

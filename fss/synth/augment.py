@@ -17,7 +17,7 @@ from fss.synth.config import GeneratorConfig
 from fss.synth.draws import Seed, as_generator, integers
 from fss.synth.gamma import SCALE
 from fss.synth.generator import Sample, draw_acquisition, finish
-from fss.synth.spatial import draw_spatial, flip, read_at, sampling_positions
+from fss.synth.spatial import draw_spatial, read_at, sampling_positions
 
 
 class Augmenter:
@@ -31,7 +31,7 @@ class Augmenter:
         FeTA label maps on the same grids.
     spacings : sequence of (3,) voxel sizes in mm
     config : GeneratorConfig
-        Its spatial, gamma, bias, resolution and flip stages and output size are used.
+        Its spatial, gamma, bias, motion, resolution, mask and flip stages and output size are used.
     device : str or torch.device
     """
 
@@ -76,10 +76,7 @@ class Augmenter:
         for b, s in enumerate(subject.tolist()):
             images.append(read_at(self.volumes[s][:, :1], positions[b : b + 1]))
             labels.append(read_at(self.volumes[s][:, 1:], positions[b : b + 1], mode="nearest"))
-        image = finish(torch.cat(images) * SCALE, params, spacings)
-        labels = torch.cat(labels)[:, 0].round().long()
-        if params["flip"] is not None:
-            labels = flip(labels, params["flip"], 1)
+        image, labels = finish(torch.cat(images) * SCALE, torch.cat(labels)[:, 0].round().long(), params, spacings)
         return Sample(image, labels, None, params)
 
     def sample(self, batch_size: int = 1, seed: Seed = 0) -> Sample:

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,10 @@ class SubclassConfig(StageConfig):
 class SpatialConfig(StageConfig):
     """Stage 2: affine and nonlinear deformation, drawn once for seeds and labels.
 
-    Angles in degrees, shear and scaling as fractions, nonlinear std in output voxels.
+    Angles in degrees, shear and scaling as fractions, nonlinear std in output voxels. With
+    ``random_shift`` the output window moves anywhere the input leaves room for, and up to
+    ``shift_beyond`` times the output's size further on each side, so that crops also show the edge
+    of the field of view and the background beyond it (read as background, label 0).
     ``image_interpolation`` says how the image reaches the output grid: ``"linear"`` (the
     reference's order: the intensity mixture is drawn on the source grid and the image
     resampled linearly, so tissue edges carry partial volume and the texture is smoothed)
@@ -117,6 +121,7 @@ class SpatialConfig(StageConfig):
     max_shear: float = 0.02
     max_scaling: float = 0.1
     random_shift: bool = True
+    shift_beyond: float = 0.0
     nonlinear: bool = True
     nonlin_scale_min: float = 0.03
     nonlin_scale_max: float = 0.06
@@ -172,38 +177,79 @@ class BiasConfig(StageConfig):
     bf_std_max: float = 0.02
 
 
+RESOLUTION_UNITS = ("mm", "voxels")
+
+
 @dataclass(frozen=True)
 class ResolutionConfig(StageConfig):
-    """Stage 6: blur to a random isotropic resolution (mm), resample there, add noise, resample back.
+    """Stage 6: blur to a random acquisition, resample there, add noise, resample back.
 
-    The resolutions are effective millimetres: the reference draws 0.5-1.5 of its own
-    millimetres, which are ``REFERENCE_MM`` (0.707) true millimetres each, so its images are
-    acquired at 0.35-1.06 mm; the ``literal`` preset reads 0.5-1.5 mm as written.
+    Isotropic acquisitions are drawn uniformly in ``[min_resampling_iso_res, max_resampling_iso_res]``,
+    in ``units``: ``"mm"`` (the reference) or ``"voxels"`` of the working grid, so that one setting
+    simulates a loss of resolution at any working spacing (1 to 2 voxels: from the working spacing
+    to twice it). With ``units="mm"`` the resolutions are effective millimetres: the reference draws
+    0.5-1.5 of its own millimetres, which are ``REFERENCE_MM`` (0.707) true millimetres each, so its
+    images are acquired at 0.35-1.06 mm; the ``literal`` preset reads 0.5-1.5 mm as written.
+
+    With probability ``thick_slice_probability`` an acquisition is a thick-slice stack instead: slices
+    ``slice_mm_min`` to ``slice_mm_max`` thick (mm, uniform) along a random axis, in-plane
+    ``min_resampling_iso_res``; the slice profile is the same Gaussian as the isotropic blur's.
+
     Images that keep their resolution go through a grid ``native_noise_grid`` times finer
     and back, linearly, getting their noise there, as the reference's round trip through its
     1.41x finer grid does (it keeps about 0.54 of the noise's standard deviation and smooths
-    the image slightly); 1 adds the noise voxel by voxel at full strength.
+    the image slightly); 1 adds the noise voxel by voxel at full strength. Acquisitions coarser
+    than the working grid get their noise on the acquired grid.
     """
 
-    FLOORS = {"resampling_iso_res": 1e-3}
+    FLOORS = {"resampling_iso_res": 1e-3, "slice_mm": 1e-3}
 
     enabled: bool = True
     preserve_resol: float = 0.2
+    units: str = "mm"
     min_resampling_iso_res: float = round(0.5 * REFERENCE_MM, 3)
     max_resampling_iso_res: float = round(1.5 * REFERENCE_MM, 3)
+    thick_slice_probability: float = 0.0
+    slice_mm_min: float = 2.5
+    slice_mm_max: float = 6.5
     noise_std_min: float = 5.0
     noise_std_max: float = 15.0
     native_noise_grid: float = round(1 / REFERENCE_MM, 3)
 
     def check(self):
         _check_probability("preserve_resol", self.preserve_resol)
+        _check_probability("thick_slice_probability", self.thick_slice_probability)
+        if self.units not in RESOLUTION_UNITS:
+            raise ValueError(f"units must be one of {RESOLUTION_UNITS}, got {self.units!r}")
         if not 1 <= self.native_noise_grid <= 4:
             raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
 
 
 @dataclass(frozen=True)
+class MaskConfig(StageConfig):
+    """Stage 6b, after the resolution (off in ``reference``, on in ``clinical``): a brain mask, as in skull-stripped clinical
+    scans.
+
+    With ``probability``, the image is set to 0 beyond the brain (every label above 0) grown by a margin
+    uniform in ``[margin_mm_min, margin_mm_max]`` mm (negative: shrunk), and so are the labels there, so
+    that the network learns that a zero background holds no tissue.
+    """
+
+    FLOORS = {"margin_mm": -math.inf}
+
+    enabled: bool = False
+    probability: float = 0.5
+    margin_mm_min: float = -1.0
+    margin_mm_max: float = 3.0
+
+    def check(self):
+        _check_probability("mask probability", self.probability)
+
+
+@dataclass(frozen=True)
 class MotionConfig(StageConfig):
-    """Stage 6b (off in ``reference``, on in ``fetal``): residual motion after super-resolution.
+    """Stage 5b, after the bias and before the resolution (off in ``reference``, on in ``fetal``): residual motion after
+    super-resolution.
 
     Slabs ``slab_mm_min`` to ``slab_mm_max`` thick (mm, uniform) along the slice axis, moved rigidly within
     their plane: the standard deviations of a pass's shift (mm) and rotation (degrees) are drawn
@@ -250,6 +296,7 @@ class GeneratorConfig:
     bias: BiasConfig = field(default_factory=BiasConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
 
     def __post_init__(self):
@@ -300,6 +347,7 @@ def _stage_types() -> dict[str, type]:
         "bias": BiasConfig,
         "resolution": ResolutionConfig,
         "motion": MotionConfig,
+        "mask": MaskConfig,
         "flip": FlipConfig,
     }
 
@@ -324,6 +372,16 @@ PRESETS = {
     # The reference's images, half of them with the slab-wise motion and intensity steps that
     # super-resolution of fetal scans leaves behind.
     "fetal": GeneratorConfig(motion=MotionConfig(enabled=True)),
+    # Acquisitions drawn relative to the working grid, as clinics acquire them (isotropic from one to
+    # two working voxels, or thick-slice stacks of 2.5-6.5 mm slices), noise where the acquisition is,
+    # and brain-masked backgrounds: what a network on a grid coarser than the reference's 0.5 mm needs
+    # to see a loss of resolution, thick slices and the edge of a masked brain (docs/recipes.md).
+    "clinical": GeneratorConfig(
+        resolution=ResolutionConfig(
+            units="voxels", min_resampling_iso_res=1.0, max_resampling_iso_res=2.0, thick_slice_probability=0.5, native_noise_grid=1.0
+        ),
+        mask=MaskConfig(enabled=True),
+    ),
 }
 
 
@@ -335,6 +393,7 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("spatial", "max_shear"): ("largest shear of each axis pair", "fraction"),
     ("spatial", "max_scaling"): ("largest change of size along each axis", "fraction"),
     ("spatial", "random_shift"): ("move the output window anywhere the input allows (else centred)", "on/off"),
+    ("spatial", "shift_beyond"): ("how far the window may move beyond the input, as a fraction of the output size", "fraction"),
     ("spatial", "nonlinear"): ("add a smooth nonlinear deformation", "on/off"),
     ("spatial", "nonlin_scale_min"): ("smallest size of its coarse grid, as a fraction of the output size", "fraction"),
     ("spatial", "nonlin_scale_max"): ("largest size of its coarse grid, as a fraction of the output size", "fraction"),
@@ -360,8 +419,12 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("bias", "bf_std_max"): ("largest standard deviation of the field's logarithm", "log units"),
     ("resolution", "enabled"): ("simulate an acquisition: blur, resample, add noise", "on/off"),
     ("resolution", "preserve_resol"): ("probability of keeping the input's resolution (noise only)", "probability"),
-    ("resolution", "min_resampling_iso_res"): ("finest acquired voxel", "mm"),
-    ("resolution", "max_resampling_iso_res"): ("coarsest acquired voxel", "mm"),
+    ("resolution", "units"): ("units of the isotropic resolutions: mm, or voxels of the working grid", "choice"),
+    ("resolution", "min_resampling_iso_res"): ("finest acquired voxel (and a thick-slice stack's in-plane voxel)", "units"),
+    ("resolution", "max_resampling_iso_res"): ("coarsest isotropic acquired voxel", "units"),
+    ("resolution", "thick_slice_probability"): ("probability that an acquisition is a thick-slice stack", "probability"),
+    ("resolution", "slice_mm_min"): ("thinnest slice of a stack", "mm"),
+    ("resolution", "slice_mm_max"): ("thickest slice of a stack", "mm"),
     ("resolution", "noise_std_min"): ("smallest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
     ("resolution", "noise_std_max"): ("largest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
     ("resolution", "native_noise_grid"): ("how much finer the grid on which images that keep their resolution get their noise", "factor"),
@@ -372,6 +435,10 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("motion", "shift_mm_max"): ("largest standard deviation of a pass's in-plane shift", "mm"),
     ("motion", "angle_deg_max"): ("largest standard deviation of a pass's in-plane rotation", "degrees"),
     ("motion", "gain_max"): ("largest intensity step between the two interleaved passes", "fraction"),
+    ("mask", "enabled"): ("a brain mask: image and labels set to 0 beyond the brain grown by a margin", "on/off"),
+    ("mask", "probability"): ("fraction of samples that get it", "probability"),
+    ("mask", "margin_mm_min"): ("smallest margin (negative: the mask cuts into the brain)", "mm"),
+    ("mask", "margin_mm_max"): ("largest margin", "mm"),
     ("flip", "enabled"): ("flip image and labels left-right", "on/off"),
     ("flip", "probability"): ("probability of a flip", "probability"),
 }
@@ -379,7 +446,7 @@ OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 def preset(name: str) -> GeneratorConfig:
-    """A named configuration: ``"reference"`` (the reference method's images), ``"literal"`` or ``"fetal"``."""
+    """A named configuration: ``"reference"`` (the reference method's images), ``"literal"``, ``"fetal"`` or ``"clinical"``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

@@ -34,6 +34,7 @@ from fss.synth.config import GeneratorConfig
 from fss.synth.contrast import N_SEED_VALUES, ContrastDraw, apply_contrast, draw_contrast
 from fss.synth.draws import Seed, StageDraw, as_generator, bernoulli, integers
 from fss.synth.gamma import GammaDraw, apply_gamma, draw_gamma
+from fss.synth.mask import MaskDraw, brain_masks, draw_mask
 from fss.synth.motion import MotionDraw, apply_motion, draw_motion
 from fss.synth.resolution import ResolutionDraw, apply_resolution, draw_resolution
 from fss.synth.spatial import SpatialDraw, draw_spatial, flip, read_at, sampling_positions
@@ -53,9 +54,10 @@ STAGE_DRAWS: dict[str, type[StageDraw]] = {
     "bias": BiasDraw,
     "resolution": ResolutionDraw,
     "motion": MotionDraw,
+    "mask": MaskDraw,
 }
 """The draws of each stage that has more than one parameter; ``subject``, ``subclasses`` and ``flip`` are tensors."""
-STAGES = ("spatial", "contrast", "gamma", "bias", "motion", "resolution", "flip")
+STAGES = ("spatial", "contrast", "gamma", "bias", "motion", "resolution", "mask", "flip")
 """The stages in the order :meth:`Generator.apply` applies them (``subject`` and ``subclasses`` choose its input)."""
 LABEL_SHIFT = 8
 N_CODES = 1 << LABEL_SHIFT
@@ -235,9 +237,9 @@ class Generator:
             image = seed_map[:, None].float()
         elif not linear:
             image = apply_contrast(seed_map, params["contrast"])
-        image = finish(image, params, spacings)
+        image, labels = finish(image, labels, params, spacings)
         if params["flip"] is not None:
-            labels, seed_map = flip(labels, params["flip"], 1), flip(seed_map, params["flip"], 1)
+            seed_map = flip(seed_map, params["flip"], 1)
         return Sample(image, labels, seed_map, params)
 
     def sample(self, batch_size: int = 1, seed: Seed = 0) -> Sample:
@@ -303,9 +305,10 @@ def up_to_stage(params: dict, stage: str) -> dict:
 
 
 def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.Generator) -> dict:
-    """Parameters of the stages after the contrast (gamma, bias, resolution, motion, flip), shared with real-image augmentation.
+    """Parameters of the stages after the contrast (gamma, bias, resolution, motion, mask, flip), shared with real-image
+    augmentation.
 
-    Motion is drawn last, so that turning it on leaves the draws of the other stages as they were.
+    Motion, then the mask, are drawn last, so that turning them on leaves the draws of the other stages as they were.
     """
     return {
         "gamma": draw_gamma(config.gamma, batch_size, generator),
@@ -313,11 +316,29 @@ def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.
         "resolution": draw_resolution(config.resolution, batch_size, generator),
         "flip": bernoulli(generator, (batch_size,), config.flip.probability) if config.flip.enabled else None,
         "motion": draw_motion(config.motion, batch_size, generator),
+        "mask": draw_mask(config.mask, batch_size, generator),
     }
 
 
-def finish(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.Tensor:
-    """Gamma, bias, motion, resolution and noise, normalisation by the maximum to [0, 1], flip: (B, 1, D, H, W) on the 0-300 scale in."""
+def finish(image: torch.Tensor, labels: torch.Tensor, params: dict, spacings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma, bias, motion, resolution and noise, the brain mask, normalisation by the maximum to [0, 1], flip.
+
+    Parameters
+    ----------
+    image : torch.Tensor, (B, 1, D, H, W)
+        Intensities on the 0-300 scale.
+    labels : torch.Tensor, (B, D, H, W)
+        FeTA labels of the same voxels.
+    params : dict
+        Each stage's draws (None: the stage is skipped).
+    spacings : torch.Tensor, (B, 3)
+        Voxel size (mm).
+
+    Returns
+    -------
+    image : torch.Tensor, (B, 1, D, H, W) in [0, 1]
+    labels : torch.Tensor, (B, D, H, W): 0 where the mask removed the image, flipped with it.
+    """
     if params["gamma"] is not None:
         image = apply_gamma(image, params["gamma"])
     if params["bias"] is not None:
@@ -326,8 +347,13 @@ def finish(image: torch.Tensor, params: dict, spacings: torch.Tensor) -> torch.T
         image = apply_motion(image, params["motion"], spacings)
     if params["resolution"] is not None:
         image = apply_resolution(image, params["resolution"], spacings)
+    if params.get("mask") is not None:
+        keep = brain_masks(labels, params["mask"], spacings)
+        image, labels = image * keep, labels * keep[:, 0]
     image = image / image.amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=torch.finfo(image.dtype).tiny)
-    return flip(image, params["flip"], 2) if params["flip"] is not None else image
+    if params["flip"] is not None:
+        image, labels = flip(image, params["flip"], 2), flip(labels, params["flip"], 1)
+    return image, labels
 
 
 def params_to_records(params: dict) -> list[dict]:

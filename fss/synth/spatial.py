@@ -31,7 +31,7 @@ the field is smooth (drawn on a grid of a few voxels), so nothing is lost and in
 @dataclass(frozen=True, eq=False)
 class SpatialDraw(StageDraw):
     """``rotation`` (B, 3) degrees, ``shear`` (B, 3), ``scaling`` (B, 3), ``shift`` (B, 3) in [-1, 1] (fraction
-    of the room the input leaves around the output window), and for the nonlinear part (None without it)
+    of the room the input leaves around the output window, plus ``shift_beyond``), and for the nonlinear part (None without it)
     ``nonlin_scale`` (B,), ``nonlin_std`` (B,) output voxels, ``nonlin_seed`` (B,)."""
 
     rotation: torch.Tensor
@@ -146,7 +146,7 @@ def sampling_positions(
     params : SpatialDraw or None
         None means no deformation (a centred crop or pad).
     config : SpatialConfig
-        For the integration settings.
+        For the integration settings and ``shift_beyond``.
     output_shape : (3,) ints
     input_shapes : torch.Tensor, (B, 3)
         Shape of each sample's input volume.
@@ -168,7 +168,7 @@ def sampling_positions(
     else:
         mm = torch.diag_embed(spacings.double())
         matrix = torch.linalg.inv(mm) @ affine_matrices(params.rotation, params.shear, params.scaling) @ mm
-        shift = params.shift.double() * (input_shapes.double() - out).clamp(min=0) / 2
+        shift = params.shift.double() * ((input_shapes.double() - out).clamp(min=0) / 2 + config.shift_beyond * out)
         displaced = nodes
         if params.nonlin_seed is not None:
             velocity = velocity_fields(params, output_shape, device)
