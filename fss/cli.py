@@ -221,6 +221,18 @@ def _label_files(path: Path) -> dict[str, Path]:
     return {path.name: path}
 
 
+def _check_table_file(output: str) -> None:
+    """Refuse an ``-o`` that is not the name of a ``.tsv`` file: a folder (existing, or written with a trailing slash),
+    another suffix (the table is tab-separated), or something that is not a regular file (``/dev/null``)."""
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"-o {output}: a folder; name the table's file, e.g. {path / 'metrics.tsv'}")
+    if path.suffix.lower() != ".tsv":
+        raise ValueError(f"-o {output}: the table is written as tab-separated values; give it a .tsv name, e.g. {path.stem or 'metrics'}.tsv")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"-o {output}: not a regular file")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import warnings
 
@@ -244,6 +256,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"no label maps of the same name in {args.prediction} and {args.reference}")
     with _arguments():
         refuse_to_overwrite_inputs([args.output], [*predictions.values(), *references.values()])
+        _check_table_file(args.output)
         check_output_place(args.output)
     tables, failed = [], []
     for name, predicted, expected in pairs:  # one pair that cannot be evaluated does not stop the others

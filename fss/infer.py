@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from fss.checkpoint import load_checkpoint, working_spacing
 from fss.device import check_memory, native_bfloat16, resolve_device
 from fss.io import WorkingGrid, load_nifti, normalize_as_recorded
+from fss.metrics import tissue_volumes
 from fss.unet import UNet
 
 MAX_WHOLE_VOXELS = 192**3
@@ -265,7 +266,26 @@ def segment(
     labels = back.argmax(0).to(torch.int16).numpy()
     result = nib.Nifti1Image(labels, scan.affine)
     result.header.set_xyzt_units("mm")
+    _warn_of_a_brain_of_no_fetal_size(result)
     return result, back
+
+
+FETAL_BRAIN_ML = (15.0, 800.0)
+"""Brain volumes (ml, every tissue but the extra-axial CSF) beyond which :func:`segment` warns: a fetal brain holds about
+50 ml at 20 weeks and 400 ml at term, so a segmentation outside these bounds is of something else, or of a scan with
+wrong voxel sizes."""
+
+
+def _warn_of_a_brain_of_no_fetal_size(labels: nib.Nifti1Image) -> None:
+    """Warn when the brain that ``labels`` (FeTA) hold is outside :data:`FETAL_BRAIN_ML`."""
+    brain_ml = tissue_volumes(labels)["brain_mm3"] / 1000
+    low, high = FETAL_BRAIN_ML
+    if not low <= brain_ml <= high:
+        warnings.warn(
+            f"the segmentation holds {brain_ml:.1f} ml of brain (without the extra-axial CSF), outside the {low:g}-{high:g} ml of any "
+            "fetal brain: is the scan a fetal brain, with the right voxel sizes?",
+            stacklevel=3,
+        )
 
 
 def _warn_of_a_field_larger_than_a_head(shape: tuple[int, int, int], spacing: float, window: int | None, overlap: float) -> None:

@@ -135,3 +135,21 @@ def locked(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(descriptor)  # releases the lock
+
+
+@contextmanager
+def sole_writer(folder: str | os.PathLike, doing: str) -> Iterator[None]:
+    """Make ``folder`` if needed and hold its lock (:func:`locked`) while the block writes there.
+
+    Raises
+    ------
+    FileExistsError
+        At once, when another process holds it: ``"<folder>: another process is <doing> into this folder; ..."``.
+        Two writers into one output would mix their files.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder, wait=False) as held:
+        if not held:
+            raise FileExistsError(f"{folder}: another process is {doing} into this folder; wait for it to end, or choose another folder")
+        yield

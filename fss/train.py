@@ -14,6 +14,7 @@ Dice where it was measured), ``curves.png``, ``metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from fss.io import NORMALIZATION
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.optimization import learning_rate, load_optimizer_state, save_optimizer_state, training_step
-from fss.paths import atomic_path
+from fss.paths import atomic_path, sole_writer
 from fss.run_control import Distributed, TrainingDiverged, TrainingInterrupted, determinism, stop_on_interrupt
 from fss.training_config import TrainConfig
 from fss.training_data import Volume, prepare_crl, training_batches
@@ -380,25 +381,26 @@ def train(
         done = json.loads((out / "last_state.json").read_text())["iteration"]
         if until <= done:
             raise ValueError(f"{out} has trained {done} iterations already: stop later than that (--until), or resume without --until")
-    if overwrite and not resume and distributed.main:
-        for name in RUN_FILES:  # an earlier run's files must not stay beside a new run's if it stops early
-            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    cuda_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
-        run = _set_up(config, out, resume, device, distributed, training, validation, progress and distributed.main, command)
-        stop = min(until or config.iterations, config.iterations)
-        _iterate(run, config, out, stop, distributed, progress)
-        metrics = _finish(run, out, config, stop, device, distributed.world) if distributed.main else {}
-        if distributed.world > 1:
-            checksum = float(sum(p.detach().double().sum() for p in run.model.parameters()))
-            gathered = [None] * distributed.world
-            dist.all_gather_object(gathered, checksum)
-            if distributed.main:
-                metrics["replica_checksums"] = gathered
-        del run
-    if distributed.main:
-        with atomic_path(out / "metrics.json", overwrite=True) as temporary:
-            temporary.write_text(json.dumps(metrics, indent=1))
+    with sole_writer(out, "training") if distributed.main else contextlib.nullcontext():
+        if overwrite and not resume and distributed.main:
+            for name in RUN_FILES:  # an earlier run's files must not stay beside a new run's if it stops early
+                (out / name).unlink(missing_ok=True)
+        cuda_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), determinism(config.deterministic, device):
+            run = _set_up(config, out, resume, device, distributed, training, validation, progress and distributed.main, command)
+            stop = min(until or config.iterations, config.iterations)
+            _iterate(run, config, out, stop, distributed, progress)
+            metrics = _finish(run, out, config, stop, device, distributed.world) if distributed.main else {}
+            if distributed.world > 1:
+                checksum = float(sum(p.detach().double().sum() for p in run.model.parameters()))
+                gathered = [None] * distributed.world
+                dist.all_gather_object(gathered, checksum)
+                if distributed.main:
+                    metrics["replica_checksums"] = gathered
+            del run
+        if distributed.main:
+            with atomic_path(out / "metrics.json", overwrite=True) as temporary:
+                temporary.write_text(json.dumps(metrics, indent=1))
     distributed.close()
     return metrics

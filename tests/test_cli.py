@@ -27,6 +27,7 @@ from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import to_feta
+from fss.paths import locked
 from fss.run_control import TrainingDiverged, TrainingInterrupted
 from fss.seeds import write_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
@@ -72,14 +73,16 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | --- | --- |
 # | segment into the raw BIDS dataset itself, or into a raw dataset's folder | test_segment_never_writes_into_a_raw_dataset |
 # | an output (label map, table, QC picture) that is one of the inputs, even with --overwrite | test_no_command_writes_over_its_inputs |
-# | a second synth set written over a first one | test_a_samples_folder_holds_one_set |
+# | a second synth set written over a first one, or into the folder while another fss synth writes there | test_a_samples_folder_holds_one_set |
 # | `fss synth` interrupted, then run again | test_an_interrupted_synth_run_is_continued_by_a_rerun |
 # | two runs into one folder: the table keeps the rows of both | test_volumes_table_is_updated_by_image |
 # | three processes updating one 3000-row table at once | test_processes_updating_one_table_at_once_keep_every_row |
+# | `fss evaluate -o` an existing folder, `results.v2/`, `m.csv`, `/dev/null` (with --overwrite) | test_evaluate_refuses_an_output_that_is_not_a_tsv_file |
 # | a volumes.tsv of the user's (other columns, no segmentation column, not a table) in the output folder | test_a_volumes_table_fss_did_not_write_is_refused_and_left_as_it_is |
 # | rows already in volumes.tsv ("007", "1.50") after an update | test_rows_already_in_the_table_are_kept_as_written |
 # | `fss train --out` a folder holding the user's log.csv, metrics.json, curves.png, with or without --overwrite | test_a_folder_holding_files_that_fss_did_not_write_is_left_alone_even_with_overwrite (test_train.py) |
 # | another run's last_state.safetensors (same network) copied into a run, then resumed | test_resume_refuses_mismatched_state_and_settings |
+# | two `fss train --out` into one folder at once (--overwrite, --resume) | test_a_second_run_into_a_folder_that_another_process_trains_into_is_refused_before_it_writes (test_train.py) |
 # | a second experiment runner while a run is running | test_a_run_that_another_process_is_running_is_left_alone (test_experiments.py) |
 # | an experiment's results made by other notebook code or another fss | test_a_run_made_by_other_notebook_code_is_stale_left_out_and_run_again (test_experiments.py) |
 # | two inputs of one name into one folder | test_two_inputs_of_one_name_are_refused |
@@ -186,6 +189,11 @@ def test_a_samples_folder_holds_one_set(tmp_path, capsys):
     assert main([*synth, "--n", "2", "--config", "literal", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["sub-synth0000", "sub-synth0001", "synth_config.yaml", "synth_set.json"]
     assert load_config(out / "synth_config.yaml") == load_config("literal")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    with locked(out, wait=False):  # as a second fss synth writing into it holds it
+        assert main([*synth, "--n", "2", "--config", "literal", "--seed", "1", "--overwrite"]) == 1
+    assert "another process is writing samples into this folder" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_an_interrupted_synth_run_is_continued_by_a_rerun(tmp_path, capsys):
@@ -689,6 +697,24 @@ def test_a_diverged_training_exits_1_and_says_what_is_kept(tmp_path, monkeypatch
     assert "the loss is nan at iteration 7: training diverged (is the learning rate too high?) and stopped; the checkpoints of iteration 5" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("folder", "a folder; name the table's file"),
+        ("results.v2/", "a folder; name the table's file"),
+        ("m.csv", "written as tab-separated values; give it a .tsv name, e.g. m.tsv"),
+        ("/dev/null", "give it a .tsv name"),
+    ],
+)
+def test_evaluate_refuses_an_output_that_is_not_a_tsv_file(tmp_path, capsys, output, reason):
+    label_folders(tmp_path)
+    (tmp_path / "folder").mkdir()
+    target = output if output.startswith("/") else str(tmp_path / output) + ("/" if output.endswith("/") else "")
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", target, "--overwrite"]) == 2
+    assert reason in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "results.v2").exists() and not any((tmp_path / "folder").iterdir())
 
 
 def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path, capsys):

@@ -122,3 +122,14 @@ def test_the_experiments_notebook_needs_only_the_notebooks_and_experiments_folde
     assert experiment.notebooks == tmp_path / "notebooks" and plan(experiment, namespace["setting"])
     assert Path(namespace["full_results"]).resolve().is_relative_to(tmp_path / "experiments")  # the shipped results of a full run
     assert Path(namespace["full_results"]).is_file()
+
+
+def test_the_experiments_notebook_outside_a_clone_says_in_one_line_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a pip-installed fss, the notebook downloaded alone
+    notebook = json.loads((ROOT / "notebooks" / "06_experiments.ipynb").read_text())
+    [parameters] = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    [first_use] = [c for c in notebook["cells"] if c["cell_type"] == "code" and "load_experiment(experiment_file)" in "".join(c["source"])]
+    namespace = {"Path": Path}
+    exec("".join(parameters["source"]), namespace)
+    with pytest.raises(FileNotFoundError, match=r"subclasses.yaml not found: run this notebook from the notebooks/ folder of a clone"):
+        exec("".join(first_use["source"]), namespace)

@@ -83,6 +83,27 @@ def test_a_field_far_larger_than_a_fetal_head_is_warned_of_with_its_work_before_
             segment(scan(), checkpoint, device="cpu")
 
 
+def test_a_segmentation_with_a_brain_of_no_fetal_size_is_warned_of(checkpoint, monkeypatch):
+    line = np.zeros((7, 204, 7), np.float32)
+    line[2:5, 2:202, 2:5] = 100.0  # 3 x 200 x 3 voxels of 1 mm: 1.8 ml, however it is labelled
+    with pytest.warns(UserWarning, match=r"holds [0-9.]+ ml of brain \(without the extra-axial CSF\), outside the 15-800 ml of any fetal brain"):
+        segment(nib.Nifti1Image(line, np.eye(4)), checkpoint, device="cpu")
+
+    def all_white_matter(model, image, *args, **kwargs):
+        probabilities = torch.zeros(8, *image.shape)
+        probabilities[3] = 1
+        return probabilities
+
+    monkeypatch.setattr(fss.infer, "predict_working", all_white_matter)
+    brain = np.zeros((60, 60, 60), np.float32)
+    brain[5:55, 5:55, 5:55] = 100.0  # 2 mm voxels: 1 l of white matter
+    with pytest.warns(UserWarning, match=r"holds 1[0-9]{3}\.[0-9] ml of brain"):
+        segment(nib.Nifti1Image(brain, np.diag([2.0, 2.0, 2.0, 1.0])), checkpoint, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 125 ml: a fetal brain's size
+        segment(nib.Nifti1Image(brain, np.eye(4)), checkpoint, device="cpu")
+
+
 def test_test_time_augmentation_averages_with_the_prediction_of_the_left_right_flipped_volume(checkpoint, monkeypatch):
     def ramp(model, x):  # class scores that grow along each axis at its own rate, so that every flip changes them
         d, h, w = x.shape[2:]

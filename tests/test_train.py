@@ -19,6 +19,7 @@ from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.labels import to_meta_labels
 from fss.optimization import dice_ce_loss, learning_rate
+from fss.paths import locked
 from fss.run_control import TrainingDiverged
 from fss.seeds import Seeds, save_seeds
 from fss.synth.augment import Augmenter
@@ -307,6 +308,20 @@ def test_a_folder_holding_files_that_fss_did_not_write_is_left_alone_even_with_o
         with pytest.raises(FileExistsError, match="holds log.csv, curves.png, metrics.json but no training run of fss"):
             train(config, tmp_path, overwrite=overwrite, progress=False, training=[volume], validation=[volume])
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users
+
+
+def test_a_second_run_into_a_folder_that_another_process_trains_into_is_refused_before_it_writes(tmp_path):
+    volume = ball_volume()
+    config = tiny_config(iterations=2, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16))
+    train(config, tmp_path, progress=False, until=1, training=[volume], validation=[volume])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with locked(tmp_path, wait=False) as held:  # as a running training holds it (flock: another open file is another holder)
+        assert held
+        for flags in ({"overwrite": True}, {"resume": True}):
+            with pytest.raises(FileExistsError, match="another process is training into this folder"):
+                train(config, tmp_path, progress=False, training=[volume], validation=[volume], **flags)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    train(config, tmp_path, resume=True, progress=False, training=[volume], validation=[volume])  # once it is free
 
 
 def test_a_run_can_start_from_another_runs_weights_and_records_it(tmp_path):

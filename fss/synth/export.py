@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fss.io import save_nifti
-from fss.paths import atomic_path
+from fss.paths import atomic_path, sole_writer
 from fss.synth.config import GeneratorConfig
 from fss.synth.draws import derive_seed
 from fss.synth.generator import Generator, params_to_records
@@ -61,7 +61,7 @@ def write_samples(
         If ``n`` is not positive or ``seed`` is negative.
     FileExistsError
         If ``out`` holds another set, or more samples than ``n``, and ``overwrite`` is false
-        (checked before anything is written).
+        (checked before anything is written), or another process is writing samples there.
     """
     if n < 1:
         raise ValueError(f"the number of samples must be at least 1, got {n}")
@@ -69,28 +69,29 @@ def write_samples(
         raise ValueError(f"the seed must not be negative, got {seed}")
     out = Path(out)
     description = {"seed": seed, "subjects": [subject.name for subject in generator.subjects], "device": generator.device.type}
-    previous = existing_samples(out)
-    if previous and overwrite:
-        _remove_samples(previous)
-    elif previous:
-        _check_same_set(out, previous, generator, description, n)
-    generator.config.save(out / "synth_config.yaml", overwrite=True)
-    with atomic_path(out / SET_FILE, overwrite=True) as temporary:
-        temporary.write_text(json.dumps(description, indent=1))
-    planned = [sample_paths(out, i) for i in range(n)]
-    to_draw = [(i, paths) for i, paths in enumerate(planned) if not paths["params"].exists()]
-    kept = n - len(to_draw)
-    for i, paths in tqdm(to_draw, desc="synth", unit="sample", disable=not progress):
-        sample_seed = derive_seed(seed, i)
-        sample = generator.sample(1, sample_seed)
-        subject = int(sample.params["subject"][0])
-        affine = generator.output_affine(subject)
-        save_nifti(sample.image[0, 0].cpu().numpy(), affine, paths["image"], overwrite=True)
-        save_nifti(sample.labels[0].cpu().numpy().astype("int16"), affine, paths["labels"], overwrite=True)
-        record = {"seed": sample_seed, "subject": generator.subjects[subject].name, "params": params_to_records(sample.params)[0]}
-        with atomic_path(paths["params"]) as temporary:
-            temporary.write_text(json.dumps(record, indent=1))
-    return planned, kept
+    with sole_writer(out, "writing samples"):
+        previous = existing_samples(out)
+        if previous and overwrite:
+            _remove_samples(previous)
+        elif previous:
+            _check_same_set(out, previous, generator, description, n)
+        generator.config.save(out / "synth_config.yaml", overwrite=True)
+        with atomic_path(out / SET_FILE, overwrite=True) as temporary:
+            temporary.write_text(json.dumps(description, indent=1))
+        planned = [sample_paths(out, i) for i in range(n)]
+        to_draw = [(i, paths) for i, paths in enumerate(planned) if not paths["params"].exists()]
+        kept = n - len(to_draw)
+        for i, paths in tqdm(to_draw, desc="synth", unit="sample", disable=not progress):
+            sample_seed = derive_seed(seed, i)
+            sample = generator.sample(1, sample_seed)
+            subject = int(sample.params["subject"][0])
+            affine = generator.output_affine(subject)
+            save_nifti(sample.image[0, 0].cpu().numpy(), affine, paths["image"], overwrite=True)
+            save_nifti(sample.labels[0].cpu().numpy().astype("int16"), affine, paths["labels"], overwrite=True)
+            record = {"seed": sample_seed, "subject": generator.subjects[subject].name, "params": params_to_records(sample.params)[0]}
+            with atomic_path(paths["params"]) as temporary:
+                temporary.write_text(json.dumps(record, indent=1))
+        return planned, kept
 
 
 def _remove_samples(samples: list[dict[str, Path]]) -> None:
