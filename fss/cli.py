@@ -21,7 +21,7 @@ from pathlib import Path
 from fss import __version__, pretrained
 from fss.bids import check_output_place
 from fss.labels import CONVENTIONS
-from fss.paths import atomic_path, is_plain_name, nifti_stem, refuse_to_overwrite_inputs
+from fss.paths import atomic_path, claimed, is_plain_name, nifti_stem, refuse_to_overwrite_inputs
 from fss.records import sidecar_path
 
 DATASETS = ("crl", "wu", "reference")
@@ -97,6 +97,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _seeds(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm.auto import tqdm
 
     from fss.bids import find_t2w_images
@@ -123,11 +125,15 @@ def _seeds(args: argparse.Namespace) -> int:
     failed = 0
     for image, labels, subject, stem in tqdm(jobs, desc="seeds", unit="subject"):
         try:
-            written = write_seeds(image, labels, root, subject, stem, args.convention, args.max_subclasses, args.seed, args.overwrite)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                written = write_seeds(image, labels, root, subject, stem, args.convention, args.max_subclasses, args.seed, args.overwrite)
         except (OSError, ValueError) as error:
             failed += 1
             tqdm.write(f"{subject}: failed: {error}")
             continue
+        for warning in caught:
+            tqdm.write(f"{subject}: warning: {warning.message}")
         tqdm.write(f"{subject}: {len(written)} files written" if written else f"{subject}: seeds exist, skipped (--overwrite to redo)")
     print(f"seeds of {len(jobs) - failed} of {len(jobs)} subjects under {Path(root) / 'derivatives' / 'seeds'}")
     return 1 if failed else 0
@@ -315,6 +321,8 @@ def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path
     for _, source, target in jobs:
         by_target.setdefault(target.resolve(), []).append(source)
     clashes = [sources for sources in by_target.values() if len(sources) > 1]
+    if clashes and len({source.resolve() for source in clashes[0]}) == 1:
+        raise UsageError(f"{clashes[0][0]} is given {len(clashes[0])} times; give each image once")
     if clashes:
         raise UsageError(f"{', '.join(map(str, clashes[0]))} would all be written to one label map; segment them into separate folders")
     return jobs, output
@@ -472,18 +480,20 @@ def _segment(args: argparse.Namespace) -> int:
             write_derivative_description(output)
     rows, failed, kept = [], 0, 0
     for name, source, target in tqdm(jobs, desc="segment", unit="image"):
-        try:
-            labels, done = _segment_job(name, source, target, model, model_name, device, args)
-        except (ValueError, OSError) as error:
-            failed += 1
-            tqdm.write(f"{name}: failed: {error}")
-            continue
-        if done == "kept":
-            kept += 1
-            tqdm.write(f"{name}: {target} exists, made from the same input, model and options: kept")
-        rows.append({"image": name, "segmentation": str(target.resolve()), **tissue_volumes(labels)})
-    if rows:
-        update_table(table_path, rows, key="segmentation")
+        with claimed(target) as mine:  # the label map, its files and its row of the table come from one process
+            try:
+                if not mine:
+                    raise FileExistsError(f"another process is segmenting into {target}; wait for it to end, or choose another output")
+                labels, done = _segment_job(name, source, target, model, model_name, device, args)
+            except (ValueError, OSError) as error:
+                failed += 1
+                tqdm.write(f"{name}: failed: {error}")
+                continue
+            if done == "kept":
+                kept += 1
+                tqdm.write(f"{name}: {target} exists, made from the same input, model and options: kept")
+            rows.append({"image": name, "segmentation": str(target.resolve()), **tissue_volumes(labels)})
+            update_table(table_path, rows[-1:], key="segmentation")
     print(
         f"{len(rows) - kept} of {len(jobs)} images segmented"
         + (f", {kept} kept from before" if kept else "")

@@ -37,6 +37,19 @@ from fss.paths import atomic_path
 Shape3 = tuple[int, int, int]
 
 
+def _read_image_file(path: Path) -> nib.spatialimages.SpatialImage:
+    """The image nibabel reads from ``path``; FileNotFoundError or ValueError, naming it, where it reads none."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe, such as <(...), or a device)"
+        raise ValueError(f"{path}: {what}; give the path of a .nii or .nii.gz file")
+    try:
+        return nib.load(path)
+    except Exception as error:  # nibabel raises many types for unreadable files
+        raise ValueError(f"{path}: not a readable NIfTI file ({error})") from error
+
+
 def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     """Load a NIfTI volume and check that fss can work with it.
 
@@ -56,7 +69,7 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
     FileNotFoundError
         If the path does not exist.
     ValueError
-        If the file is not NIfTI or cannot be read, is not 3-D (or 4-D with one
+        If the path is a folder, a pipe or a device, if the file is not NIfTI or cannot be read, is not 3-D (or 4-D with one
         volume), has a single slice along an axis, holds colour or complex voxels, NaN or infinite values or values
         beyond float32's range (:data:`FLOAT32_LIMIT`), has no
         orientation (qform and sform codes 0), a singular affine or voxel sizes outside
@@ -66,13 +79,7 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
     if isinstance(source, nib.spatialimages.SpatialImage):
         name, image = "in-memory image", source
     else:
-        name = str(source)
-        if not Path(source).exists():
-            raise FileNotFoundError(f"{name}: no such file")
-        try:
-            image = nib.load(source)
-        except Exception as error:  # nibabel raises many types for unreadable files
-            raise ValueError(f"{name}: not a readable NIfTI file ({error})") from error
+        name, image = str(source), _read_image_file(Path(source))
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{name}: a {type(image).__name__}, not a NIfTI image")
     try:

@@ -7,6 +7,7 @@ answers a refused command before it imports torch.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 
@@ -153,3 +154,111 @@ def sole_writer(folder: str | os.PathLike, doing: str) -> Iterator[None]:
         if not held:
             raise FileExistsError(f"{folder}: another process is {doing} into this folder; wait for it to end, or choose another folder")
         yield
+
+
+@contextmanager
+def claimed(output: str | os.PathLike) -> Iterator[bool]:
+    """Hold the claim on one output file while the block writes it and its companions; yields whether it is held.
+
+    The claim is an exclusive lock on ``.<name>.lock`` beside ``output``, removed on release; it is not
+    held (false at once) while another process holds it, so that two processes never write one output
+    (its files would come from both). None on Windows (no advisory locks): always true there.
+    """
+    output = Path(output)
+    lock = output.parent / f".{output.name}.lock"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                try:
+                    if os.stat(lock).st_ino != os.fstat(descriptor).st_ino:
+                        continue  # its holder removed the file after we opened it: claim the file there now
+                except FileNotFoundError:
+                    continue
+            try:
+                yield True
+            finally:
+                lock.unlink(missing_ok=True)
+            return
+        finally:
+            os.close(descriptor)
+
+
+STAGING_PREFIX = ".staged-"
+"""The start of the name of a folder in which :func:`staged_files` prepares files that replace their namesakes together."""
+
+_COMMITTED = "committed.json"
+
+
+@contextmanager
+def staged_files(folder: str | os.PathLike, label: str) -> Iterator[Path]:
+    """Yield an empty folder in which to write files that replace their namesakes in ``folder`` all together.
+
+    When the block succeeds, a list of the staged files is written (atomically) beside them, each
+    then moves over its namesake in ``folder`` (a rename within one file system) and the staging
+    folder goes. A process killed before the list is written leaves the files of ``folder`` as they
+    were; one killed after it leaves a staging folder that :func:`finish_staged` completes. When the
+    block fails, the staging folder is removed and ``folder`` is unchanged. The caller is the
+    folder's only writer (:func:`sole_writer`).
+
+    Parameters
+    ----------
+    folder : path
+    label : str
+        Part of the staging folder's name (``.staged-<label>``), what :func:`finish_staged` reports.
+    """
+    staging = Path(folder) / f"{STAGING_PREFIX}{label}"
+    _remove_tree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        names = sorted(path.name for path in staging.iterdir())
+        with atomic_path(staging / _COMMITTED) as temporary:
+            temporary.write_text(json.dumps(names))
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    _move_committed(staging, names)
+
+
+def finish_staged(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Complete the staged files a killed process had committed in ``folder`` and discard those it had not.
+
+    Returns
+    -------
+    (completed, discarded) : the labels of the staging folders (see :func:`staged_files`) whose files now
+        replace their namesakes, and of those removed without touching ``folder``.
+    """
+    completed, discarded = [], []
+    for staging in sorted(Path(folder).glob(f"{glob.escape(STAGING_PREFIX)}*")):
+        label = staging.name.removeprefix(STAGING_PREFIX)
+        if (staging / _COMMITTED).is_file():
+            _move_committed(staging, json.loads((staging / _COMMITTED).read_text()))
+            completed.append(label)
+        else:
+            _remove_tree(staging)
+            discarded.append(label)
+    return completed, discarded
+
+
+def _move_committed(staging: Path, names: list[str]) -> None:
+    """Move the files ``names`` that are still in ``staging`` into its parent folder, then remove ``staging``."""
+    for name in names:
+        if is_plain_name(name) and (staging / name).is_file():  # moved already by a process killed half-way
+            os.replace(staging / name, staging.parent / name)
+    _remove_tree(staging)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a staging folder (files only: :func:`staged_files` makes no subfolders), if it exists."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        child.unlink(missing_ok=True)
+    path.rmdir()

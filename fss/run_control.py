@@ -100,6 +100,17 @@ class TrainingDiverged(Exception):
         self.out, self.iteration, self.saved = out, iteration, saved
 
 
+class CheckpointNotSaved(OSError):
+    """A checkpoint unit that could not be written (a full disk, a folder made read-only); the one saved before stays."""
+
+    def __init__(self, path: Path, iteration: int, saved: int, error: Exception):
+        folder = path.parent
+        kept = f"{folder} keeps the checkpoint of iteration {saved}: --resume continues from it" if saved else f"{folder} holds no checkpoint yet"
+        reason = " ".join(str(error).split())
+        super().__init__(f"{path}: the checkpoint of iteration {iteration} could not be written ({reason}); {kept} once there is room")
+        self.path, self.iteration, self.saved = path, iteration, saved
+
+
 class Interrupt:
     """What Ctrl-C asked of the training loop."""
 

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from fss.io import load_nifti, made_by_fss_segment, save_nifti
-from fss.labels import META_LABELS, to_feta, to_meta_labels
+from fss.labels import CONVENTIONS, META_LABELS, to_feta, to_meta_labels
 from fss.paths import is_plain_name
 
 MIN_VOXELS_PER_SUBCLASS = 20
@@ -119,6 +119,38 @@ def meta_label_regions(image: np.ndarray, labels: np.ndarray) -> dict[int, np.nd
     meta = to_meta_labels(labels)
     meta[(labels == 0) & (image > 0)] = 4
     return {m: meta == m for m in META_LABELS if np.any(meta == m)}
+
+
+T2W_ORDER = (1, 3, 2)
+"""Meta-labels from brightest to darkest inside the brain of a T2-weighted fetal scan: CSF, white matter, grey matter."""
+
+
+def in_t2w_order(image: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether the median intensities of ``image`` inside the meta-labels of FeTA ``labels`` follow :data:`T2W_ORDER`
+    (false when one of them is empty), as they do when the label map is read in its own convention."""
+    meta = to_meta_labels(labels)
+    if not all(np.any(meta == m) for m in T2W_ORDER):
+        return False
+    medians = [float(np.median(image[meta == m])) for m in T2W_ORDER]
+    return medians[0] > medians[1] > medians[2]
+
+
+def warn_of_a_likelier_convention(image: np.ndarray, labels: np.ndarray, convention: str, source: str) -> None:
+    """Warn when ``labels``, read in ``convention``, put the T2-weighted ``image``'s tissues out of their order
+    (:func:`in_t2w_order`) while another convention that its values fit puts them in it: the wrong convention
+    would make seeds (and images drawn from them) of tissues swapped with each other."""
+    if in_t2w_order(image, to_feta(labels, convention)) or not np.issubdtype(labels.dtype, np.integer):
+        return
+    present = {int(value) for value in np.unique(labels)}
+    for other, mapping in CONVENTIONS.items():
+        if other != convention and present <= set(mapping) and in_t2w_order(image, to_feta(labels, other)):
+            warnings.warn(
+                f"{source}: read in the {convention!r} label convention, the image inside CSF, white and grey matter is not in a "
+                f"T2-weighted scan's order (CSF brightest, then white matter, then grey matter); in the {other!r} convention it is: "
+                f"is it in that one? (--convention {other})",
+                stacklevel=3,
+            )
+            return
 
 
 def fit_subclasses(values: np.ndarray, k: int, seed: int = 0, name: str = "region") -> tuple[np.ndarray, Mixture]:
@@ -386,6 +418,11 @@ def write_seeds(
         If only some of the files exist (an interrupted run) and ``overwrite`` is false.
     ValueError
         If ``labels`` is a segmentation that ``fss segment`` wrote (:func:`fss.io.made_by_fss_segment`).
+
+    Warns
+    -----
+    UserWarning
+        When another label convention fits the image far better (:func:`warn_of_a_likelier_convention`).
     """
     labels_path(root, subject, stem)  # a subject or stem that would lead out of the folder is refused before any work
     labels_file, image, labels = labels, load_nifti(image), load_nifti(labels)
@@ -394,7 +431,9 @@ def write_seeds(
             f"{labels_file} is a segmentation made by fss (its header says so); seeds need reference label maps (manual or another pipeline's)"
         )
     _check_same_grid(image, labels)
-    feta = nib.Nifti1Image(to_feta(np.asarray(labels.dataobj), convention), labels.affine)
+    values = np.asarray(labels.dataobj)
+    warn_of_a_likelier_convention(np.asarray(image.dataobj), values, convention, os.fspath(labels_file))
+    feta = nib.Nifti1Image(to_feta(values, convention), labels.affine)
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
     expected = [labels_path(root, subject, stem)]
     expected += [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]

@@ -201,6 +201,39 @@ def stress(image: np.ndarray, spacing: Sequence[float], kind: str, severity: int
     return out.clamp_(min=0)[0, 0].numpy()
 
 
+def stress_views(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[str], seed: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """A middle slice of ``image`` clean and under each kind of stress at severities 1, 2 and 3, for :func:`fss.viz.plot_stresses`.
+
+    Parameters
+    ----------
+    image : np.ndarray, (X, Y, Z)
+        Intensities scaled to [0, 1] (:func:`fss.io.normalize_intensities`), RAS-oriented.
+    spacing : (3,) floats
+        Voxel size in mm.
+    kinds : names in :data:`SEVERITIES`
+    seed : int
+        Seed of the stresses' random draws.
+
+    Returns
+    -------
+    dict of kind to four (title, slice) pairs
+        ``"clean"`` first, then ``"<severity>: <parameters>"`` (:func:`describe`, one per line). The kinds in
+        :data:`ACROSS_SLICES` on a coronal slice, the others on an axial one; anterior or superior up.
+    """
+
+    def view(volume: np.ndarray, kind: str) -> np.ndarray:
+        middle = volume[:, volume.shape[1] // 2, :] if kind in ACROSS_SLICES else volume[:, :, volume.shape[2] // 2]
+        return np.rot90(middle)
+
+    return {
+        kind: [
+            ("clean", view(image, kind)),
+            *((f"{s}: " + describe(kind, s).replace(", ", "\n"), view(stress(image, spacing, kind, s, seed=seed), kind)) for s in (1, 2, 3)),
+        ]
+        for kind in kinds
+    }
+
+
 def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
     """The same anatomy on a grid turned by ``degrees`` about a world axis through the field of view's centre.
 

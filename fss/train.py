@@ -9,7 +9,10 @@ batches.
 Everything written goes to one output folder: ``last`` and ``best`` checkpoints
 (:mod:`fss.checkpoint`), ``last_state.*`` to resume, ``log.csv`` (per iteration: loss, learning
 rate, ``seconds`` of training so far, validation and checkpoints left out, and the validation
-Dice where it was measured), ``curves.png``, ``metrics.json``.
+Dice where it was measured), ``curves.png``, ``metrics.json``. Each validation saves the checkpoints,
+the optimizer state and the log as one unit (:func:`fss.paths.staged_files`): a run killed or out of
+disk space while saving leaves the unit before it, and the next training into the folder puts a
+unit that was complete in place and discards one that was not.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from fss import __version__, source_sha256
@@ -40,8 +44,8 @@ from fss.io import NORMALIZATION
 from fss.labels import TISSUES
 from fss.metrics import dice_per_tissue
 from fss.optimization import learning_rate, load_optimizer_state, save_optimizer_state, training_step
-from fss.paths import atomic_path, sole_writer
-from fss.run_control import Distributed, TrainingDiverged, TrainingInterrupted, determinism, stop_on_interrupt
+from fss.paths import atomic_path, finish_staged, sole_writer, staged_files
+from fss.run_control import CheckpointNotSaved, Distributed, TrainingDiverged, TrainingInterrupted, determinism, stop_on_interrupt
 from fss.training_config import TrainConfig
 from fss.training_data import Volume, prepare_crl, training_batches
 from fss.unet import UNet, count_parameters
@@ -102,6 +106,19 @@ def _files_of_another_program(out: Path) -> list[str]:
     return []
 
 
+def _finish_interrupted_save(out: Path) -> None:
+    """Put in place a checkpoint unit that a run killed while saving had completed, and discard one it had not (warning of
+    each), so that ``out`` holds the last complete unit."""
+    completed, discarded = finish_staged(out)
+    for label in completed:
+        warnings.warn(f"{out}: the checkpoint of {label.replace('-', ' ')} was complete when its run stopped; it is now in place", stacklevel=3)
+    for label in discarded:
+        warnings.warn(
+            f"{out}: the checkpoint of {label.replace('-', ' ')} was incomplete when its run stopped and is discarded; the one saved before it stays",
+            stacklevel=3,
+        )
+
+
 def _set_up(
     config: TrainConfig,
     out: Path,
@@ -131,7 +148,7 @@ def _set_up(
         if state["iteration"] != saved["iterations"] or not log or log[-1]["iteration"] != start:
             raise ValueError(
                 f"{out}: the checkpoint (iteration {saved['iterations']}), the optimizer state (iteration {state['iteration']}) and "
-                f"log.csv (iteration {log[-1]['iteration'] if log else 0}) disagree, as when a run is stopped while saving; "
+                f"log.csv (iteration {log[-1]['iteration'] if log else 0}) disagree: they were changed after the run saved them; "
                 "it cannot be resumed exactly: start afresh with --overwrite"
             )
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed.world > 1 else model
@@ -199,15 +216,19 @@ def _check_resumable(config: TrainConfig, out: Path, saved: dict) -> None:
         )
 
 
-def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
-    """Validate, save ``last`` (and ``best`` when it improved), recording the ``seconds`` of training steps so far, and the
-    optimizer state; the Dice columns of the log.
+def _checkpoint(run: _Run, out: Path, row: dict) -> dict:
+    """Validate; save ``last`` (and ``best`` when it improved), the optimizer state and the log with ``row`` (the log's
+    row of ``iteration``, whose ``seconds`` of training steps the checkpoints record) as one unit (:func:`staged_files`),
+    which is either complete in ``out`` or absent; append ``row`` to the log. Returns the Dice columns of the row.
 
     Raises
     ------
     TrainingDiverged
         If the network's output on a validation volume is not finite (nothing is saved then).
+    CheckpointNotSaved
+        If a file of the unit cannot be written (a full disk): ``out`` keeps the unit saved before.
     """
+    iteration, seconds = row["iteration"], row["seconds"]
     try:
         scores = validate(run.model, run.validation)
     except NonFiniteOutput as error:
@@ -220,13 +241,25 @@ def _checkpoint(run: _Run, out: Path, iteration: int, seconds: float) -> dict:
         "validation_dice": {k: float(v) for k, v in scores.mean().items()},
         "mean_validation_dice": mean,
     }
-    save_checkpoint(run.model, out / "last", checkpoint)
-    if mean > run.best:
-        run.best = mean
-        save_checkpoint(run.model, out / "best", checkpoint)
-    save_optimizer_state(out, run.optimizer, {"iteration": iteration, "best_mean_dice": run.best}, run.metadata["run_id"])
-    run.saved = iteration
-    return {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
+    dice = {**{f"dice_{tissue}": float(scores[tissue].mean()) for tissue in scores.columns}, "mean_dice": mean}
+    best = max(run.best, mean)
+    log = pd.DataFrame([*run.log, {**row, **dice}])
+    path = out / "last.safetensors"  # the file being written, for the error
+    try:
+        with staged_files(out, f"iteration-{iteration}") as staging:
+            save_checkpoint(run.model, staging / "last", checkpoint)
+            if mean > run.best:
+                path = out / "best.safetensors"
+                save_checkpoint(run.model, staging / "best", checkpoint)
+            path = out / "last_state.safetensors"
+            save_optimizer_state(staging, run.optimizer, {"iteration": iteration, "best_mean_dice": best}, run.metadata["run_id"])
+            path = out / "log.csv"
+            log.to_csv(staging / "log.csv", index=False)
+    except (OSError, SafetensorError) as error:
+        raise CheckpointNotSaved(path, iteration, run.saved, error) from error
+    run.best, run.saved = best, iteration
+    run.log.append({**row, **dice})
+    return dice
 
 
 def _finish(run: _Run, out: Path, config: TrainConfig, stop: int, device: torch.device, world: int) -> dict:
@@ -297,10 +330,7 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
             if checkpointing:
                 with interrupt.deferred():  # checkpoint, optimizer state and log agree whenever Ctrl-C comes
                     checkpoint_started = time.perf_counter()
-                    row.update(_checkpoint(run, out, iteration + 1, row["seconds"]))
-                    run.log.append(row)
-                    with atomic_path(out / "log.csv", overwrite=True) as temporary:
-                        pd.DataFrame(run.log).to_csv(temporary, index=False)
+                    row.update(_checkpoint(run, out, row))
                     checkpoint_seconds += time.perf_counter() - checkpoint_started
                 bar.set_postfix(loss=f"{loss:.3f}", dice=f"{row['mean_dice']:.3f}")
             else:
@@ -368,6 +398,9 @@ def train(
         torch.cuda.set_device(device)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or start afresh there")
+    if out.is_dir() and distributed.main:
+        with sole_writer(out, "training"):
+            _finish_interrupted_save(out)
     foreign = _files_of_another_program(out)
     if foreign:
         raise FileExistsError(

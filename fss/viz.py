@@ -1,8 +1,8 @@
 """Figures: scans with label overlays in world space (nilearn), three-plane views of working-grid arrays, intensity mixtures.
 
 Text sizes are relative ("small", "medium", "large") to matplotlib's base font size, which
-:func:`figure_style` sets for reading on a screen or on a projector; :func:`notebook_figures` applies
-it in a notebook and stores its figures as PNG images that record the size of their smallest text.
+:func:`figure_style` sets for reading on a screen or on a projector (:func:`fss.notebook.notebook_figures`
+applies it in a notebook).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from matplotlib.text import Text
 
 from fss.labels import META_LABELS, TISSUES
 from fss.paths import atomic_path
-from fss.stress import ACROSS_SLICES, describe, stress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -414,34 +413,22 @@ def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
     return figure
 
 
-def plot_stresses(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[str], seed: int = 0) -> Figure:
-    """A slice of ``image`` clean and under each stress of :mod:`fss.stress` at severities 1, 2 and 3: a row per kind.
+def plot_stresses(views: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -> Figure:
+    """Slices of one image clean and under each stress: a row per kind, a titled panel per slice.
 
     Parameters
     ----------
-    image : np.ndarray, (X, Y, Z)
-        Intensities scaled to [0, 1] (:func:`fss.io.normalize_intensities`), RAS-oriented.
-    spacing : (3,) floats
-        Voxel size in mm.
-    kinds : names in :data:`fss.stress.SEVERITIES`
-        The kinds in :data:`fss.stress.ACROSS_SLICES` are shown on a coronal slice, the others on
-        an axial one; anterior or superior up. Each panel is titled with its parameters.
-    seed : int
-        Seed of the stresses' random draws.
+    views : mapping of kind to (title, slice) pairs
+        2-D slices with intensities in [0, 1], as :func:`fss.stress.stress_views` gives them (the
+        clean slice first, then one per severity); the kind labels its row.
     """
-
-    def view(volume: np.ndarray, kind: str) -> np.ndarray:
-        middle = volume[:, volume.shape[1] // 2, :] if kind in ACROSS_SLICES else volume[:, :, volume.shape[2] // 2]
-        return np.rot90(middle)
-
-    figure, axes = plt.subplots(len(kinds), 4, figsize=(8, 2.4 * len(kinds)), layout="constrained", squeeze=False)
-    for row, kind in zip(axes, kinds):
-        row[0].imshow(view(image, kind), cmap="gray", vmin=0, vmax=1)
-        row[0].set_title("clean", fontsize="small")
+    columns = max(len(row) for row in views.values())
+    figure, axes = plt.subplots(len(views), columns, figsize=(2 * columns, 2.4 * len(views)), layout="constrained", squeeze=False)
+    for row, (kind, panels) in zip(axes, views.items()):
         row[0].set_ylabel(kind, fontsize="medium")
-        for severity, ax in zip((1, 2, 3), row[1:]):
-            ax.imshow(view(stress(image, spacing, kind, severity, seed=seed), kind), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{severity}: " + describe(kind, severity).replace(", ", "\n"), fontsize="small")
+        for ax, (title, picture) in zip(row, panels):
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize="small")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -558,28 +545,3 @@ def _drawn_text(text: Text) -> bool:
         return False
     box, page = text.get_window_extent(), text.get_figure(root=True).bbox
     return box.width > 0 and box.x1 > 0 and box.x0 < page.width and box.y1 > 0 and box.y0 < page.height
-
-
-def figure_png(figure: Figure) -> tuple[bytes, dict[str, float]]:
-    """``figure`` as PNG bytes (tight bounding box) and the metadata a notebook keeps with it: :data:`SMALLEST_TEXT_KEY`."""
-    from IPython.core.pylabtools import print_figure
-
-    return print_figure(figure, fmt="png", bbox_inches="tight"), {SMALLEST_TEXT_KEY: round(smallest_text_pixels(figure), 1)}
-
-
-def notebook_figures(projection: bool = False) -> None:
-    """Set up this notebook's figures: :func:`figure_style` (``projection`` for a projector), shown and stored as PNG.
-
-    Changes matplotlib's settings and IPython's figure display for the whole kernel, as the
-    first cell of every tutorial notebook means it to; outside IPython it raises RuntimeError.
-    """
-    from IPython import get_ipython
-    from matplotlib_inline.backend_inline import set_matplotlib_formats
-
-    shell = get_ipython()
-    if shell is None:
-        raise RuntimeError("notebook_figures sets up a notebook's figures: call it in a notebook")
-    plt.switch_backend("module://matplotlib_inline.backend_inline")
-    set_matplotlib_formats("png")
-    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
-    plt.rcParams.update(figure_style(projection))

@@ -27,7 +27,7 @@ from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import to_feta
-from fss.paths import locked
+from fss.paths import claimed, locked
 from fss.run_control import TrainingDiverged, TrainingInterrupted
 from fss.seeds import write_seeds
 from fss.synth import Generator, GeneratorConfig, SynthSubject, load_config, preset
@@ -93,6 +93,9 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | evaluate label maps of one shape and other affines | test_evaluate_names_the_affines_when_only_they_differ |
 # | evaluate folders where one pair has other shapes; the mean over tissues | test_evaluate_goes_on_past_a_pair_that_fails_and_prints_the_mean_over_tissues |
 # | atlas labels evaluated as FeTA, with label 8 or with 8 merged into 1 | test_evaluate_names_the_file_and_the_convention_that_fits |
+# | `fss seeds --convention atlas` on FeTA labels (most voxels change tissue) | test_seeds_warn_when_another_label_convention_fits_the_image |
+# | one image given twice to `fss segment`; an input given as <(cat x.nii.gz), or a folder named .nii.gz | test_two_inputs_of_one_name_are_refused, test_unreadable_and_missing_files (test_io.py) |
+# | two `fss segment` of different scans into one label map at once, ten times each | test_two_processes_segmenting_into_one_output_never_mix_their_files, test_an_output_another_process_is_segmenting_is_left_to_it |
 # | a constant image, 1e-5 mm slices, no orientation codes, qform and sform that disagree | test_unusable_scans_are_refused_and_doubtful_ones_warned |
 # | configuration values of the wrong type or range (empty age lists, spacing 0.01 or 100 mm, one level), YAML that is not a mapping or not YAML | test_bad_configurations_are_refused_before_anything_runs |
 # | `--set learning_rate=1e-3` (a string to YAML 1.1) | test_numbers_in_exponent_notation_are_numbers |
@@ -114,6 +117,8 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | a BIDS image stored as `_T2w.nii` (valid BIDS), and its `_dseg.nii` | test_uncompressed_bids_images_and_label_maps_are_found_as_the_compressed_ones (test_infer.py) |
 # | a missing input, with a file or a folder as output; in evaluate | test_a_missing_input_is_named_and_nothing_is_written |
 # | Ctrl-C during training | test_an_interrupt_saves_the_training_state_and_says_how_to_resume |
+# | SIGKILL while a checkpoint, its optimizer state or the log is written, or while they move into place | test_a_run_killed_while_saving_resumes_from_its_last_complete_checkpoint (test_train.py) |
+# | a full disk while a checkpoint is saved | test_a_full_disk_while_saving_names_the_file_and_the_run_resumes_from_the_checkpoint_before (test_train.py) |
 # | two Ctrl-C 0.02 s apart, during a step or during a save | test_a_second_interrupt_stops_at_once_but_lets_a_save_finish |
 # | a learning rate of 1e12: the loss becomes NaN | test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint (test_train.py), test_a_diverged_training_exits_1_and_says_what_is_kept |
 # | a float64 scan times 1e36, beyond float32; an RGB NIfTI in a batch | test_cli_reports_each_bad_input_and_segments_the_others (test_infer.py) |
@@ -283,6 +288,9 @@ def test_two_inputs_of_one_name_are_refused(tmp_path, checkpoint, capsys):
         == 2
     )
     assert "would all be written to one label map" in capsys.readouterr().err and not out.exists()
+    twice = [str(tmp_path / "a" / "scan.nii.gz"), str(tmp_path / "a" / ".." / "a" / "scan.nii.gz")]
+    assert main(["segment", *twice, "-o", str(out), "--checkpoint", str(checkpoint)]) == 2
+    assert f"{twice[0]} is given 2 times; give each image once" in capsys.readouterr().err and not out.exists()
 
 
 def test_output_names_are_checked(tmp_path, checkpoint, capsys):
@@ -315,7 +323,7 @@ def test_resume_refuses_mismatched_state_and_settings(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"channels: \[4, 8\] then, \[8, 16\] now; learning_rate: 0.01 then, 0.5 now"):
         train(changed, out, resume=True, progress=False, training=[volume], validation=[volume])
     state = json.loads((out / "last_state.json").read_text())
-    (out / "last_state.json").write_text(json.dumps({**state, "iteration": 1}))  # as if killed between the two writes
+    (out / "last_state.json").write_text(json.dumps({**state, "iteration": 1}))  # edited by hand: a killed save leaves no such mixture
     with pytest.raises(ValueError, match="disagree"):
         train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
     (out / "last_state.json").write_text(json.dumps(state))
@@ -518,6 +526,19 @@ def test_seeds_refuse_what_the_layout_cannot_hold(tmp_path, capsys):
     assert main([*pair, "--labels", str(tmp_path / "labels.nii.gz"), "--subject", "../../x"]) == 1
     assert "a BIDS subject label holds only letters and digits" in capsys.readouterr().out
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_seeds_warn_when_another_label_convention_fits_the_image(tmp_path, capsys):
+    volume = ball_volume()  # FeTA labels of a T2-weighted toy brain: CSF 250, white matter 160, cortex 110
+    nib.save(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(volume.labels, volume.affine), tmp_path / "labels.nii.gz")
+    seeds = ["seeds", "--image", str(tmp_path / "image.nii.gz"), "--labels", str(tmp_path / "labels.nii.gz"), "--subject", "01"]
+    assert main([*seeds, "--out", str(tmp_path / "atlas"), "--convention", "atlas"]) == 0
+    printed = capsys.readouterr().out
+    assert f"01: warning: {tmp_path / 'labels.nii.gz'}: read in the 'atlas' label convention" in printed
+    assert "in the 'feta' convention it is: is it in that one? (--convention feta)" in printed
+    assert main([*seeds, "--out", str(tmp_path / "feta")]) == 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_memory_is_estimated_before_work_starts(tmp_path, checkpoint, capsys, monkeypatch):
@@ -940,3 +961,53 @@ def test_train_refuses_resume_and_overwrite_together(tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "run"), "--resume", "--overwrite"])
     assert exit_status.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_output_another_process_is_segmenting_is_left_to_it(tmp_path, checkpoint, capsys):
+    nib.save(scan(seed=1), tmp_path / "scan.nii.gz")
+    nib.save(scan(seed=2), tmp_path / "other.nii.gz")
+    out = tmp_path / "out"
+    command = ["segment", str(tmp_path / "scan.nii.gz"), str(tmp_path / "other.nii.gz"), "-o", str(out), "--checkpoint", str(checkpoint), "--qc"]
+    with claimed(out / "scan_dseg.nii.gz"):  # as another fss segment writing that label map holds it
+        assert main(command) == 1
+    assert f"scan.nii.gz: failed: another process is segmenting into {out / 'scan_dseg.nii.gz'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["other_dseg.json", "other_dseg.nii.gz", "other_dseg_qc.png", "volumes.tsv"]
+    assert pd.read_csv(out / "volumes.tsv", sep="\t").image.tolist() == ["other.nii.gz"]
+    assert main(command) == 0 and "1 of 2 images segmented, 1 kept from before" in capsys.readouterr().out
+    assert not list(out.glob(".*"))  # no claim left behind
+
+
+SEGMENT_TEN_TIMES = """
+import sys
+from fss.cli import main
+source, out, checkpoint = sys.argv[1:]
+for _ in range(10):
+    main(["segment", source, "-o", out, "--checkpoint", checkpoint, "--overwrite"])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_segmenting_into_one_output_never_mix_their_files(tmp_path, checkpoint):
+    volumes = {}
+    for folder, seed in (("d1", 1), ("d2", 2)):
+        (tmp_path / folder).mkdir()
+        nib.save(scan(seed=seed), tmp_path / folder / "scan.nii.gz")
+        assert (
+            main(["segment", str(tmp_path / folder / "scan.nii.gz"), "-o", str(tmp_path / f"alone-{folder}"), "--checkpoint", str(checkpoint)]) == 0
+        )
+        volumes[str((tmp_path / folder / "scan.nii.gz").resolve())] = pd.read_csv(tmp_path / f"alone-{folder}" / "volumes.tsv", sep="\t")
+    segmentations = {s: (tmp_path / f"alone-{f}" / "scan_dseg.nii.gz").read_bytes() for s, f in zip(volumes, ("d1", "d2"))}
+    assert len(set(segmentations.values())) == 2  # the two inputs give two label maps, so that a mixture shows
+    out = tmp_path / "out"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", SEGMENT_TEN_TIMES, source, str(out), str(checkpoint)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for source in volumes
+    ]
+    for child in children:
+        assert child.wait(timeout=600) in (0, 1), child.stderr.read()[-2000:]
+    source = json.loads((out / "scan_dseg.json").read_text())["input"]
+    assert (out / "scan_dseg.nii.gz").read_bytes() == segmentations[source]
+    table = pd.read_csv(out / "volumes.tsv", sep="\t")
+    pd.testing.assert_frame_equal(table.drop(columns="segmentation"), volumes[source].drop(columns="segmentation"))

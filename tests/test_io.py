@@ -239,6 +239,12 @@ def test_unreadable_and_missing_files(tmp_path):
     nib.save(nib.MGHImage(np.zeros((4, 4, 4), np.float32), np.eye(4)), mgh)
     with pytest.raises(ValueError, match="MGHImage, not a NIfTI image"):
         load_nifti(mgh)
+    with pytest.raises(ValueError, match="folder.nii.gz: a folder; give the path of a .nii or .nii.gz file"):
+        load_nifti((tmp_path / "folder.nii.gz").mkdir() or tmp_path / "folder.nii.gz")
+    pipe = tmp_path / "pipe"  # what a shell's <(cat x.nii.gz) passes
+    os.mkfifo(pipe)
+    with pytest.raises(ValueError, match=r"pipe: not a regular file \(a pipe, such as <\(...\), or a device\)"):
+        load_nifti(pipe)
 
 
 def test_single_volume_4d_is_squeezed(tmp_path):

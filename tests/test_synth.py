@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fss.explorer import configured, slider_description
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
 from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, motion, preset, up_to_stage
@@ -25,7 +26,6 @@ from fss.synth.config import (
 )
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches
-from fss.synth.explorer import configured
 from fss.synth.generator import params_from_records, params_to_records
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
@@ -355,6 +355,12 @@ def test_every_range_is_a_min_max_pair_checked_on_creation(stage):
     for bound in set(bounds) - {name for pair in ranges.values() for name in pair}:  # bounds of a size from 0
         with pytest.raises(ValueError, match=f"{bound} must not be negative"):
             stage(**{bound: -1.0})
+
+
+def test_explorer_resolution_slider_speaks_the_presets_units():
+    assert slider_description(preset("reference"), "resolution", "max_resampling_iso_res") == "worst resolution (mm)"
+    assert slider_description(preset("clinical"), "resolution", "max_resampling_iso_res") == "worst resolution (voxels)"
+    assert slider_description(preset("clinical"), "spatial", "max_rotation") == "rotation (deg)"
 
 
 def test_explorer_slider_on_a_range_takes_its_lower_end_down():

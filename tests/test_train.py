@@ -12,15 +12,17 @@ import pandas as pd
 import pytest
 import torch
 from ball import ball_volume, tiny_config
+from safetensors import SafetensorError
 
 import fss.infer
+import fss.optimization
 import fss.train
 from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.labels import to_meta_labels
 from fss.optimization import dice_ce_loss, learning_rate
 from fss.paths import locked
-from fss.run_control import TrainingDiverged
+from fss.run_control import CheckpointNotSaved, TrainingDiverged
 from fss.seeds import Seeds, save_seeds
 from fss.synth.augment import Augmenter
 from fss.synth.dataset import SyntheticBatches
@@ -383,3 +385,87 @@ def test_differences_name_each_changed_option_and_count_unrecorded_settings_as_f
     recorded_by_0_1 = {key: value for key, value in trained_with.items() if key not in ("skip", "initialize_from")}
     assert TrainConfig().differences(recorded_by_0_1) == {}
     assert TrainConfig(skip="add").differences(recorded_by_0_1) == {"skip": ("concatenate", "add")}
+
+
+UNIT_CONFIG = {"iterations": 6, "validation_every": 2, "batch_size": 1, "channels": [4, 8], "crop_shape": [16, 16, 16]}
+
+KILLED_WHILE_SAVING = """
+import json, os, signal, sys
+import fss.paths, fss.train
+from ball import ball_volume, tiny_config
+
+out, kill_at, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+replace, renames = os.replace, 0
+
+def replace_or_die(source, target):  # SIGKILL before the kill_at-th rename of the save of iteration 4
+    global renames
+    if ".staged-iteration-4" in str(source):
+        renames += 1
+        if renames == kill_at:
+            print(target, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    replace(source, target)
+
+fss.paths.os.replace = replace_or_die
+volume = ball_volume()
+fss.train.train(tiny_config(**config), out, progress=False, training=[volume], validation=[volume])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_file_of_a_save_resumes_from_its_last_complete_checkpoint(tmp_path):
+    volume = ball_volume()
+    config = tiny_config(**UNIT_CONFIG)
+    train(config, tmp_path / "straight", progress=False, training=[volume], validation=[volume])
+    straight, _ = load_checkpoint(tmp_path / "straight" / "last")
+    tests = str(Path(__file__).parent)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    killed_at = []
+    for kill_at in range(1, 30):  # each rename of the save: the files written in the staging folder, its list, each move
+        out = tmp_path / f"killed-{kill_at}"
+        arguments = [sys.executable, "-c", KILLED_WHILE_SAVING, str(out), str(kill_at), json.dumps(UNIT_CONFIG)]
+        child = subprocess.run(arguments, env=environment, capture_output=True, text=True)
+        if child.returncode == 0:  # past the save's last rename
+            break
+        assert child.returncode == -9, child.stderr[-2000:]
+        target = Path(child.stdout.split()[-1])
+        killed_at.append(target.name)
+        committed = not target.parent.name.startswith(".staged-")  # killed while its files move into place
+        kept, said = (4, "was complete when") if committed else (2, "was incomplete when its run stopped and is discarded")
+        with pytest.warns(UserWarning, match=f"checkpoint of iteration 4 {said}"):
+            train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+        assert not any(path.name.startswith(".staged-") for path in out.iterdir())
+        resumed, metadata = load_checkpoint(out / "last")
+        assert [sitting["from_iteration"] for sitting in metadata["sittings"]] == [0, kept], target
+        assert pd.read_csv(out / "log.csv")["iteration"].tolist() == list(range(1, 7))
+        for p, q in zip(straight.parameters(), resumed.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert {"last.safetensors", "last_state.json", "committed.json"} <= set(killed_at) and killed_at.count("last_state.json") == 2, killed_at
+
+
+def test_a_full_disk_while_saving_names_the_file_and_the_run_resumes_from_the_checkpoint_before(tmp_path, monkeypatch):
+    volume = ball_volume()
+    config = tiny_config(**UNIT_CONFIG)
+    train(config, tmp_path / "straight", progress=False, training=[volume], validation=[volume])
+    out = tmp_path / "run"
+    save_file = fss.optimization.save_file
+
+    def disk_full_at_iteration_4(tensors, filename, metadata=None):
+        if ".staged-iteration-4" in filename:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(fss.optimization, "save_file", disk_full_at_iteration_4)
+    with pytest.raises(CheckpointNotSaved) as raised:
+        train(config, out, progress=False, training=[volume], validation=[volume])
+    assert isinstance(raised.value, OSError)  # the command line's one-line errors
+    assert str(raised.value).startswith(f"{out / 'last_state.safetensors'}: the checkpoint of iteration 4 could not be written (Error while")
+    assert "No space left on device" in str(raised.value)
+    assert str(raised.value).endswith(f"{out} keeps the checkpoint of iteration 2: --resume continues from it once there is room")
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []
+    assert load_checkpoint(out / "last")[1]["iterations"] == 2 and json.loads((out / "last_state.json").read_text())["iteration"] == 2
+    monkeypatch.undo()
+    train(config, out, resume=True, progress=False, training=[volume], validation=[volume])
+    straight, _ = load_checkpoint(tmp_path / "straight" / "last")
+    for p, q in zip(straight.parameters(), load_checkpoint(out / "last")[0].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -7,14 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fss.notebook import PROJECTION_VARIABLE, figure_png, projection_wanted
+from fss.stress import stress_views
 from fss.viz import (
     READABLE_TEXT_PX,
     SMALLEST_TEXT_KEY,
-    figure_png,
     figure_style,
     plot_comparison,
     plot_experiment,
     plot_planes,
+    plot_stresses,
     smallest_text_pixels,
     view_segmentation,
 )
@@ -103,6 +105,30 @@ def test_figure_png_is_a_png_that_records_its_smallest_text():
     plt.close(figure)
     assert data.startswith(b"\x89PNG")
     assert metadata[SMALLEST_TEXT_KEY] == pytest.approx(round(10 * 100 / 72, 1))  # the tick labels at the base size
+
+
+def test_one_variable_chooses_the_projector_style_for_every_notebook(monkeypatch):
+    for value, wanted in (("", False), ("0", False), ("no", False), ("1", True), ("TRUE", True), ("yes", True)):
+        monkeypatch.setenv(PROJECTION_VARIABLE, value)
+        assert projection_wanted() is wanted
+        assert projection_wanted(not wanted) is (not wanted)  # an explicit argument wins
+    monkeypatch.delenv(PROJECTION_VARIABLE)
+    assert projection_wanted() is False
+    monkeypatch.setenv(PROJECTION_VARIABLE, "big")
+    with pytest.raises(ValueError, match="FSS_PROJECTION='big': set it to 1"):
+        projection_wanted()
+
+
+def test_stress_views_show_each_kind_on_its_plane_clean_then_at_each_severity():
+    image = np.random.default_rng(0).random((12, 14, 10)).astype(np.float32)
+    views = stress_views(image, (1.0, 1.0, 1.0), ["noise", "thick_slices"], seed=3)
+    assert [title for title, _ in views["noise"]][0] == "clean" and views["noise"][1][0].startswith("1: ")
+    np.testing.assert_array_equal(views["noise"][0][1], np.rot90(image[:, :, 5]))  # axial, anterior up
+    np.testing.assert_array_equal(views["thick_slices"][0][1], np.rot90(image[:, 7, :]))  # across slices: coronal
+    assert all(len(panels) == 4 for panels in views.values())
+    figure = plot_stresses(views)
+    assert figure.axes[1].get_title() == views["noise"][1][0] and figure.axes[4].get_ylabel() == "thick_slices"
+    plt.close(figure)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)

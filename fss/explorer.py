@@ -11,15 +11,20 @@ from fss.synth.generator import Generator
 from fss.viz import plot_planes
 
 SLIDERS = {
-    # (stage, option): (description, minimum, maximum, step)
+    # (stage, option): (description, minimum, maximum, step); a description's {fields} are the stage's settings
     ("spatial", "max_rotation"): ("rotation (deg)", 0.0, 45.0, 1.0),
     ("spatial", "nonlin_std_max"): ("deformation (vox)", 0.0, 8.0, 0.5),
     ("contrast", "std_max"): ("within-label std", 0.0, 50.0, 1.0),
     ("gamma", "gamma_std"): ("gamma std", 0.0, 0.5, 0.01),
     ("bias", "bf_std_max"): ("bias std", 0.0, 0.5, 0.01),
-    ("resolution", "max_resampling_iso_res"): ("worst resolution (mm)", 0.5, 4.0, 0.1),
+    ("resolution", "max_resampling_iso_res"): ("worst resolution ({units})", 0.5, 4.0, 0.1),
     ("resolution", "noise_std_max"): ("noise std", 0.0, 40.0, 1.0),
 }
+
+
+def slider_description(config: GeneratorConfig, stage: str, option: str) -> str:
+    """The label of the slider for ``option`` of ``stage``, in the units ``config`` gives it (mm or voxels for resolutions)."""
+    return SLIDERS[(stage, option)][0].format(**dataclasses.asdict(getattr(config, stage)))
 
 
 def configured(config: GeneratorConfig, values: dict[tuple[str, str], float]) -> GeneratorConfig:
@@ -53,7 +58,7 @@ class Explorer:
         self.generator = generator
         self.seed = seed
         self.sliders = {}
-        for (stage, option), (description, low, high, step) in SLIDERS.items():
+        for (stage, option), (_, low, high, step) in SLIDERS.items():
             section = getattr(generator.config, stage)
             start = getattr(section, option)
             self.sliders[(stage, option)] = widgets.FloatSlider(
@@ -61,7 +66,7 @@ class Explorer:
                 min=low,
                 max=high,
                 step=step,
-                description=description,
+                description=slider_description(generator.config, stage, option),
                 continuous_update=False,
                 style={"description_width": "initial"},
             )
