@@ -24,9 +24,11 @@ Example
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -138,6 +140,35 @@ def clinical_cases(
                 name = f"{record.name} {slice_mm:g} mm slices across axis {axis}"
                 cases.append(Case(CLINICAL_STACKS, name, record, seed=seed, stack=(axis, float(slice_mm))))
     return cases
+
+
+def trained_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
+    """The checkpoint that ``path`` stands for, and how it was found.
+
+    ``path`` is notebook 03's output folder (its ``summary.json`` names the checkpoint it chose), a
+    training run's folder, or one notebook 03 stopped before its summary (the run's ``best``, the
+    checkpoint validation chose, as notebook 03 takes it), or a checkpoint (a path without suffix,
+    or either of its files).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming ``path`` and what it should hold, when it is none of these.
+    """
+    path = Path(path)
+    summary = path / "summary.json"
+    if summary.is_file():
+        return Path(json.loads(summary.read_text())["checkpoint"]), f"chosen by {summary}"
+    for run in (path, path / "run"):
+        if (run / "best.safetensors").is_file():
+            return run / "best", f"the best checkpoint of the training run in {run} (no summary.json: stopped before its end?)"
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    if stem.with_suffix(".safetensors").is_file():
+        return stem, "a checkpoint"
+    raise FileNotFoundError(
+        f"{path}: neither notebook 03's output folder (summary.json), a training run's folder (best.safetensors) "
+        "nor a checkpoint (.safetensors with its .json): give one of them"
+    )
 
 
 def _loaded(model: Model, device: str) -> tuple[UNet, dict]:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
+from nibabel.processing import resample_from_to
 from sklearn.mixture import GaussianMixture
 
 from fss.io import load_nifti, made_by_fss_segment, save_nifti
@@ -276,6 +278,56 @@ def compose_seed_map(seeds: Seeds, ks: Mapping[int, int]) -> np.ndarray:
             raise ValueError(f"no seeds with K={ks[m]} (available: {seeds.subclass_counts})")
         composed += seeds.layers[ks[m]][m]
     return composed
+
+
+def compare_seeds(ours: Seeds, theirs: Seeds, image: np.ndarray, meta_labels: tuple[int, ...] = (1, 2, 3)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How far two seed maps of one anatomy agree: ``theirs`` resampled onto ``ours``' grid, subclasses put in order.
+
+    ``theirs`` is resampled by nearest neighbour through world coordinates, and its subclasses of each
+    meta-label are renumbered in the order of their mean intensity in ``image`` (on ``ours``' grid), as
+    ours are numbered; the comparison is made at every K that ``ours`` has.
+
+    Parameters
+    ----------
+    ours, theirs : Seeds
+    image : np.ndarray, (X, Y, Z)
+        The intensities ``ours`` were fitted on.
+    meta_labels : tuple of int
+        The meta-labels compared (non-brain, 4, depends on how much of the head each image kept).
+
+    Returns
+    -------
+    fractions : pandas.DataFrame
+        Per K, meta-label and subclass: the share of the meta-label's voxels in that subclass, ``ours`` and
+        ``reference`` (``theirs``), and their ``difference``.
+    agreement : pandas.DataFrame
+        Per K and meta-label: the share of voxels in the meta-label of both that get the same subclass
+        (``same subclass``).
+    """
+    rows, agreements = [], []
+    for k in ours.subclass_counts:
+        for m in meta_labels:
+            mine = ours.layers[k][m]
+            other = nib.Nifti1Image(theirs.layers[k][m], theirs.affine)
+            resampled = np.asarray(resample_from_to(other, (mine.shape, ours.affine), order=0).dataobj)
+            their_means = [image[resampled == 10 * m + j].mean() if np.any(resampled == 10 * m + j) else np.inf for j in range(k)]
+            rank = np.argsort(np.argsort(their_means))
+            their_ranked = rank[np.where(resampled > 0, resampled - 10 * m, 0)]
+            both = (mine > 0) & (resampled > 0)
+            agreements.append({"K": k, "meta-label": META_LABELS[m][0], "same subclass": np.mean(mine[both] - 10 * m == their_ranked[both])})
+            for j in range(k):
+                rows.append(
+                    {
+                        "K": k,
+                        "meta-label": META_LABELS[m][0],
+                        "subclass": j,
+                        "ours": np.mean(mine[mine > 0] == 10 * m + j),
+                        "reference": np.mean(their_ranked[resampled > 0] == j),
+                    }
+                )
+    fractions = pd.DataFrame(rows)
+    fractions["difference"] = fractions.ours - fractions.reference
+    return fractions, pd.DataFrame(agreements)
 
 
 def _subject_folder(subject: str) -> str:

@@ -1,3 +1,5 @@
+import json
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -6,7 +8,17 @@ from nibabel.processing import resample_from_to
 
 import fss.evaluation
 from fss import datasets
-from fss.evaluation import OUTSIDE_IMAGE, RESULT_COLUMNS, atlas_cases, crl_dice, drops_from_clean, evaluate, tissue_table, turned_agreement
+from fss.evaluation import (
+    OUTSIDE_IMAGE,
+    RESULT_COLUMNS,
+    atlas_cases,
+    crl_dice,
+    drops_from_clean,
+    evaluate,
+    tissue_table,
+    trained_checkpoint,
+    turned_agreement,
+)
 from fss.io import load_nifti
 from fss.labels import TISSUES
 from fss.stress import stress
@@ -132,3 +144,19 @@ def test_clinical_cases_are_each_wu_age_as_stacks_of_each_thickness_across_each_
     assert labels.shape == image.shape and set(np.unique(labels)) == set(range(8))
     again, _ = cases[3].load()
     np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(image.dataobj))  # the same draws every time
+
+
+def test_notebook_03s_model_is_found_from_its_folder_a_stopped_run_or_a_checkpoint(tmp_path):
+    run = tmp_path / "03" / "run"
+    run.mkdir(parents=True)
+    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json"):
+        (run / name).write_text("")
+    stopped = f"the best checkpoint of the training run in {run} (no summary.json: stopped before its end?)"
+    assert trained_checkpoint(tmp_path / "03") == (run / "best", stopped)
+    assert trained_checkpoint(run)[0] == run / "best"
+    (tmp_path / "03" / "summary.json").write_text(json.dumps({"checkpoint": str(run / "last")}))
+    assert trained_checkpoint(tmp_path / "03") == (run / "last", f"chosen by {tmp_path / '03' / 'summary.json'}")
+    for given in (run / "last", run / "last.safetensors", run / "last.json"):
+        assert trained_checkpoint(given) == (run / "last", "a checkpoint")
+    with pytest.raises(FileNotFoundError, match="empty: neither notebook 03's output folder"):
+        trained_checkpoint((tmp_path / "empty").mkdir() or tmp_path / "empty")

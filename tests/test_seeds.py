@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fss.cli import main
-from fss.seeds import compose_seed_map, labels_path, load_seeds, make_seeds, seed_path
+from fss.seeds import Seeds, compare_seeds, compose_seed_map, labels_path, load_seeds, make_seeds, seed_path
 
 AFFINE = np.diag([0.8, 0.8, 0.8, 1.0])
 
@@ -184,3 +184,20 @@ def test_cli_pair_mode_and_bad_arguments(tmp_path, capsys):
     assert "give --image, --labels, --subject and --out" in capsys.readouterr().err
     assert main(["seeds", str(bids), "--max-subclasses", "1"]) == 1  # labels in the atlas convention, read as FeTA
     assert "does not define" in capsys.readouterr().out
+
+
+def test_seed_comparison_orders_their_subclasses_by_intensity_and_resamples_them_onto_our_grid():
+    image = np.zeros((8, 8, 8), np.float32)
+    image[:, :, :3] = 100.0  # dark part of the CSF
+    image[:, :, 3:] = 200.0  # bright part
+    ours = np.full((8, 8, 8), 10, np.uint8)  # meta-label 1, K = 2: subclass 0 dark, 1 bright (in order of intensity)
+    ours[:, :, 3:] = 11
+    fine = np.repeat(np.repeat(np.repeat(ours, 2, 0), 2, 1), 2, 2)  # the same split on a grid of half the voxel size ...
+    theirs = np.where(fine == 10, 11, 10).astype(np.uint8)  # ... numbered the other way round
+    theirs[:, :, 6:8] = 11  # and their dark subclass (11) one of our slices thicker
+    fine_affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    fine_affine[:3, 3] = -0.2  # fine voxels 2k and 2k + 1 cover coarse voxel k, whose centre lies nearest to 2k
+    fractions, agreement = compare_seeds(Seeds({2: {1: ours}}, np.eye(4)), Seeds({2: {1: theirs}}, fine_affine), image, meta_labels=(1,))
+    assert fractions[["subclass", "ours"]].values.tolist() == [[0, 3 / 8], [1, 5 / 8]]
+    assert fractions.reference.tolist() == pytest.approx([4 / 8, 4 / 8]) and fractions.difference.tolist() == pytest.approx([-1 / 8, 1 / 8])
+    assert agreement["same subclass"].tolist() == pytest.approx([7 / 8])  # all but the slice their dark subclass took
