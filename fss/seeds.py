@@ -446,7 +446,7 @@ def write_seeds(
 
     Parameters
     ----------
-    image, labels : path
+    image, labels : path or nibabel image
         T2w image and its label map (NIfTI, same grid).
     root : path
         Dataset root; files go under ``root/derivatives/seeds/``.
@@ -484,7 +484,8 @@ def write_seeds(
         )
     _check_same_grid(image, labels)
     values = np.asarray(labels.dataobj)
-    warn_of_a_likelier_convention(np.asarray(image.dataobj), values, convention, os.fspath(labels_file))
+    source = "the label map" if isinstance(labels_file, nib.spatialimages.SpatialImage) else os.fspath(labels_file)
+    warn_of_a_likelier_convention(np.asarray(image.dataobj), values, convention, source)
     feta = nib.Nifti1Image(to_feta(values, convention), labels.affine)
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
     expected = [labels_path(root, subject, stem)]
