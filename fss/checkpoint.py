@@ -164,6 +164,27 @@ def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(resolve_device(device)).eval(), document
 
 
+def model_and_metadata(checkpoint: str | os.PathLike | tuple[UNet, dict], device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """The (model, metadata) pair of ``checkpoint``: loaded from a path by :func:`load_checkpoint`, or taken as it is.
+
+    Raises
+    ------
+    TypeError
+        Naming the argument ``checkpoint``, for anything but a path or a (model, metadata) pair as
+        :func:`load_checkpoint` and :func:`fss.pretrained.load` return it (a reversed pair included).
+    """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return load_checkpoint(checkpoint, device)
+    if isinstance(checkpoint, tuple) and len(checkpoint) == 2:
+        first, second = checkpoint
+        if isinstance(first, UNet) and isinstance(second, dict):
+            return first, second
+        if isinstance(first, dict) and isinstance(second, UNet):
+            raise TypeError("checkpoint: a (metadata, model) pair; give (model, metadata), in the order load_checkpoint and pretrained.load return")
+    kind = f"a tuple of {', '.join(type(part).__name__ for part in checkpoint)}" if isinstance(checkpoint, tuple) else type(checkpoint).__name__
+    raise TypeError(f"checkpoint: expected a checkpoint path or the (model, metadata) pair of load_checkpoint or pretrained.load, got {kind}")
+
+
 def working_spacing(metadata: dict, source: str | os.PathLike) -> float:
     """The working-grid spacing (mm) a checkpoint's metadata records, which segmenting needs.
 

@@ -38,7 +38,7 @@ from nibabel.processing import resample_from_to
 from tqdm.auto import tqdm
 
 from fss import datasets
-from fss.checkpoint import load_checkpoint
+from fss.checkpoint import model_and_metadata
 from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import TISSUES
@@ -171,10 +171,6 @@ def trained_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
     )
 
 
-def _loaded(model: Model, device: str) -> tuple[UNet, dict]:
-    return model if isinstance(model, tuple) else load_checkpoint(model, device)
-
-
 def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "cpu", progress: bool = True) -> pd.DataFrame:
     """Every model's segmentation of every case, on the case's own grid, measured per tissue.
 
@@ -187,7 +183,7 @@ def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "
     """
     rows = []
     for model_name, model in models.items():
-        loaded = _loaded(model, device)
+        loaded = model_and_metadata(model, device)
         for case in tqdm(cases, desc=model_name, unit="case", disable=not progress):
             image, labels = case.load()
             prediction, _ = segment(image, loaded, device=device)
@@ -266,7 +262,7 @@ def turned_agreement(
     image = load_nifti(record.image)
     reference = record.feta_labels()
     field_of_view = nib.Nifti1Image(np.ones(image.shape, np.int16), image.affine)
-    loaded = {name: _loaded(model, device) for name, model in models.items()}
+    loaded = {name: model_and_metadata(model, device) for name, model in models.items()}
 
     def back_to_original(labels: nib.spatialimages.SpatialImage) -> np.ndarray:
         return np.asarray(resample_from_to(labels, image, order=0).dataobj)
@@ -302,7 +298,7 @@ def crl_dice(checkpoint: Model, ages: Sequence[int], device: str = "cpu") -> pd.
     -------
     pandas.DataFrame: one row per volume (its name), one column per FeTA tissue (``eCSF`` ... ``BS``).
     """
-    loaded = _loaded(checkpoint, device)
+    loaded = model_and_metadata(checkpoint, device)
     rows = {}
     for case in atlas_cases(crl_ages=ages):
         image, labels = case.load()

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fss.checkpoint import load_checkpoint, working_spacing
+from fss.checkpoint import model_and_metadata, working_spacing
 from fss.device import check_memory, native_bfloat16, resolve_device
-from fss.io import WorkingGrid, load_nifti, normalize_as_recorded
+from fss.io import WorkingGrid, check_image_argument, load_nifti, normalize_as_recorded
 from fss.metrics import tissue_volumes
 from fss.unet import UNet
 
@@ -235,6 +235,9 @@ def segment(
 
     Raises
     ------
+    TypeError
+        Naming the argument, for an ``image`` that is neither a path nor a nibabel image, or a ``checkpoint`` that is
+        neither a path nor a (model, metadata) pair.
     ValueError
         For a negative ``margin_mm``, an unusable scan (see ``load_nifti``) or one without any positive voxel, or a checkpoint
         (:class:`fss.checkpoint.CheckpointError`) that records no positive ``spacing_mm``.
@@ -242,7 +245,8 @@ def segment(
     if not margin_mm >= 0:
         raise ValueError(f"margin_mm must be 0 or more (mm kept around the foreground), got {margin_mm}")
     device = resolve_device(device)
-    model, metadata = load_checkpoint(checkpoint, device) if not isinstance(checkpoint, tuple) else checkpoint
+    check_image_argument(image, "image")
+    model, metadata = model_and_metadata(checkpoint, device)
     spacing = working_spacing(metadata, checkpoint if not isinstance(checkpoint, tuple) else "the checkpoint")
     scan = load_nifti(image)
     data = np.asarray(scan.dataobj, dtype=np.float32)

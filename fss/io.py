@@ -50,6 +50,14 @@ def _read_image_file(path: Path) -> nib.spatialimages.SpatialImage:
         raise ValueError(f"{path}: not a readable NIfTI file ({error})") from error
 
 
+def check_image_argument(value: object, argument: str) -> None:
+    """Raise TypeError, naming ``argument``, unless ``value`` is what :func:`load_nifti` reads: a path or a nibabel image."""
+    if isinstance(value, (str, os.PathLike, nib.spatialimages.SpatialImage)):
+        return
+    hint = ": wrap an array with its voxel sizes as nibabel.Nifti1Image(array, affine)" if hasattr(value, "shape") else ""
+    raise TypeError(f"{argument}: expected the path of a NIfTI file or a nibabel image, got {type(value).__name__}{hint}")
+
+
 def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     """Load a NIfTI volume and check that fss can work with it.
 
@@ -66,6 +74,8 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
 
     Raises
     ------
+    TypeError
+        If ``source`` is neither a path nor a nibabel image (an array has no voxel sizes).
     FileNotFoundError
         If the path does not exist.
     ValueError
@@ -76,6 +86,7 @@ def load_nifti(source: str | os.PathLike | nib.spatialimages.SpatialImage) -> ni
         :data:`VOXEL_MM`. The message names the file and the problem. When both the sform
         and the qform are set and differ, a warning says that the sform is used.
     """
+    check_image_argument(source, "source")
     if isinstance(source, nib.spatialimages.SpatialImage):
         name, image = "in-memory image", source
     else:

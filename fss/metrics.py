@@ -25,7 +25,7 @@ import pandas as pd
 from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
-from fss.io import load_nifti
+from fss.io import check_image_argument, load_nifti
 from fss.labels import CONVENTIONS, TISSUES, check_feta, to_feta
 
 METRICS = ("dice", "hd95", "volume_similarity")
@@ -183,8 +183,10 @@ def evaluate(
 
     Raises
     ------
+    TypeError
+        Naming it (``predictions[i]``, ``references[i]``), for an item that is neither a path nor a nibabel image.
     ValueError
-        If the counts differ, a pair is not on one grid, or a reference holds values that
+        If the counts of predictions, references and names differ, a pair is not on one grid, or a reference holds values that
         ``convention`` does not define (the message names the file, and a convention that fits).
 
     Warns
@@ -196,6 +198,11 @@ def evaluate(
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if names is not None and len(names) != len(predictions):
+        raise ValueError(f"names: {len(names)} names for {len(predictions)} predictions; give one name per prediction")
+    for argument, images in (("predictions", predictions), ("references", references)):
+        for index, image in enumerate(images):
+            check_image_argument(image, f"{argument}[{index}]")
     tables = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         p, r = load_nifti(prediction), load_nifti(reference)

@@ -38,7 +38,7 @@ import pandas as pd
 from nibabel.processing import resample_from_to
 from sklearn.mixture import GaussianMixture
 
-from fss.io import load_nifti, made_by_fss_segment, save_nifti
+from fss.io import check_image_argument, load_nifti, made_by_fss_segment, save_nifti
 from fss.labels import CONVENTIONS, META_LABELS, to_feta, to_meta_labels
 from fss.paths import is_plain_name
 
@@ -206,8 +206,8 @@ def _check_same_grid(image: nib.spatialimages.SpatialImage, labels: nib.spatiali
 
 
 def make_seeds(
-    image: nib.spatialimages.SpatialImage,
-    labels: nib.spatialimages.SpatialImage,
+    image: str | os.PathLike | nib.spatialimages.SpatialImage,
+    labels: str | os.PathLike | nib.spatialimages.SpatialImage,
     max_subclasses: int = 4,
     seed: int = 0,
 ) -> Seeds:
@@ -215,9 +215,9 @@ def make_seeds(
 
     Parameters
     ----------
-    image : nibabel image, shape (X, Y, Z)
-        T2-weighted intensities (any scale).
-    labels : nibabel image, shape (X, Y, Z)
+    image : path or nibabel image, shape (X, Y, Z)
+        T2-weighted intensities (any scale), read by :func:`fss.io.load_nifti`.
+    labels : path or nibabel image, shape (X, Y, Z)
         FeTA label map on the same grid (convert others with :func:`fss.labels.to_feta`).
     max_subclasses : int
         Largest K.
@@ -230,9 +230,15 @@ def make_seeds(
 
     Raises
     ------
+    TypeError
+        Naming it, for an ``image`` or ``labels`` that is neither a path nor a nibabel image.
     ValueError
-        If image and labels are on different grids, or labels are not FeTA.
+        If image and labels are on different grids, labels are not FeTA, or either is not a usable volume (see
+        :func:`fss.io.load_nifti`: NaN voxels, for one).
     """
+    check_image_argument(image, "image")
+    check_image_argument(labels, "labels")
+    image, labels = load_nifti(image), load_nifti(labels)
     _check_same_grid(image, labels)
     if not 1 <= max_subclasses <= MAX_SUBCLASSES:
         raise ValueError(

@@ -144,6 +144,20 @@ def test_a_negative_margin_and_a_packaged_models_name_given_as_a_path_are_refuse
         segment(scan(), "fss-synth-cpu", device="cpu")
 
 
+def test_an_image_that_is_no_volume_and_a_reversed_model_pair_are_refused_naming_the_argument(checkpoint):
+    image = scan()
+    for wrong in (np.asarray(image.dataobj), torch.from_numpy(np.asarray(image.dataobj)), None):
+        with pytest.raises(TypeError, match="^image: expected the path of a NIfTI file or a nibabel image"):
+            segment(wrong, checkpoint, device="cpu")
+    model, metadata = load_checkpoint(checkpoint)
+    with pytest.raises(TypeError, match=re.escape("checkpoint: a (metadata, model) pair; give (model, metadata)")):
+        segment(image, (metadata, model), device="cpu")
+    with pytest.raises(TypeError, match="^checkpoint: expected a checkpoint path or the"):
+        segment(image, model, device="cpu")
+    labels, _ = segment(image, (model, metadata), device="cpu")  # the right order is taken as it is
+    assert labels.shape == image.shape
+
+
 def assert_valid_derivative(root):
     """Every file of ``root`` is named as the BIDS schema allows in a derivative dataset, or listed in .bidsignore."""
     schema = load_schema()

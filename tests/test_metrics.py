@@ -89,6 +89,19 @@ def test_tidy_table_and_summary(tmp_path):
         evaluate([paths[0]], [tmp_path / "other.nii.gz"])
 
 
+def test_evaluate_refuses_arrays_and_a_wrong_number_of_names_naming_the_argument():
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 3
+    image = nib.Nifti1Image(labels, np.eye(4))
+    with pytest.raises(TypeError, match=r"^predictions\[1\]: expected the path of a NIfTI file or a nibabel image, got ndarray"):
+        evaluate([image, labels], [image, image])
+    with pytest.raises(TypeError, match=r"^references\[0\]: .* got ndarray"):
+        evaluate([image], [labels])
+    with pytest.raises(ValueError, match="^names: 1 names for 2 predictions"):
+        evaluate([image, image], [image, image], names=["x"])
+    assert set(evaluate([image, image], [image, image], names=["x", "y"]).image) == {"x", "y"}
+
+
 def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path, capsys):
     label_folders(tmp_path)
     out = tmp_path / "metrics.tsv"

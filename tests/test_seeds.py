@@ -94,6 +94,23 @@ def test_different_grids_are_refused():
         make_seeds(image, nib.Nifti1Image(np.asarray(labels.dataobj)[..., :30], AFFINE))
 
 
+def test_arrays_are_refused_naming_the_argument_and_paths_and_images_give_the_same_seeds(tmp_path):
+    image, labels, _ = two_population_subject()
+    with pytest.raises(TypeError, match="^image: expected the path of a NIfTI file or a nibabel image, got ndarray: wrap an array"):
+        make_seeds(np.asarray(image.dataobj), labels)
+    with pytest.raises(TypeError, match="^labels: .* got float"):
+        make_seeds(image, float("nan"))
+    with_nan = np.asarray(image.dataobj).copy()
+    with_nan[3, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make_seeds(nib.Nifti1Image(with_nan, AFFINE), labels)
+    nib.save(image, tmp_path / "image.nii.gz")
+    nib.save(labels, tmp_path / "labels.nii.gz")
+    from_files = make_seeds(tmp_path / "image.nii.gz", tmp_path / "labels.nii.gz", max_subclasses=2)
+    in_memory = make_seeds(image, labels, max_subclasses=2)
+    assert all(np.array_equal(from_files.layers[2][m], in_memory.layers[2][m]) for m in in_memory.layers[2])
+
+
 def _shift(mm):
     shift = np.zeros((4, 4))
     shift[0, 3] = mm

@@ -26,7 +26,8 @@ from fss.synth.config import (
 )
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches
-from fss.synth.generator import params_from_records, params_to_records
+from fss.synth.gamma import GammaDraw
+from fss.synth.generator import finish, params_from_records, params_to_records
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
@@ -241,6 +242,17 @@ def test_another_configuration_shares_the_packed_subjects_and_draws_as_a_new_gen
     assert generator.with_config(dataclasses.replace(changed, output_shape=(16, 16, 16))).output_shape == (16, 16, 16)
 
 
+def test_a_voxel_that_rounding_left_just_below_zero_does_not_make_the_gamma_stage_nan():
+    # the value the linear read of the contrast left in a batch of the packaged recipe, where a voxel of 0 met a
+    # background of 222.7; gamma made it NaN and the normalisation by the maximum the whole sample
+    image = torch.full((1, 1, 6, 6, 6), 120.0)
+    image[0, 0, 2, 3, 1] = -1.9073486328125e-06
+    labels = torch.ones((1, 6, 6, 6), dtype=torch.long)
+    params = {name: None for name in STAGES} | {"gamma": GammaDraw(torch.tensor([-0.0220], dtype=torch.float64))}
+    finished, _ = finish(image, labels, params, torch.ones(1, 3))
+    assert torch.isfinite(finished).all() and finished[0, 0, 2, 3, 1] == 0 and finished.max() == 1
+
+
 def test_contrast_means_fall_inside_the_configured_range():
     config = ContrastConfig(mean_min=25.0, mean_max=225.0, std_min=5.0, std_max=25.0)
     seed_map = torch.arange(44, dtype=torch.uint8).repeat_interleave(2000).view(1, 44, 50, 40)
@@ -412,6 +424,23 @@ def test_generator_refuses_bad_subjects(subject):
         atlas.labels = labels  # atlas-convention labels (8: a label FeTA has not), or interpolated ones
         with pytest.raises(ValueError, match=f"sub-d: the labels hold {found}, not FeTA tissues 0-7"):
             Generator([atlas], preset("reference"), device="cpu")
+    cut = make_subject("sub-e")
+    cut.labels = cut.labels[:20]
+    with pytest.raises(ValueError, match=r"sub-e: a label map of shape \(20, 28, 20\) and seeds of shape \(24, 28, 20\)"):
+        Generator([cut], preset("reference"), device="cpu")
+    with pytest.raises(TypeError, match="^config: expected a GeneratorConfig .* got dict"):
+        Generator([subject], {"flip": {"enabled": False}}, device="cpu")
+
+
+def test_a_batch_size_or_seed_that_draws_nothing_sensible_is_refused_naming_the_argument(subject):
+    generator = Generator([subject], preset("reference"), device="cpu")
+    for batch_size in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"^batch_size: expected a whole number of samples, 1 or more, got {batch_size!r}"):
+            generator.sample(batch_size)
+    for seed in ("abc", 2**64, -1, 0.5):
+        with pytest.raises(ValueError, match="^seed: expected a whole number from 0 to 2\\*\\*64 - 1"):
+            generator.sample(1, seed=seed)
+    assert generator.draw(1, seed=2**64 - 1)["subject"].shape == (1,)
 
 
 @pytest.mark.gpu

@@ -8,6 +8,7 @@ the sample exactly.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from typing import Self
 
@@ -42,10 +43,22 @@ class StageDraw:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
+SEED_LIMIT = 2**64
+"""Integer seeds run from 0 to ``SEED_LIMIT - 1``, as :class:`torch.Generator` and :class:`numpy.random.SeedSequence` take them."""
+
+
 def as_generator(seed: Seed) -> torch.Generator:
-    """A CPU generator: ``seed`` itself if it is one, else a new one seeded with it."""
+    """A CPU generator: ``seed`` itself if it is one, else a new one seeded with it.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument ``seed``, for anything but a generator or a whole number from 0 to ``SEED_LIMIT - 1``.
+    """
     if isinstance(seed, torch.Generator):
         return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed: expected a whole number from 0 to 2**64 - 1 or a CPU torch.Generator, got {seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
 

@@ -28,6 +28,11 @@ def draw_gamma(config: GammaConfig, batch_size: int, generator: torch.Generator)
 
 
 def apply_gamma(image: torch.Tensor, params: GammaDraw) -> torch.Tensor:
-    """Gamma-transform ``image`` (B, 1, D, H, W), non-negative, in place."""
+    """Gamma-transform ``image`` (B, 1, D, H, W), in place.
+
+    Intensities are non-negative, but the linear read of the contrast leaves about -1e-6 where a voxel
+    of 0 meets a background above 0 (rounding): such values count as 0, which a fractional power
+    would make NaN, and the normalisation by the maximum then the whole sample.
+    """
     exponent = torch.exp(params.log_gamma).float().to(image.device).view(-1, 1, 1, 1, 1)
-    return image.div_(SCALE).pow_(exponent).mul_(SCALE)
+    return image.div_(SCALE).clamp_(min=0).pow_(exponent).mul_(SCALE)

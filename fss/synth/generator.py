@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,6 +167,11 @@ class Generator:
     def __init__(self, subjects: Sequence[SynthSubject], config: GeneratorConfig | None = None, device: str | torch.device = "auto"):
         if not subjects:
             raise ValueError("the generator needs at least one subject")
+        if config is not None and not isinstance(config, GeneratorConfig):
+            raise TypeError(
+                "config: expected a GeneratorConfig (fss.synth.preset(name), or GeneratorConfig.from_dict for a dictionary), "
+                f"got {type(config).__name__}"
+            )
         self.config = config or GeneratorConfig()
         self.device = resolve_device(device)
         self.subjects = list(subjects)
@@ -181,6 +187,11 @@ class Generator:
             raise ValueError(f"max_subclasses is at most {MAX_PACKED_SUBCLASSES}, got {max_k}")
         packed = []
         for subject in subjects:
+            if subject.shape != tuple(subject.seeds.shape):
+                raise ValueError(
+                    f"{subject.name}: a label map of shape {subject.shape} and seeds of shape {tuple(subject.seeds.shape)}; "
+                    "give the label map on the seeds' grid"
+                )
             check_feta(subject.labels, subject.name)  # other labels would be packed as tissues they are not
             missing = [k for k in range(1, max_k + 1) if k not in subject.seeds.layers]
             if missing:
@@ -211,7 +222,16 @@ class Generator:
         return self.subjects[subject].seeds.affine @ window
 
     def draw(self, batch_size: int = 1, seed: Seed = 0) -> dict:
-        """Draw the parameters of ``batch_size`` samples (CPU tensors, leading dimension B)."""
+        """Draw the parameters of ``batch_size`` samples (CPU tensors, leading dimension B).
+
+        Raises
+        ------
+        ValueError
+            Naming the argument, for a ``batch_size`` that is not a whole number of 1 or more, or a ``seed`` that
+            :func:`fss.synth.draws.as_generator` refuses.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a whole number of samples, 1 or more, got {batch_size!r}")
         generator = as_generator(seed)
         config = self.config
         return {
