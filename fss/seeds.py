@@ -361,8 +361,22 @@ def labels_path(root: str | os.PathLike, subject: str, stem: str) -> Path:
     return Path(root) / SEEDS_FOLDER / _subject_folder(subject) / "anat" / f"{_file_stem(stem)}.nii.gz"
 
 
+SEEDS_DESCRIPTION = "fss seeds"
+"""The NIfTI header description of the seed layers and label maps that :func:`save_seeds` and :func:`write_seeds` write, by
+which an interrupted run's files are known as fss's own."""
+
+
+def _written_by_fss_seeds(path: Path) -> bool:
+    """Whether the header of the NIfTI file ``path`` says that fss wrote it as seeds (:data:`SEEDS_DESCRIPTION`)."""
+    try:
+        header = nib.load(path).header
+    except Exception:  # nibabel raises many types for files it cannot read: not fss's
+        return False
+    return header["descrip"].item().decode(errors="replace") == SEEDS_DESCRIPTION
+
+
 def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, overwrite: bool = False) -> list[Path]:
-    """Write every layer as uint8 NIfTI in the reference layout (atomic writes).
+    """Write every layer as uint8 NIfTI in the reference layout (atomic writes), described as :data:`SEEDS_DESCRIPTION`.
 
     Parameters
     ----------
@@ -383,7 +397,7 @@ def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, o
     written = []
     for k, layers in seeds.layers.items():
         for m, layer in layers.items():
-            written.append(save_nifti(layer, seeds.affine, seed_path(root, subject, stem, k, m), overwrite=overwrite))
+            written.append(save_nifti(layer, seeds.affine, seed_path(root, subject, stem, k, m), overwrite=overwrite, description=SEEDS_DESCRIPTION))
     return written
 
 
@@ -468,19 +482,23 @@ def write_seeds(
     Returns
     -------
     list of Path
-        Files written (label map first); empty when all of them existed already (skipped).
+        Files written (label map first); empty when all of them existed already (skipped). When only
+        some existed, all written by fss (an interrupted run: the label map is written last), the
+        subject is made again and they are replaced.
 
     Raises
     ------
     FileExistsError
-        If only some of the files exist (an interrupted run) and ``overwrite`` is false.
+        If only some of the files exist, one of them not written by fss (its header does not say
+        :data:`SEEDS_DESCRIPTION`), and ``overwrite`` is false.
     ValueError
         If ``labels`` is a segmentation that ``fss segment`` wrote (:func:`fss.io.made_by_fss_segment`).
 
     Warns
     -----
     UserWarning
-        When another label convention fits the image far better (:func:`warn_of_a_likelier_convention`).
+        When another label convention fits the image far better (:func:`warn_of_a_likelier_convention`), and when an
+        interrupted run's files are made again.
     """
     labels_path(root, subject, stem)  # a subject or stem that would lead out of the folder is refused before any work
     labels_file, image, labels = labels, load_nifti(image), load_nifti(labels)
@@ -500,9 +518,15 @@ def write_seeds(
     if existing and not overwrite:
         if len(existing) == len(expected):
             return []
-        raise FileExistsError(
-            f"{len(existing)} of {len(expected)} seed files of {subject} exist (an interrupted run?); pass overwrite=True (--overwrite) to redo them"
-        )
+        foreign = [path for path in existing if not _written_by_fss_seeds(path)]
+        if foreign:
+            raise FileExistsError(
+                f"{len(existing)} of {len(expected)} seed files of {subject} exist and {foreign[0]} was not written by fss seeds; "
+                "move it away, or pass overwrite=True (--overwrite) to replace it"
+            )
+        warnings.warn(f"{len(existing)} of {len(expected)} seed files of {subject} were left by an interrupted run: made again", stacklevel=2)
     seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
     written = save_seeds(seeds, root, subject, stem, overwrite=True)
-    return [save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True), *written]
+    # the label map last: once it is there, the subject is complete
+    label_map = save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True, description=SEEDS_DESCRIPTION)
+    return [label_map, *written]

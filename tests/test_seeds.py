@@ -170,11 +170,18 @@ def test_cli_writes_the_layout_and_refuses_to_overwrite(tmp_path, capsys):
     assert "seeds exist, skipped" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in paths] == stamps
 
+    paths[0].unlink()  # as a run killed before its last file (the label map) leaves the subject
+    assert main(args) == 0
+    assert "sub-01: warning: 6 of 7 seed files of sub-01 were left by an interrupted run: made again" in capsys.readouterr().out
+    assert all(p.exists() for p in paths) and load_seeds(out, "sub-01").layers[2][3].max() == 31
+
     paths[0].unlink()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), paths[3])  # a file of the user's among fss's
     assert main(args) == 1
-    assert "6 of 7 seed files of sub-01 exist" in capsys.readouterr().out
+    assert f"6 of 7 seed files of sub-01 exist and {paths[3]} was not written by fss seeds" in capsys.readouterr().out
+    assert nib.load(paths[3]).shape == (4, 4, 4)
     assert main([*args, "--overwrite"]) == 0
-    assert all(p.exists() for p in paths)
+    assert all(p.exists() for p in paths) and nib.load(paths[3]).shape != (4, 4, 4)
 
 
 def test_cli_pair_mode_and_bad_arguments(tmp_path, capsys):
