@@ -77,6 +77,15 @@ def check_feta(labels: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: the labels hold {found}, not FeTA tissues 0-{N_CLASSES - 1}; convert them first (fss.labels.to_feta)")
 
 
+def conventions_that_fit(labels: np.ndarray) -> list[str]:
+    """The names of the conventions in :data:`CONVENTIONS` that define every value of the integer label map ``labels``
+    (none for fractional values)."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        return []
+    present = {int(value) for value in np.unique(labels)}
+    return [name for name, mapping in CONVENTIONS.items() if present <= set(mapping)]
+
+
 def to_feta(labels: np.ndarray, convention: str = "feta") -> np.ndarray:
     """Convert a label map from ``convention`` to FeTA values.
 

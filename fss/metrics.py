@@ -26,7 +26,7 @@ from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from fss.io import check_image_argument, load_nifti
-from fss.labels import CONVENTIONS, TISSUES, check_feta, to_feta
+from fss.labels import TISSUES, check_feta, conventions_that_fit, to_feta
 
 METRICS = ("dice", "hd95", "volume_similarity")
 
@@ -228,17 +228,12 @@ def evaluate(
     return pd.concat(tables, ignore_index=True)
 
 
-def _conventions_that_fit(labels: np.ndarray) -> list[str]:
-    present = {int(value) for value in np.unique(labels)}
-    return [name for name, mapping in CONVENTIONS.items() if present <= set(mapping)]
-
-
 def _reference_in_feta(labels: np.ndarray, convention: str, source: str) -> np.ndarray:
     """``labels`` in FeTA values; a ValueError names ``source`` and the conventions that would fit."""
     try:
         return to_feta(labels, convention)
     except ValueError as error:
-        fitting = [name for name in _conventions_that_fit(labels) if name != convention] if np.issubdtype(labels.dtype, np.integer) else []
+        fitting = [name for name in conventions_that_fit(labels) if name != convention]
         hint = f"; it fits the {fitting[0]!r} convention: --convention {fitting[0]}" if fitting else ""
         raise ValueError(f"{source}: {error}{hint}") from error
 
@@ -250,7 +245,7 @@ LIKELIER_CONVENTION_GAIN = 0.2
 def _warn_of_a_likelier_convention(prediction: np.ndarray, reference: np.ndarray, values: np.ndarray, convention: str, source: str) -> None:
     """Warn when the reference, read in another convention that its values fit, agrees far better with the prediction."""
     given = np.nanmean(list(dice_per_tissue(prediction, reference).values()))
-    for other in _conventions_that_fit(values) if np.issubdtype(values.dtype, np.integer) else []:
+    for other in conventions_that_fit(values):
         if other == convention:
             continue
         better = np.nanmean(list(dice_per_tissue(prediction, to_feta(values, other)).values()))

@@ -39,7 +39,7 @@ from nibabel.processing import resample_from_to
 from sklearn.mixture import GaussianMixture
 
 from fss.io import check_image_argument, load_nifti, made_by_fss_segment, save_nifti
-from fss.labels import CONVENTIONS, META_LABELS, to_feta, to_meta_labels
+from fss.labels import META_LABELS, conventions_that_fit, to_feta, to_meta_labels
 from fss.paths import is_plain_name
 
 MIN_VOXELS_PER_SUBCLASS = 20
@@ -141,11 +141,10 @@ def warn_of_a_likelier_convention(image: np.ndarray, labels: np.ndarray, convent
     """Warn when ``labels``, read in ``convention``, put the T2-weighted ``image``'s tissues out of their order
     (:func:`in_t2w_order`) while another convention that its values fit puts them in it: the wrong convention
     would make seeds (and images drawn from them) of tissues swapped with each other."""
-    if in_t2w_order(image, to_feta(labels, convention)) or not np.issubdtype(labels.dtype, np.integer):
+    if in_t2w_order(image, to_feta(labels, convention)):
         return
-    present = {int(value) for value in np.unique(labels)}
-    for other, mapping in CONVENTIONS.items():
-        if other != convention and present <= set(mapping) and in_t2w_order(image, to_feta(labels, other)):
+    for other in conventions_that_fit(labels):
+        if other != convention and in_t2w_order(image, to_feta(labels, other)):
             warnings.warn(
                 f"{source}: read in the {convention!r} label convention, the image inside CSF, white and grey matter is not in a "
                 f"T2-weighted scan's order (CSF brightest, then white matter, then grey matter); in the {other!r} convention it is: "

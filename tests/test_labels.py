@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fss.labels import META_LABELS, N_CLASSES, TISSUES, to_feta, to_meta_labels
+from fss.labels import META_LABELS, N_CLASSES, TISSUES, conventions_that_fit, to_feta, to_meta_labels
 
 
 def test_tissue_table_is_indexed_by_value():
@@ -39,3 +39,10 @@ def test_meta_labels_group_tissues():
     # FeTA 0 BG, 1 eCSF, 2 GM, 3 WM, 4 VEN, 5 CBM, 6 DGM, 7 BS -> 1 CSF, 2 grey matter, 3 white matter and the rest
     np.testing.assert_array_equal(to_meta_labels(np.arange(8)), [0, 1, 2, 3, 1, 3, 2, 3])
     assert [name for name, _ in META_LABELS.values()][:3] == ["CSF", "grey matter", "white matter"]
+
+
+def test_the_conventions_that_fit_a_label_map_are_those_that_define_all_its_values():
+    assert conventions_that_fit(np.array([0, 3, 7], np.int16)) == ["feta", "atlas"]
+    assert conventions_that_fit(np.array([0, 8], np.uint8)) == ["atlas"]  # FeTA has no 8
+    assert conventions_that_fit(np.array([0, 9])) == []
+    assert conventions_that_fit(np.array([0.0, 3.0])) == []  # fractional types are read as no convention
