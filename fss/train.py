@@ -341,6 +341,24 @@ def _iterate(run: _Run, config: TrainConfig, out: Path, stop: int, distributed: 
             distributed.barrier()
 
 
+def _refuse_what_the_run_would_break(out: Path, resume: bool, overwrite: bool, until: int | None) -> None:
+    """Raise when training into ``out`` would write over files of another program or a run not meant to be replaced,
+    or when there is nothing to resume or ``until`` is already behind the run."""
+    foreign = _files_of_another_program(out)
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds {', '.join(foreign)} but no training run of fss: a run would write over them; move them away or train into another folder"
+        )
+    if (out / "last_state.json").exists() and not (resume or overwrite):
+        raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
+    if resume and not (out / "last_state.json").exists():
+        raise FileNotFoundError(f"nothing to resume in {out} (no last_state.json)")
+    if resume and until is not None:
+        done = json.loads((out / "last_state.json").read_text())["iteration"]
+        if until <= done:
+            raise ValueError(f"{out} has trained {done} iterations already: stop later than that (--until), or resume without --until")
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -398,24 +416,13 @@ def train(
         torch.cuda.set_device(device)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or start afresh there")
-    if out.is_dir() and distributed.main:
-        with sole_writer(out, "training"):
-            _finish_interrupted_save(out)
-    foreign = _files_of_another_program(out)
-    if foreign:
-        raise FileExistsError(
-            f"{out} holds {', '.join(foreign)} but no training run of fss: a run would write over them; move them away or train into another folder"
-        )
-    if (out / "last_state.json").exists() and not (resume or overwrite):
-        raise FileExistsError(f"{out} holds a training run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
-    if resume and not (out / "last_state.json").exists():
-        raise FileNotFoundError(f"nothing to resume in {out} (no last_state.json)")
-    if resume and until is not None:
-        done = json.loads((out / "last_state.json").read_text())["iteration"]
-        if until <= done:
-            raise ValueError(f"{out} has trained {done} iterations already: stop later than that (--until), or resume without --until")
+    if resume and not out.is_dir():
+        raise FileNotFoundError(f"nothing to resume in {out} (no such folder)")
     out.mkdir(parents=True, exist_ok=True)
     with sole_writer(out, "training") if distributed.main else contextlib.nullcontext():
+        if distributed.main:
+            _finish_interrupted_save(out)
+        _refuse_what_the_run_would_break(out, resume, overwrite, until)
         if overwrite and not resume and distributed.main:
             for name in RUN_FILES:  # an earlier run's files must not stay beside a new run's if it stops early
                 (out / name).unlink(missing_ok=True)

@@ -44,6 +44,14 @@ def test_the_model_cards_evaluation_tables_are_printed_from_the_committed_evalua
         assert f"{first}, {second} and {third} for `{model}`" in prose
 
 
+def test_the_model_cards_training_runs_are_printed_from_the_shipped_logs():
+    lines = evaluation_tables.training_lines(ROOT / "evaluation" / "training")
+    assert len(lines) == 4  # both stages of both models
+    card = " ".join((ROOT / "MODEL_CARD.md").read_text().split())
+    for line in lines:
+        assert line in card, line
+
+
 def test_the_readmes_comparison_of_the_packaged_models_is_the_committed_evaluation():
     results = evaluation_tables.with_stress(pd.read_csv(ROOT / "evaluation" / "metrics.tsv", sep="\t"))
     dice = results[results.metric == "dice"]
@@ -53,9 +61,13 @@ def test_the_readmes_comparison_of_the_packaged_models_is_the_committed_evaluati
     section = readme[readme.index("## What synthetic training buys") : readme.index("## An ablation")]
     header, rule, *rows = [line for line in section.splitlines() if line.startswith("|")]
     assert header == "| images | `fss-real-cpu` (real images) | `fss-synth-cpu` (synthetic only) |"
+    clinical = clinical_stacks_benchmark().summary(pd.read_csv(ROOT / "evaluation" / "clinical_stacks.tsv", sep="\t"))
+    for model in ("fss-real-cpu", "fss-synth-cpu"):
+        means.loc[("clinical-like stacks", model)] = clinical[(clinical.model == model) & (clinical["slices mm"] == "all")]["mean Dice"].item()
     places = {
         "CRL atlas": ["CRL (held out)"],
         "Wu 2021 atlas": ["Wu 2021, brain mask"],
+        "clinical-like stacks": ["clinical-like stacks"],
         "another contrast": ["contrast 3"],
         "low-field-like": ["low_field 3"],
         "residual motion": ["motion 3"],
@@ -81,10 +93,16 @@ def test_the_readme_ablation_table_is_the_shipped_dice_per_seed():
     assert spread["count"].min() >= 3  # seeds per arm and place
 
 
-def test_the_model_cards_clinical_stacks_table_is_printed_from_the_shipped_scores():
+def clinical_stacks_benchmark():
+    """The module of ``benchmarks/clinical_stacks.py``, which prints the clinical-like stacks' summary."""
     spec = importlib.util.spec_from_file_location("clinical_stacks", ROOT / "benchmarks" / "clinical_stacks.py")
     clinical_stacks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(clinical_stacks)
+    return clinical_stacks
+
+
+def test_the_model_cards_clinical_stacks_table_is_printed_from_the_shipped_scores():
+    clinical_stacks = clinical_stacks_benchmark()
     table = pd.read_csv(ROOT / "evaluation" / "clinical_stacks.tsv", sep="\t")
     assert len(table) == 2 * 13 * 3 * 3  # two models, every Wu age, three thicknesses across three axes
     card = (ROOT / "MODEL_CARD.md").read_text()

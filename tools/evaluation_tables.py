@@ -5,6 +5,9 @@ prints, per model: Dice per tissue and mean HD95 on each clean dataset; the mean
 stress at each severity with its drop from the clean images of the same ages; and, for two or
 more models, the side-by-side comparison. Every number in those documents is printed here.
 
+With a ``training/`` folder beside them (each training run's ``log.csv``, named after the run), it
+also prints each run's training seconds, cost per iteration and validation Dice.
+
 Run: python tools/evaluation_tables.py evaluation   (the packaged models' evaluation, committed)
      python tools/evaluation_tables.py outputs/04_evaluation_full   (a run of the notebook)
 """
@@ -74,6 +77,22 @@ def comparison_table(results: pd.DataFrame, models: list[str]) -> str:
     return markdown(table)
 
 
+def training_lines(folder: Path) -> list[str]:
+    """Per training log ``folder/*.csv``: iterations, training seconds and seconds per iteration, and the mean
+    validation Dice at each validation (a run stopped with ``--until`` validates where it stopped, too)."""
+    lines = []
+    for log_path in sorted(folder.glob("*.csv")):
+        log = pd.read_csv(log_path)
+        validations = log.dropna(subset=["mean_dice"])
+        iterations, seconds = int(log.iteration.iloc[-1]), float(log.seconds.iloc[-1])
+        lines.append(
+            f"{log_path.stem}: {iterations} iterations in {seconds:.0f} s ({seconds / iterations:.2f} s each); "
+            "validation Dice (iteration: mean) "
+            + ", ".join(f"{iteration}: {value:.3f}" for iteration, value in zip(validations.iteration, validations.mean_dice))
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="output_dir of a notebook 04 run, or evaluation/ (the packaged models' committed evaluation)")
@@ -88,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     turned = args.folder / "turned.tsv"
     if turned.exists():
         agreement = pd.read_csv(turned, sep="\t").pivot_table(index=["degrees"], columns="model", values="agreement", aggfunc="mean")
-        print(f"## Turned copies (mean agreement over the three axes)\n\n{markdown(agreement)}")
+        print(f"## Turned copies (mean agreement over the three axes)\n\n{markdown(agreement)}\n")
+    if (args.folder / "training").is_dir():
+        print("## Training runs\n\n" + "\n".join(training_lines(args.folder / "training")))
 
 
 if __name__ == "__main__":
