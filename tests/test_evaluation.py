@@ -22,6 +22,12 @@ from fss.evaluation import (
 from fss.io import load_nifti
 from fss.labels import TISSUES
 from fss.stress import stress
+from fss.unet import UNet
+
+
+def stand_in(name: str) -> tuple[UNet, dict]:
+    """A (model, metadata) pair, which the stand-ins for ``segment`` below tell apart by the name in its metadata."""
+    return UNet(channels=(2, 4)), {"name": name}
 
 
 def test_crl_dice_scores_what_segment_returns_on_each_scans_own_grid(mirror, monkeypatch):
@@ -39,12 +45,13 @@ def test_crl_dice_scores_what_segment_returns_on_each_scans_own_grid(mirror, mon
 
     cortex_label = [2]
     monkeypatch.setattr(fss.evaluation, "segment", reference_as_prediction)
-    scores = crl_dice(("model", {}), ages=(23, 31))
+    model = stand_in("model")
+    scores = crl_dice(model, ages=(23, 31))
     assert list(scores.index) == [r.name for r in records] and list(scores.columns) == [t.short for t in TISSUES[1:]]
     assert (scores.to_numpy() == 1).all()
-    assert calls == [(r.name, nib.load(r.image).shape, ("model", {})) for r in records]
+    assert calls == [(r.name, nib.load(r.image).shape, model) for r in records]
     cortex_label[0] = 3
-    scores = crl_dice(("model", {}), ages=(23, 31))
+    scores = crl_dice(model, ages=(23, 31))
     assert (scores["GM"] == 0).all() and (scores["WM"] < 1).all() and (scores.drop(columns=["GM", "WM"]).to_numpy() == 1).all()
 
 
@@ -78,15 +85,15 @@ def test_evaluate_measures_each_models_segmentation_on_the_cases_own_grid(mirror
         [record] = datasets.fetch_crl_atlas(ages=(31,))
         labels = np.asarray(record.feta_labels().dataobj).astype(np.int16)
         assert scan.shape == labels.shape
-        if checkpoint[0] == "cortex lost":
+        if checkpoint[1]["name"] == "cortex lost":
             labels[labels == 2] = 3
-        if checkpoint[0] == "painter":
+        if checkpoint[1]["name"] == "painter":
             labels[:] = 1
         return nib.Nifti1Image(labels, scan.affine), None
 
     monkeypatch.setattr(fss.evaluation, "segment", by_name)
     cases = atlas_cases(crl_ages=(31,), stress_ages=(31,), stresses=("bias",), severities=(2,))
-    results = evaluate({"right": ("right", {}), "cortex lost": ("cortex lost", {}), "painter": ("painter", {})}, cases, progress=False)
+    results = evaluate({name: stand_in(name) for name in ("right", "cortex lost", "painter")}, cases, progress=False)
     assert list(results.columns) == RESULT_COLUMNS and len(results) == 3 * 2 * (7 * 3 + 1)
     outside = results[results.metric == OUTSIDE_IMAGE].set_index(["model", "dataset"]).value
     assert (results[results.metric == OUTSIDE_IMAGE].tissue == "all").all()
@@ -122,12 +129,12 @@ def test_turned_agreement_compares_each_turned_copy_with_the_plain_segmentation(
     reference = record.feta_labels()
 
     def perfect(scan, checkpoint, device):
-        if checkpoint[0] == "perfect":
+        if checkpoint[1]["name"] == "perfect":
             return resample_from_to(reference, scan, order=0), None
         return nib.Nifti1Image(np.asarray(reference.dataobj), scan.affine), None  # ignores how the grid turned
 
     monkeypatch.setattr(fss.evaluation, "segment", perfect)
-    table = turned_agreement(record, {"perfect": ("perfect", {}), "stuck": ("stuck", {})}, degrees=[15], progress=False)
+    table = turned_agreement(record, {name: stand_in(name) for name in ("perfect", "stuck")}, degrees=[15], progress=False)
     assert list(table.axis) == ["x", "x", "y", "y", "z", "z"] and set(table.degrees) == {15}
     by_model = table.set_index(["model", "axis"])
     np.testing.assert_allclose(by_model.loc["perfect", "agreement"], by_model.loc["perfect", "labels through the grids"])
