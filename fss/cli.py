@@ -1,4 +1,4 @@
-"""The ``fss`` command line: thin wrappers over the package's functions.
+"""The ``fss`` command line: thin wrappers over the package's functions (``fss segment`` over :func:`fss.batch.segment_batch`).
 
 Each command imports what it needs when it runs, so that ``fss --help`` and ``fss COMMAND --help``
 answer at once instead of after torch, scikit-learn and matplotlib have loaded.
@@ -14,15 +14,13 @@ import platform
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fss import __version__, pretrained
 from fss.bids import check_output_place
 from fss.labels import CONVENTIONS
-from fss.paths import atomic_path, claimed, is_plain_name, nifti_stem, refuse_to_overwrite_inputs
-from fss.records import sidecar_path
+from fss.paths import atomic_path, nifti_stem, refuse_to_overwrite_inputs
 
 DATASETS = ("crl", "wu", "reference")
 
@@ -288,54 +286,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _segment_jobs(inputs: list[str], output: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
-    """(name, input, output label map) for every image, and the folder of volumes.tsv.
-
-    ``output`` is a label map's file name for a single input file, else a folder; missing inputs, and two inputs
-    whose label maps would have one name, are refused before anything is written.
-    """
-    from fss.bids import find_t2w_images
-
-    missing = [item for item in inputs if not Path(item).exists()]
-    if missing:
-        raise ValueError(f"{', '.join(missing)}: no such file or folder; nothing was segmented")
-    names_a_file = bool(output.suffix) and not output.is_dir()
-    if len(inputs) == 1 and Path(inputs[0]).is_file() and names_a_file:
-        if not output.name.endswith((".nii", ".nii.gz")):
-            raise UsageError(f"-o {output}: fss writes NIfTI label maps; end the name in .nii.gz or .nii, or give a folder")
-        return [(Path(inputs[0]).name, Path(inputs[0]), output)], output.parent
-    if names_a_file:
-        raise UsageError(f"-o {output} looks like a file name, but the inputs are several images or a folder: give an output folder")
-    jobs = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            if item.resolve() == output.resolve():
-                raise UsageError(f"-o {output} is the input dataset itself: write the segmentations elsewhere, e.g. {output / 'derivatives' / 'fss'}")
-            for found in find_t2w_images(item):
-                relative = found.image.relative_to(item)
-                name = found.stem.removesuffix("_T2w") + "_dseg.nii.gz"
-                jobs.append((relative.as_posix(), found.image, output / relative.parent / name))
-        else:
-            jobs.append((item.name, item, output / f"{nifti_stem(item).removesuffix('_T2w')}_dseg.nii.gz"))
-    by_target: dict[Path, list[Path]] = {}
-    for _, source, target in jobs:
-        by_target.setdefault(target.resolve(), []).append(source)
-    clashes = [sources for sources in by_target.values() if len(sources) > 1]
-    if clashes and len({source.resolve() for source in clashes[0]}) == 1:
-        raise UsageError(f"{clashes[0][0]} is given {len(clashes[0])} times; give each image once")
-    if clashes:
-        raise UsageError(f"{', '.join(map(str, clashes[0]))} would all be written to one label map; segment them into separate folders")
-    return jobs, output
-
-
-def _qc_path(target: Path) -> Path:
-    return target.parent / f"{nifti_stem(target)}_qc.png"
-
-
-def _probabilities_path(target: Path) -> Path:
-    return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
-
-
 def _segment_model(args: argparse.Namespace):
     """The model of ``--checkpoint`` or ``--model``, else the packaged default, on ``--device``, with ``--window`` and ``--overlap``
     checked against it.
@@ -369,135 +319,31 @@ def _segment_model(args: argparse.Namespace):
     return model, device, model_name
 
 
-def _segment_one(source: Path, target: Path, name: str, model, model_name: str, device, args: argparse.Namespace):
-    """Segment ``source`` into ``target``, with its probability maps and QC figure when asked; the label map (nibabel image).
-
-    The QC picture's title names the image, the model (``model_name`` and how it was trained), the date and the brain volume.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from fss.infer import segment
-    from fss.io import SEGMENTATION_DESCRIPTION, load_nifti, save_nifti
-    from fss.viz import plot_segmentation, save_figure
-
-    scan = load_nifti(source)
-    labels, probabilities = segment(scan, model, device=device, tta=args.tta, window=args.window, overlap=args.overlap)
-    description = f"{SEGMENTATION_DESCRIPTION} {__version__}"
-    save_nifti(np.asarray(labels.dataobj), labels.affine, target, overwrite=True, description=description)
-    if args.probabilities:  # (X, Y, Z, class), uint8 with slope 1/255: readers get probabilities to 0.002
-        compact = np.round(probabilities.permute(1, 2, 3, 0).numpy() * 255).astype(np.uint8)
-        save_nifti(compact, labels.affine, _probabilities_path(target), overwrite=True, slope=1 / 255, description=description)
-    if args.qc:
-        figure = plot_segmentation(scan, labels, title=_qc_title(name, model_name, model[1], labels))
-        save_figure(figure, _qc_path(target))
-        plt.close(figure)
-    return labels
-
-
-def _qc_title(name: str, model_name: str, metadata: dict, labels) -> str:
-    """The QC picture's title: the image, the model and how it was trained, the date, the brain's and the eCSF's volumes (ml)."""
-    from fss.checkpoint import describe_checkpoint
-    from fss.metrics import tissue_volumes
-
-    volumes = tissue_volumes(labels)
-    return (
-        f"{name}\n{model_name}: {describe_checkpoint(metadata)}\n{date.today().isoformat()}, "
-        f"brain {volumes['brain_mm3'] / 1000:.0f} ml (without the extra-axial CSF), extra-axial CSF {volumes['eCSF_mm3'] / 1000:.0f} ml"
-    )
-
-
-def _segment_outputs(target: Path, args: argparse.Namespace) -> list[Path]:
-    """The files besides the label map that a segmentation into ``target`` writes."""
-    return [*([_probabilities_path(target)] if args.probabilities else []), *([_qc_path(target)] if args.qc else [])]
-
-
-def _segment_job(name: str, source: Path, target: Path, model, model_name: str, device, args: argparse.Namespace):
-    """One image: (the label map, ``"kept"`` or ``"segmented"``), as its record allows (:func:`fss.records.judge`); ``--overwrite``
-    makes again what fss made before, never what it did not make.
-
-    Raises
-    ------
-    ValueError
-        When the output is not fss's to replace, or was made from something else and ``--overwrite`` is not given.
-    """
-    from fss.io import load_nifti
-    from fss.records import Request, judge, sha256, write_record
-
-    files = _segment_outputs(target, args)
-    request = Request(
-        str(source.resolve()), sha256(source), model[1]["weights_sha256"], {"tta": args.tta, "window": args.window, "overlap": args.overlap}
-    )
-    verdict = judge(target, files, request)
-    if verdict.action == "kept" and not args.overwrite:
-        return load_nifti(target), "kept"
-    if verdict.action == "foreign" or (verdict.action == "different" and not args.overwrite):
-        raise ValueError(verdict.reason)
-    previous = verdict.record or {}
-    recorded = previous.get("files", {})
-    for stale in set(previous.get("planned", [])) - {target.name, *(f.name for f in files)}:  # fss's own files this request does not make
-        path = target.parent / stale
-        # a record edited to name a path elsewhere deletes nothing there, and a file changed since fss wrote it is not fss's
-        if is_plain_name(stale) and path.is_file() and recorded.get(stale) == sha256(path):
-            path.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_record(target, request, files, complete=False, model_name=model_name)
-    try:
-        labels = _segment_one(source, target, name, model, model_name, device, args)
-    except BaseException:
-        if not any(path.exists() for path in [target, *files]):  # nothing written: no record of it either
-            sidecar_path(target).unlink()
-        raise
-    write_record(target, request, files, complete=True, model_name=model_name)
-    return labels, "segmented"
-
-
 def _segment(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    jobs, folder = _segment_jobs(args.inputs, output)
-    table_path = folder / "volumes.tsv"
-    outputs = [
-        table_path,
-        *(t for _, _, t in jobs),
-        *(_qc_path(t) for _, _, t in jobs if args.qc),
-        *(_probabilities_path(t) for _, _, t in jobs if args.probabilities),
-        *(sidecar_path(t) for _, _, t in jobs),
-    ]
-    with _arguments():
-        refuse_to_overwrite_inputs(outputs, [source for _, source, _ in jobs])  # before the heavy imports: a refusal answers at once
-        check_output_place(folder)
-
-    from tqdm.auto import tqdm
-
-    from fss.bids import check_table, update_table, write_derivative_description
-    from fss.metrics import VOLUME_COLUMNS, tissue_volumes
+    from fss.batch import Extras, plan, segment_batch
 
     with _arguments():
-        check_table(table_path, ["image", "segmentation", *VOLUME_COLUMNS])  # a table of the user's is not taken over
+        plan(args.inputs, args.output, Extras(args.probabilities, args.qc))  # before the model loads: a refusal answers at once
     model, device, model_name = _segment_model(args)
-    if any(Path(i).is_dir() for i in args.inputs):
-        with _arguments():
-            write_derivative_description(output)
-    rows, failed, kept = [], 0, 0
-    for name, source, target in tqdm(jobs, desc="segment", unit="image"):
-        with claimed(target) as mine:  # the label map, its files and its row of the table come from one process
-            try:
-                if not mine:
-                    raise FileExistsError(f"another process is segmenting into {target}; wait for it to end, or choose another output")
-                labels, done = _segment_job(name, source, target, model, model_name, device, args)
-            except (ValueError, OSError) as error:
-                failed += 1
-                tqdm.write(f"{name}: failed: {error}")
-                continue
-            if done == "kept":
-                kept += 1
-                tqdm.write(f"{name}: {target} exists, made from the same input, model and options: kept")
-            rows.append({"image": name, "segmentation": str(target.resolve()), **tissue_volumes(labels)})
-            update_table(table_path, rows[-1:], key="segmentation")
+    with _arguments():
+        result = segment_batch(
+            args.inputs,
+            args.output,
+            model,
+            model_name=model_name,
+            device=device,
+            tta=args.tta,
+            window=args.window,
+            overlap=args.overlap,
+            probabilities=args.probabilities,
+            qc=args.qc,
+            overwrite=args.overwrite,
+        )
+    kept, failed = len(result.kept), len(result.failed)
     print(
-        f"{len(rows) - kept} of {len(jobs)} images segmented"
+        f"{len(result.rows) - kept} of {len(result.rows) + failed} images segmented"
         + (f", {kept} kept from before" if kept else "")
-        + (f"; volumes in {table_path}" if rows else "")
+        + (f"; volumes in {result.table}" if result.rows else "")
         + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0

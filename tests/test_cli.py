@@ -20,13 +20,15 @@ import fss.metrics
 import fss.train
 import fss.viz
 from fss import datasets, pretrained
+from fss.batch import qc_title
 from fss.bids import update_table
 from fss.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from fss.cli import _qc_title, main
+from fss.cli import main
 from fss.device import resolve_device
 from fss.infer import segment
 from fss.io import load_nifti
 from fss.labels import to_feta
+from fss.metrics import tissue_volumes
 from fss.paths import claimed, locked
 from fss.run_control import TrainingDiverged, TrainingInterrupted
 from fss.seeds import write_seeds
@@ -309,7 +311,7 @@ def test_qc_title_gives_the_brain_without_the_extra_axial_csf():
     labels = np.zeros((40, 40, 40), np.int16)  # 1 mm voxels: 1000 voxels a millilitre
     labels.reshape(-1)[:10000] = 1  # extra-axial CSF, 10 ml
     labels.reshape(-1)[10000:40000] = 3  # white matter, 30 ml
-    title = _qc_title("x.nii.gz", "fss-synth-cpu", {"spacing_mm": 1.6}, nib.Nifti1Image(labels, np.eye(4)))
+    title = qc_title("x.nii.gz", "fss-synth-cpu", {"spacing_mm": 1.6}, tissue_volumes(nib.Nifti1Image(labels, np.eye(4))))
     assert "brain 30 ml (without the extra-axial CSF), extra-axial CSF 10 ml" in title
     assert title.startswith("x.nii.gz\nfss-synth-cpu: training not recorded at 1.6 mm\n")
 
