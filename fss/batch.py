@@ -27,7 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from fss import __version__
-from fss.bids import check_output_place, check_table, find_t2w_images, update_table, write_derivative_description
+from fss.bids import check_output_place, check_table, claim_output_place, find_t2w_images, update_table, write_derivative_description
 from fss.paths import claimed, is_plain_name, nifti_stem, refuse_to_overwrite_inputs
 from fss.records import Request, judge, sha256, sidecar_path, write_record
 
@@ -276,6 +276,7 @@ def segment_batch(
     jobs, folder = plan(inputs, output, extras)
     if any(Path(item).is_dir() for item in inputs):
         write_derivative_description(Path(output))
+    claim_output_place(folder)  # a new folder under a raw dataset's derivatives/ (done by the line above when a dataset is segmented)
     settings = _Settings(model, model_name, device, {"tta": tta, "window": window, "overlap": overlap}, extras, overwrite)
     result = BatchResult(folder / VOLUMES_TABLE)
     for job in tqdm(jobs, desc="segment", unit="image", disable=not progress):

@@ -157,13 +157,20 @@ def _generators(description: dict) -> list[str]:
     return [g.get("Name", "?") for g in generated if isinstance(g, dict)] if isinstance(generated, list) else []
 
 
-def check_output_place(output: str | os.PathLike) -> None:
+def check_output_place(output: str | os.PathLike) -> Path | None:
     """Raise unless fss may write ``output`` (a file or folder, existing or not) where it lies.
 
     The nearest dataset description at or above ``output`` decides: inside a raw BIDS dataset
-    (a description whose ``DatasetType`` is not ``derivative``) fss writes only under its
-    ``derivatives/`` folder; inside a derivative dataset, only when fss generated it. Outside
-    any dataset, anywhere.
+    (a description whose ``DatasetType`` is not ``derivative``) fss writes only into a folder of its
+    own under ``derivatives/``: one that does not exist yet or is empty (``derivatives/`` itself is
+    shared by every pipeline, never an output); inside a derivative dataset, only when fss generated
+    it. Outside any dataset, anywhere.
+
+    Returns
+    -------
+    Path or None
+        The folder under a raw dataset's ``derivatives/`` that ``output`` lies in and fss is to create:
+        :func:`claim_output_place` gives it fss's description, so that fss knows it as its own later.
 
     Raises
     ------
@@ -182,12 +189,43 @@ def check_output_place(output: str | os.PathLike) -> None:
                     f"{output} is inside {folder}, a derivative dataset of {', '.join(owners) or 'another pipeline'}: "
                     f"fss writes only into its own derivative folders, e.g. {folder.parent / 'fss'}"
                 )
-            return
-        if folder / "derivatives" not in [target, *target.parents]:
+            return None
+        derivatives = folder / "derivatives"
+        if derivatives not in target.parents:
+            if target == derivatives:
+                raise ValueError(
+                    f"{output} holds the derivatives of every pipeline of {folder}: write into a folder of its own, e.g. {derivatives / 'fss'}"
+                )
+            raise ValueError(f"{output} is inside the raw BIDS dataset {folder}: write under {derivatives}, e.g. {derivatives / 'fss'}")
+        pipeline = derivatives / target.relative_to(derivatives).parts[0]
+        if pipeline.is_dir() and any(pipeline.iterdir()):
             raise ValueError(
-                f"{output} is inside the raw BIDS dataset {folder}: write under {folder / 'derivatives'}, e.g. {folder / 'derivatives' / 'fss'}"
+                f"{output} is inside {pipeline}, a derivative folder that fss did not create (it has no dataset description of fss): "
+                f"write into a new folder, e.g. {derivatives / 'fss'}"
             )
+        return pipeline
+    return None
+
+
+def claim_output_place(output: str | os.PathLike) -> None:
+    """Check ``output``'s place (:func:`check_output_place`) and, when it lies in a new folder under a raw dataset's
+    ``derivatives/``, make that folder fss's: a dataset description that names fss as its generator.
+
+    Raises
+    ------
+    ValueError
+        If fss may not write there.
+    """
+    folder = check_output_place(output)
+    if folder is None:
         return
+    folder.mkdir(parents=True, exist_ok=True)
+    description = {"Name": f"fss: {folder.name}", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [GENERATED_BY]}
+    try:
+        with atomic_path(folder / "dataset_description.json") as temporary:
+            temporary.write_text(json.dumps(description, indent=1))
+    except FileExistsError:  # another process claimed it at the same moment
+        pass
 
 
 def write_derivative_description(output: Path) -> None:

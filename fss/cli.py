@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fss import __version__, pretrained
-from fss.bids import check_output_place
+from fss.bids import claim_output_place
 from fss.labels import CONVENTIONS
 from fss.paths import atomic_path, nifti_stem, refuse_to_overwrite_inputs
 
@@ -119,7 +119,7 @@ def _seeds(args: argparse.Namespace) -> int:
         jobs = [(args.image, args.labels, args.subject, nifti_stem(args.labels))]
         root = args.out
     with _arguments():
-        check_output_place(Path(root) / "derivatives" / "seeds")
+        claim_output_place(Path(root) / "derivatives" / "seeds")
     failed = 0
     for image, labels, subject, stem in tqdm(jobs, desc="seeds", unit="subject"):
         try:
@@ -147,11 +147,11 @@ def _synth(args: argparse.Namespace) -> int:
             raise ValueError(f"--n {args.n}: the number of samples must be at least 1")
         if args.seed < 0:
             raise ValueError(f"--seed {args.seed}: the seed must not be negative")
-        check_output_place(args.out)
         config = load_config(args.config)
         if args.output_shape:
             config = dataclasses.replace(config, output_shape=tuple(args.output_shape))
         device = resolve_device(args.device)
+        claim_output_place(args.out)
     generator = Generator(load_subjects(args.seeds, args.subjects), config, device=device)
     _, kept = write_samples(generator, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
     already = f" ({kept} of them kept from an earlier run of the same set)" if kept else ""
@@ -172,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"--until {args.until}: give an iteration of at least 1")
     out = Path(args.out or Path("outputs") / "training" / Path(args.config).stem)
     with _arguments():
-        check_output_place(out)
+        claim_output_place(out)
     try:
         metrics = train(config, out, resume=args.resume, overwrite=args.overwrite, until=args.until, command=args.command_line)
     except TrainingInterrupted as stopped:
@@ -199,9 +199,9 @@ def _experiment(args: argparse.Namespace) -> int:
     with _arguments():
         experiment = load_experiment(args.file)
         setting = args.setting or next(iter(experiment.settings))
-        check_output_place(args.root)
         runs = plan(experiment, setting)
         select(runs, args.only)
+        claim_output_place(args.root)
     print(f"{experiment.name} ({setting}): {experiment.description}")
     for run in runs:
         print(f"  {run.id:40s} {status(run, args.root):12s} {run.folder(args.root)}")
@@ -261,7 +261,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     with _arguments():
         refuse_to_overwrite_inputs([args.output], [*predictions.values(), *references.values()])
         _check_table_file(args.output)
-        check_output_place(args.output)
+        claim_output_place(Path(args.output).parent)  # a file: its folder is the output place
     tables, failed = [], []
     for name, predicted, expected in pairs:  # one pair that cannot be evaluated does not stop the others
         try:

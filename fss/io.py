@@ -503,10 +503,11 @@ SEGMENTATION_DESCRIPTION = "fss segmentation"
 wherever they are copied)."""
 
 
-def made_by_fss_segment(image: nib.spatialimages.SpatialImage) -> bool:
-    """Whether the header of ``image`` says that ``fss segment`` wrote it (:data:`SEGMENTATION_DESCRIPTION`)."""
-    description = image.header["descrip"].item() if "descrip" in image.header else b""
-    return description.decode(errors="replace").startswith(SEGMENTATION_DESCRIPTION)
+def described_as(image: nib.spatialimages.SpatialImage, description: str) -> bool:
+    """Whether the header description of ``image`` begins with ``description``: how fss marks the files it writes
+    (:data:`SEGMENTATION_DESCRIPTION` for ``fss segment``'s, :data:`fss.seeds.SEEDS_DESCRIPTION` for seeds)."""
+    found = image.header["descrip"].item() if "descrip" in image.header else b""
+    return found.decode(errors="replace").startswith(description)
 
 
 def save_nifti(

@@ -38,7 +38,7 @@ import pandas as pd
 from nibabel.processing import resample_from_to
 from sklearn.mixture import GaussianMixture
 
-from fss.io import check_image_argument, load_nifti, made_by_fss_segment, save_nifti
+from fss.io import SEGMENTATION_DESCRIPTION, check_image_argument, described_as, load_nifti, save_nifti
 from fss.labels import META_LABELS, conventions_that_fit, to_feta, to_meta_labels
 from fss.paths import is_plain_name
 
@@ -368,10 +368,10 @@ which an interrupted run's files are known as fss's own."""
 def _written_by_fss_seeds(path: Path) -> bool:
     """Whether the header of the NIfTI file ``path`` says that fss wrote it as seeds (:data:`SEEDS_DESCRIPTION`)."""
     try:
-        header = nib.load(path).header
+        image = nib.load(path)
     except Exception:  # nibabel raises many types for files it cannot read: not fss's
         return False
-    return header["descrip"].item().decode(errors="replace") == SEEDS_DESCRIPTION
+    return described_as(image, SEEDS_DESCRIPTION)
 
 
 def save_seeds(seeds: Seeds, root: str | os.PathLike, subject: str, stem: str, overwrite: bool = False) -> list[Path]:
@@ -491,7 +491,7 @@ def write_seeds(
         If only some of the files exist, one of them not written by fss (its header does not say
         :data:`SEEDS_DESCRIPTION`), and ``overwrite`` is false.
     ValueError
-        If ``labels`` is a segmentation that ``fss segment`` wrote (:func:`fss.io.made_by_fss_segment`).
+        If ``labels`` is a segmentation that ``fss segment`` wrote (its header says so: :data:`fss.io.SEGMENTATION_DESCRIPTION`).
 
     Warns
     -----
@@ -501,7 +501,7 @@ def write_seeds(
     """
     labels_path(root, subject, stem)  # a subject or stem that would lead out of the folder is refused before any work
     labels_file, image, labels = labels, load_nifti(image), load_nifti(labels)
-    if made_by_fss_segment(labels):
+    if described_as(labels, SEGMENTATION_DESCRIPTION):
         raise ValueError(
             f"{labels_file} is a segmentation made by fss (its header says so); seeds need reference label maps (manual or another pipeline's)"
         )

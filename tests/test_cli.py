@@ -136,6 +136,7 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | probabilities, sliding window and overlap from the command line | test_segment_writes_probabilities_and_takes_a_window |
 # | `--window 32 --overlap 0.999`: hours of windows | test_a_window_and_overlap_that_would_run_for_hours_are_refused_before_any_window (test_infer.py) |
 # | segment, synth, train, experiment, evaluate or seeds writing into a raw BIDS dataset, or into another pipeline's derivative | test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative |
+# | `-o bids/derivatives/manual` (a folder without description that fss did not create), `-o bids/derivatives`; every command into a folder it created there, twice | test_a_derivative_folder_is_fss_s_only_when_fss_created_it |
 # | a manual label map or another tool's QC picture where fss would write, with or without --overwrite | test_segment_never_replaces_or_adopts_a_file_it_did_not_write |
 # | another scan of the same name, other options, another spelling of the output, a hand-corrected output | test_kept_means_the_same_input_model_and_options |
 # | a full disk while the QC picture is written, a file of a finished output deleted | test_an_output_is_finished_only_when_all_its_files_are |
@@ -835,6 +836,53 @@ def test_no_command_writes_into_a_raw_dataset_or_another_pipelines_derivative(tm
     assert {p: b for p, b in _bytes(root).items() if "derivatives" not in p.parts} == {
         p: b for p, b in before.items() if "derivatives" not in p.parts
     }
+
+
+def test_a_derivative_folder_is_fss_s_only_when_fss_created_it(tmp_path, checkpoint, capsys):
+    root = bids(tmp_path)
+    manual = root / "derivatives" / "manual" / "sub-01" / "anat"
+    manual.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)), manual / "sub-01_dseg.nii.gz")  # no dataset description
+    image = root / "sub-01" / "anat" / "sub-01_T2w.nii.gz"
+    before = _bytes(root)
+    for output, reason in (
+        (root / "derivatives" / "manual", "a derivative folder that fss did not create"),
+        (root / "derivatives" / "manual" / "fss", "a derivative folder that fss did not create"),
+        (root / "derivatives", "holds the derivatives of every pipeline"),
+    ):
+        for command in (
+            ["segment", str(root), "-o", str(output), "--checkpoint", str(checkpoint), "--overwrite"],
+            ["segment", str(image), "-o", str(output), "--checkpoint", str(checkpoint)],
+            ["evaluate", str(manual / "sub-01_dseg.nii.gz"), str(manual / "sub-01_dseg.nii.gz"), "-o", str(output / "metrics.tsv")],
+        ):
+            assert main(command) == 2, command
+            assert reason in capsys.readouterr().err, command
+    assert _bytes(root) == before
+    mine = root / "derivatives" / "fss"
+    for _ in range(2):  # a folder fss created is its own the next time, whatever it wrote there first
+        assert main(["segment", str(image), "-o", str(mine), "--checkpoint", str(checkpoint)]) == 0
+        assert (
+            main(["evaluate", str(manual / "sub-01_dseg.nii.gz"), str(manual / "sub-01_dseg.nii.gz"), "-o", str(mine / "metrics.tsv"), "--overwrite"])
+            == 0
+        )
+    assert json.loads((mine / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"] == "fss"
+    seeds = [
+        "seeds",
+        "--image",
+        str(image),
+        "--labels",
+        str(manual / "sub-01_dseg.nii.gz"),
+        "--subject",
+        "01",
+        "--out",
+        str(root),
+        "--max-subclasses",
+        "1",
+    ]
+    for _ in range(2):
+        main(seeds)  # the label map fits no tissue well; what matters is where fss may write
+        assert "inside" not in capsys.readouterr().err
+    assert json.loads((root / "derivatives" / "seeds" / "dataset_description.json").read_text())["DatasetType"] == "derivative"
 
 
 def test_a_picture_that_replaced_fss_s_own_is_not_deleted_as_stale(tmp_path, checkpoint):
