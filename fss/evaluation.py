@@ -12,7 +12,8 @@ scan's grid (:func:`fss.infer.segment`), which is what is scored here.
   (:func:`fss.metrics.tissue_metrics`): the long table notebook 04 writes as ``metrics.tsv``.
 - :func:`with_stress_columns`, :func:`tissue_table` and :func:`drops_from_clean` read that table.
 - :func:`turned_agreement` segments copies of a scan on turned grids and compares them with the
-  segmentation of the scan itself.
+  segmentation of the scan itself; :func:`turned_brains` turns the brain within the scan's grid
+  and scores each copy against the labels turned with it.
 - :func:`crl_dice` is the short form for one model: Dice per tissue of CRL ages.
 
 Example
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,11 @@ from tqdm.auto import tqdm
 
 from fss import datasets
 from fss.checkpoint import model_and_metadata
-from fss.infer import segment
+from fss.infer import TURNED_BRAIN_WARNING, segment
 from fss.io import load_nifti
 from fss.labels import TISSUES
-from fss.metrics import dice_per_tissue, labelled_outside_image, tissue_metrics
-from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn
+from fss.metrics import brain_turn_degrees, dice_per_tissue, labelled_outside_image, tissue_metrics
+from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn, turn_anatomy
 from fss.unet import UNet
 
 CRL_HELD_OUT = "CRL (held out)"
@@ -179,14 +181,19 @@ def evaluate(models: Mapping[str, Model], cases: Sequence[Case], device: str = "
     pandas.DataFrame
         Columns :data:`RESULT_COLUMNS`: one row per model, case, tissue (FeTA short names) and
         metric (``dice``, ``hd95`` in mm, ``volume_similarity``), and per model and case the share of
-        labelled voxels where the image is 0 (tissue ``all``, metric :data:`OUTSIDE_IMAGE`).
+        labelled voxels where the image is 0 (tissue ``all``, metric :data:`OUTSIDE_IMAGE`). What segmentation warns of
+        is warned again, naming the case and the model.
     """
     rows = []
     for model_name, model in models.items():
         loaded = model_and_metadata(model, device)
         for case in tqdm(cases, desc=model_name, unit="case", disable=not progress):
             image, labels = case.load()
-            prediction, _ = segment(image, loaded, device=device)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                prediction, _ = segment(image, loaded, device=device)
+            for warning in caught:  # passed on with the case they are about
+                warnings.warn(f"{case.dataset}, {case.name} ({model_name}): {warning.message}", warning.category, stacklevel=2)
             predicted = np.asarray(prediction.dataobj)
             table = tissue_metrics(predicted, labels, voxel_sizes(image.affine))
             outside = {"tissue": "all", "metric": OUTSIDE_IMAGE, "value": labelled_outside_image(predicted, np.asarray(image.dataobj))}
@@ -281,6 +288,47 @@ def turned_agreement(
             row = {"model": name, "degrees": turned_degrees, "axis": "xyz"[axis], "agreement": agreement}
             rows.append({**row, "labels through the grids": resampling})
     return pd.DataFrame(rows, columns=["model", "degrees", "axis", "agreement", "labels through the grids"])
+
+
+def turned_brains(
+    image: nib.spatialimages.SpatialImage,
+    labels: nib.spatialimages.SpatialImage,
+    models: Mapping[str, Model],
+    degrees: Sequence[float],
+    device: str = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """How each model segments a brain turned within the scan's grid, as a fetus lies at any angle in the scanner.
+
+    The anatomy of ``image`` and its FeTA ``labels`` is turned by each of ``degrees`` about each world axis on the same
+    grid (:func:`fss.stress.turn_anatomy`); each copy, and the scan itself (``degrees`` 0, axis ``-``), is segmented as
+    ``fss segment`` does and scored against the labels turned with it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model``, ``axis`` (``-``, x, y or z), ``degrees``, ``dice`` (mean over the tissues), ``turn_read``
+        (the brain's turn read from the segmentation, :func:`fss.metrics.brain_turn_degrees`) and ``warned`` (whether
+        segmentation warned of a turned brain: ``turn_read`` above :data:`fss.infer.TURNED_BRAIN_DEGREES`). Other
+        warnings of segmentation are passed on.
+    """
+    loaded = {name: model_and_metadata(model, device) for name, model in models.items()}
+    turns = [(0.0, None), *((float(d), axis) for d in degrees for axis in range(3))]
+    rows = []
+    for angle, axis in tqdm(turns, desc="turned brains", unit="turn", disable=not progress):
+        scan = image if axis is None else turn_anatomy(image, angle, axis)
+        truth = np.asarray((labels if axis is None else turn_anatomy(labels, angle, axis, mode="nearest")).dataobj)
+        for name, model in loaded.items():
+            with warnings.catch_warnings(record=True) as caught:  # the turn is on purpose: its warning is a column of the table
+                warnings.simplefilter("always")
+                segmentation = segment(scan, model, device=device)[0]
+            for other in (w for w in caught if not str(w.message).startswith(TURNED_BRAIN_WARNING)):
+                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+            dice = float(np.nanmean(list(dice_per_tissue(np.asarray(segmentation.dataobj), truth).values())))
+            row = {"model": name, "axis": "-" if axis is None else "xyz"[axis], "degrees": angle, "dice": dice}
+            warned = any(str(w.message).startswith(TURNED_BRAIN_WARNING) for w in caught)
+            rows.append({**row, "turn_read": brain_turn_degrees(segmentation), "warned": warned})
+    return pd.DataFrame(rows, columns=["model", "axis", "degrees", "dice", "turn_read", "warned"])
 
 
 def crl_dice(checkpoint: Model, ages: Sequence[int], device: str = "cpu") -> pd.DataFrame:

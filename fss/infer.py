@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fss.checkpoint import model_and_metadata, working_spacing
 from fss.device import check_memory, native_bfloat16, resolve_device
 from fss.io import WorkingGrid, check_image_argument, load_nifti, normalize_as_recorded
-from fss.metrics import tissue_volumes
+from fss.metrics import brain_turn_degrees, tissue_volumes
 from fss.unet import UNet
 
 MAX_WHOLE_VOXELS = 192**3
@@ -271,6 +271,7 @@ def segment(
     result = nib.Nifti1Image(labels, scan.affine)
     result.header.set_xyzt_units("mm")
     _warn_of_a_brain_of_no_fetal_size(result)
+    _warn_of_a_brain_turned_in_its_grid(result)
     return result, back
 
 
@@ -288,6 +289,35 @@ def _warn_of_a_brain_of_no_fetal_size(labels: nib.Nifti1Image) -> None:
         warnings.warn(
             f"the segmentation holds {brain_ml:.1f} ml of brain (without the extra-axial CSF), outside the {low:g}-{high:g} ml of any "
             "fetal brain: is the scan a fetal brain, with the right voxel sizes?",
+            stacklevel=3,
+        )
+
+
+TURNED_BRAIN_DEGREES = 40.0
+"""The brain's turn within the scan's grid (:func:`fss.metrics.brain_turn_degrees`, read from the segmentation) beyond
+which :func:`segment` warns. Measured with ``python benchmarks/brain_orientation.py`` (the brain-masked Wu atlas at 22, 26,
+30 and 34 weeks turned within its grid): upright brains read 8-14 degrees; turned by 30 degrees about any axis they read
+28-39 and the packaged synthetic model loses 0.03-0.04 of its mean Dice; turned by 45 degrees they read 44-54 and it loses
+0.11-0.13, by 60 degrees 0.28-0.34. The generator turns its brains by up to 20 degrees about each axis."""
+
+
+TURNED_BRAIN_WARNING = "the segmented brain's axes lie about"
+"""How the warning of a turned brain begins."""
+
+
+def _warn_of_a_brain_turned_in_its_grid(labels: nib.Nifti1Image) -> None:
+    """Warn when the brain that ``labels`` (FeTA) hold lies turned by more than :data:`TURNED_BRAIN_DEGREES` in its grid.
+
+    The turn is read from the segmentation's shape, so a segmentation that failed (most tissues missed, as under another
+    contrast) can read as turned too: the warning names both causes.
+    """
+    degrees = brain_turn_degrees(labels)
+    if degrees > TURNED_BRAIN_DEGREES:
+        warnings.warn(
+            f"{TURNED_BRAIN_WARNING} {degrees:.0f} degrees from the scan's: either the brain lies turned in its grid (the models "
+            f"were trained on brains turned by at most 20 degrees and lose much of their accuracy beyond {TURNED_BRAIN_DEGREES:.0f}: "
+            "turn the scan so that the brain lies along its axes, e.g. by a rigid registration to an atlas, and segment it again) "
+            "or the segmentation failed: look at it",
             stacklevel=3,
         )
 

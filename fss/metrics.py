@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nibabel.affines import voxel_sizes
+from nibabel.orientations import inv_ornt_aff, io_orientation
 from scipy import ndimage
 
 from fss.io import check_image_argument, load_nifti
@@ -158,6 +159,55 @@ def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     volumes = [float(counts[t.value] * voxel) for t in TISSUES[1:]]
     brain = float(sum(v for t, v in zip(TISSUES[1:], volumes) if t.short != "eCSF"))
     return dict(zip(VOLUME_COLUMNS, [*volumes, brain]))
+
+
+BRAIN_AXES_ORDER = (1, 0, 2)
+"""The grid axes (RAS order) that the brain's principal axes lie along, longest first: anterior-posterior, left-right,
+inferior-superior (standard deviations about 1.2 : 1 : 0.8 in the CRL and Wu atlases at every age)."""
+
+
+DISTINCT_SPREAD = 1.05
+"""How much longer (standard deviation of the voxel positions) a principal axis must be than the next for
+:func:`brain_turn_degrees` to tell them apart."""
+
+
+def brain_turn_degrees(labels: nib.spatialimages.SpatialImage) -> float:
+    """How far the brain lies turned in its grid: the largest angle (degrees) between its principal axes and the grid's.
+
+    The brain (every FeTA tissue but the extra-axial CSF) is longest front to back, then left to right, then bottom to top:
+    its principal axes (of the voxel positions in mm, by decreasing spread) are compared with the grid's voxel axes
+    reoriented to RAS (:data:`BRAIN_AXES_ORDER`), the axes that segmentation works on. An upright atlas gives 8-14 degrees
+    (its principal axes are not exactly its grid's); a brain turned by ``a`` degrees about one axis, about ``a`` more.
+
+    Returns
+    -------
+    float
+        Degrees (0-90); nan without brain voxels, or when the spreads are too alike to tell the axes apart (each less
+        than :data:`DISTINCT_SPREAD` times the next; the atlases' are 1.12-1.32 times).
+
+    Raises
+    ------
+    ValueError
+        Unless ``labels`` is one 3-D FeTA label map.
+    """
+    data = np.asarray(labels.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
+    check_feta(data, "labels")
+    voxels = np.argwhere((data > 0) & (data != 1)).astype(float)
+    if len(voxels) < 4:
+        return float("nan")
+    ras_affine = labels.affine @ inv_ornt_aff(io_orientation(labels.affine), data.shape)
+    grid_axes = ras_affine[:3, :3] / np.linalg.norm(ras_affine[:3, :3], axis=0)  # columns: the RAS grid's axes in world space
+    positions = voxels @ labels.affine[:3, :3].T  # mm, world space
+    variance, axes = np.linalg.eigh(np.cov(positions.T))
+    order = np.argsort(variance)[::-1]
+    spread = np.sqrt(np.clip(variance[order], 0, None))  # mm, longest first
+    if not (spread[0] >= DISTINCT_SPREAD * spread[1] and spread[1] >= DISTINCT_SPREAD * spread[2]):
+        return float("nan")  # a round shape: its axes are not the brain's
+    principal = axes[:, order]  # columns, longest spread first
+    cosines = [abs(principal[:, k] @ grid_axes[:, axis]) for k, axis in enumerate(BRAIN_AXES_ORDER)]
+    return float(np.degrees(np.arccos(np.clip(min(cosines), 0.0, 1.0))))
 
 
 def evaluate(

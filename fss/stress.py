@@ -234,13 +234,34 @@ def stress_views(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[st
     }
 
 
+def _turned_about_centre(image: nib.spatialimages.SpatialImage, degrees: float, axis: int) -> np.ndarray:
+    """(4, 4) affine of ``image``'s grid turned by ``degrees`` about world axis ``axis`` through the field of view's centre."""
+    affine = np.asarray(image.affine, float)
+    centre = affine @ np.r_[(np.asarray(image.shape[:3]) - 1) / 2, 1.0]
+    angle = math.radians(degrees)
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(4)
+    rotation[[i, i, j, j], [i, j, i, j]] = [math.cos(angle), -math.sin(angle), math.sin(angle), math.cos(angle)]
+    to_centre, back = np.eye(4), np.eye(4)
+    to_centre[:3, 3], back[:3, 3] = -centre[:3], centre[:3]
+    return back @ rotation @ to_centre @ affine
+
+
+def _voxels(image: nib.spatialimages.SpatialImage, affine: np.ndarray, mode: str) -> nib.Nifti1Image:
+    """``image``'s voxels placed by ``affine``: float32 for ``"linear"`` resampling, their own dtype for ``"nearest"``."""
+    data = np.asarray(image.dataobj)
+    return nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, affine)
+
+
 def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
     """The same anatomy on a grid turned by ``degrees`` about a world axis through the field of view's centre.
 
     The scan is resampled (trilinear, or nearest for label maps) onto the turned grid: in world
     space nothing moves, so a segmentation of the turned copy, resampled back onto the
     original grid, can be compared with the segmentation of the original voxel by voxel. Parts
-    of the turned grid outside the original field of view are 0.
+    of the turned grid outside the original field of view are 0. Segmentation reorients a scan
+    to its closest RAS axes first, so a turn of 45 degrees or more reaches the network as a
+    smaller one: :func:`turn_anatomy` turns the brain within the grid instead.
 
     Parameters
     ----------
@@ -256,18 +277,36 @@ def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, m
     -------
     nibabel.Nifti1Image, same shape, affine turned, float32 (linear) or the input's dtype (nearest).
     """
-    affine = np.asarray(image.affine, float)
-    centre = affine @ np.r_[(np.asarray(image.shape[:3]) - 1) / 2, 1.0]
-    angle = math.radians(degrees)
-    i, j = [a for a in range(3) if a != axis]
-    rotation = np.eye(4)
-    rotation[[i, i, j, j], [i, j, i, j]] = [math.cos(angle), -math.sin(angle), math.sin(angle), math.cos(angle)]
-    to_centre, back = np.eye(4), np.eye(4)
-    to_centre[:3, 3], back[:3, 3] = -centre[:3], centre[:3]
-    turned = back @ rotation @ to_centre @ affine
-    data = np.asarray(image.dataobj)
-    source = nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, affine)
-    return resample_from_to(source, (image.shape[:3], turned), order=1 if mode == "linear" else 0, mode="constant", cval=0)
+    turned = _turned_about_centre(image, degrees, axis)
+    return resample_from_to(
+        _voxels(image, image.affine, mode), (image.shape[:3], turned), order=1 if mode == "linear" else 0, mode="constant", cval=0
+    )
+
+
+def turn_anatomy(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
+    """The anatomy turned by ``degrees`` about a world axis through the field of view's centre, on the same grid.
+
+    As a fetus lies at any angle in the scanner while the scan's grid follows the scanner: the
+    brain's axes leave the grid's. Turn the labels with ``mode="nearest"`` to score a segmentation
+    of the turned image. Parts of the turned anatomy that leave the field of view are lost, and
+    the field of view's corners that it uncovers are 0.
+
+    Parameters
+    ----------
+    image : nibabel image, (X, Y, Z)
+    degrees : float
+        Rotation angle; positive turns counter-clockwise seen from the positive axis.
+    axis : int
+        World axis of the rotation: 0 (x, left-right: a nod), 1 (y, anterior-posterior: a roll) or 2 (z: a turn of the head).
+    mode : {"linear", "nearest"}
+        Trilinear (images) or nearest-neighbour (label maps) resampling, by nibabel.
+
+    Returns
+    -------
+    nibabel.Nifti1Image, same shape and affine as ``image``, float32 (linear) or the input's dtype (nearest).
+    """
+    moved = _voxels(image, _turned_about_centre(image, degrees, axis), mode)
+    return resample_from_to(moved, (image.shape[:3], image.affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
 
 
 def clinical_stack(

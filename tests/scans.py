@@ -42,3 +42,14 @@ def label_folders(tmp_path):
         folder.mkdir()
         nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / "sub-01_dseg.nii.gz")
     return folders
+
+
+def ellipsoid(semi_axes_mm=(30.0, 36.0, 24.0), spacing=1.5, side=64, value=3):
+    """An upright brain-shaped ellipsoid (semi-axes along x, y, z in mm: longest front to back, shortest bottom to top)
+    of ``value`` on a cube of ``side`` voxels of ``spacing`` mm centred on the origin; int16 labels (cast for an image)."""
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = -spacing * (side - 1) / 2
+    index = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).astype(float)
+    world = index * spacing + affine[:3, 3]
+    inside = ((world / np.asarray(semi_axes_mm)) ** 2).sum(-1) <= 1
+    return nib.Nifti1Image((inside * value).astype(np.int16), affine)

@@ -121,3 +121,14 @@ def test_the_recipes_short_run_table_is_printed_from_the_shipped_scores():
     table = pd.read_csv(ROOT / "evaluation" / "short_runs.tsv", sep="\t")
     assert len(table) == 4 * 2  # four generators, two seeds each
     assert short_runs.markdown(table) in (ROOT / "docs" / "recipes.md").read_text()
+
+
+def test_the_model_cards_turned_brains_table_is_printed_from_the_shipped_scores():
+    spec = importlib.util.spec_from_file_location("brain_orientation", ROOT / "benchmarks" / "brain_orientation.py")
+    brain_orientation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(brain_orientation)
+    table = pd.read_csv(ROOT / "evaluation" / "brain_orientation.tsv", sep="\t")
+    assert len(table) == 2 * 4 * (1 + 5 * 3)  # two models, four Wu ages, unturned and five turns about each axis
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    section = card[card.index("### Brains turned within the grid") : card.index("### Tissue where the image is zero")]
+    assert brain_orientation.summary(table).to_string() in section

@@ -14,7 +14,7 @@ from bidsschematools.rules import regexify_filename_rules
 from bidsschematools.schema import load_schema
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
-from scans import bids, scan
+from scans import bids, ellipsoid, scan
 from scipy.spatial.transform import Rotation
 
 import fss.infer
@@ -24,6 +24,7 @@ from fss.cli import main
 from fss.infer import predict_working, segment
 from fss.io import NORMALIZATION
 from fss.metrics import dice
+from fss.stress import turn_anatomy
 from fss.train import train
 
 
@@ -102,6 +103,24 @@ def test_a_segmentation_with_a_brain_of_no_fetal_size_is_warned_of(checkpoint, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 125 ml: a fetal brain's size
         segment(nib.Nifti1Image(brain, np.eye(4)), checkpoint, device="cpu")
+
+
+def test_a_brain_turned_far_from_the_scans_axes_is_warned_of(checkpoint, monkeypatch):
+    def white_matter_where_the_image_is(model, image, *args, **kwargs):
+        probabilities = torch.zeros(8, *image.shape)
+        probabilities[3] = image > 0
+        probabilities[0] = 1 - probabilities[3]
+        return probabilities
+
+    monkeypatch.setattr(fss.infer, "predict_working", white_matter_where_the_image_is)
+    upright = ellipsoid()
+    upright = nib.Nifti1Image(np.asarray(upright.dataobj, np.float32) * 40, upright.affine)  # 109 ml: a fetal brain's size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segment(upright, checkpoint, device="cpu")
+        segment(turn_anatomy(upright, 30.0, axis=0), checkpoint, device="cpu")  # within what the models cope with
+    with pytest.warns(UserWarning, match=r"the segmented brain's axes lie about (5[5-9]|6[0-5]) degrees from the scan's: either the brain lies turned"):
+        segment(turn_anatomy(upright, 60.0, axis=0), checkpoint, device="cpu")
 
 
 def test_test_time_augmentation_averages_with_the_prediction_of_the_left_right_flipped_volume(checkpoint, monkeypatch):

@@ -2,10 +2,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scans import label_folders
+from scans import ellipsoid, label_folders
 
 from fss.cli import main
-from fss.metrics import dice, evaluate, hausdorff95, labelled_outside_image, summarize, tissue_volumes, volume_similarity
+from fss.metrics import brain_turn_degrees, dice, evaluate, hausdorff95, labelled_outside_image, summarize, tissue_volumes, volume_similarity
+from fss.stress import turn_anatomy
 
 
 def brute_force_hd95(a, b, spacing):
@@ -139,3 +140,15 @@ def test_the_share_labelled_outside_the_image_counts_labels_where_the_image_is_z
     assert np.isnan(labelled_outside_image(np.zeros_like(prediction), image))
     with pytest.raises(ValueError, match="differ in shape"):
         labelled_outside_image(prediction, image[:3])
+
+
+def test_the_brains_turn_is_read_from_its_shape_on_any_voxel_order():
+    upright = ellipsoid()
+    assert brain_turn_degrees(upright) < 1
+    for degrees, axis in ((30, 0), (50, 1), (75, 2)):
+        turned = turn_anatomy(upright, degrees, axis, mode="nearest")
+        assert abs(brain_turn_degrees(turned) - degrees) < 2, (degrees, axis)
+        flipped = turned.as_reoriented([[2, -1], [0, 1], [1, 1]])  # the same voxels in another order: the angle stays
+        assert abs(brain_turn_degrees(flipped) - brain_turn_degrees(turned)) < 1e-6
+    assert np.isnan(brain_turn_degrees(ellipsoid((30, 31, 29))))  # nearly round: no axes to read
+    assert np.isnan(brain_turn_degrees(ellipsoid(value=1)))  # extra-axial CSF only: no brain

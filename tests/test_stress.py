@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from ball import ball_image, ball_labels
 from nibabel.processing import resample_from_to
+from scans import ellipsoid
 from scipy import ndimage
 
-from fss.stress import FWHM_TO_SIGMA, SEVERITIES, clinical_stack, describe, stress, turn
+from fss.stress import FWHM_TO_SIGMA, SEVERITIES, clinical_stack, describe, stress, turn, turn_anatomy
 
 SPACING = (0.8, 0.8, 0.8)
 
@@ -124,6 +125,16 @@ def test_turn_keeps_the_anatomy_in_world_space():
     back = np.asarray(resample_from_to(turned, original, order=0).dataobj)
     box = labels == 3
     assert (back[box] == 3).mean() > 0.9 and (back[~box] == 3).mean() < 0.05
+
+
+def test_turn_anatomy_turns_the_brain_within_the_same_grid():
+    upright = ellipsoid()  # semi-axes 30, 36, 24 mm along x, y, z
+    turned = turn_anatomy(upright, 90.0, axis=2, mode="nearest")  # a quarter turn about z: the long axis from y to x
+    assert np.array_equal(turned.affine, upright.affine) and turned.shape == upright.shape
+    assert turned.get_data_dtype() == np.int16
+    extent = [np.ptp(np.nonzero(np.asarray(image.dataobj))[a]) * 1.5 for image in (upright, turned) for a in range(3)]
+    assert np.allclose(extent[:3], [58.5, 70.5, 46.5], atol=1.6) and np.allclose(extent[3:], [70.5, 58.5, 46.5], atol=1.6)
+    assert np.array_equal(np.asarray(turn_anatomy(upright, 0.0, mode="nearest").dataobj), np.asarray(upright.dataobj))
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
