@@ -58,3 +58,32 @@ def test_06_the_dry_run_of_training_data_has_six_runs_each_named_by_its_paramete
     assert len(ids) == 6
     # the id holds a hash of the parameters: another setting gives other ids
     assert ids.isdisjoint(run.id for run in plan(experiment, "cpu"))
+
+
+def test_03_the_first_loss_is_a_cross_entropy_near_ln_8_plus_one_minus_a_soft_dice_near_0(mirror):
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from fss.optimization import dice_ce_loss
+    from fss.training_config import TrainConfig
+    from fss.training_data import prepare_crl, training_batches
+
+    config = TrainConfig.load("cpu-demo", ["deterministic=true"])  # the notebook's defaults
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        network = config.network()
+    training = prepare_crl(config.ages_to_train(), config.spacing, True, config.seeds_dir, config.seed)
+    images, labels = next(training_batches(config, training, torch.device("cpu"), rank=0, start=0))
+    with torch.no_grad():
+        scores = network(images)
+    cross_entropy = F.cross_entropy(scores, labels).item()
+    probabilities = torch.softmax(scores, dim=1)[:, 1:]  # the learner's own soft Dice: foreground tissues, batch and voxels summed
+    target = F.one_hot(labels, 8).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    soft_dice = (2 * (probabilities * target).sum((0, 2, 3, 4)) / (probabilities.sum((0, 2, 3, 4)) + target.sum((0, 2, 3, 4)))).mean().item()
+    assert abs(cross_entropy - 2.17) < 0.01 and abs(cross_entropy - math.log(8)) < 0.1, cross_entropy
+    assert abs((1 - soft_dice) - 0.96) < 0.01, soft_dice
+    assert abs(cross_entropy + 1 - soft_dice - dice_ce_loss(scores, labels).item()) < 1e-4  # "the two add up"
+    assert round(cross_entropy + 1 - soft_dice, 2) == 3.12
+    assert 0.75 < (labels == 0).float().mean().item() < 0.85  # "about four voxels in five are background"
