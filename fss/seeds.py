@@ -40,7 +40,7 @@ from sklearn.mixture import GaussianMixture
 
 from fss.io import SEGMENTATION_DESCRIPTION, check_image_argument, described_as, load_nifti, save_nifti
 from fss.labels import META_LABELS, conventions_that_fit, to_feta, to_meta_labels
-from fss.paths import is_plain_name
+from fss.paths import claimed, is_plain_name
 
 MIN_VOXELS_PER_SUBCLASS = 20
 """A region needs this many voxels per subclass; smaller regions get fewer subclasses."""
@@ -489,7 +489,8 @@ def write_seeds(
     ------
     FileExistsError
         If only some of the files exist, one of them not written by fss (its header does not say
-        :data:`SEEDS_DESCRIPTION`), and ``overwrite`` is false.
+        :data:`SEEDS_DESCRIPTION`), and ``overwrite`` is false; or while another process writes the
+        seeds of the same subject.
     ValueError
         If ``labels`` is a segmentation that ``fss segment`` wrote (its header says so: :data:`fss.io.SEGMENTATION_DESCRIPTION`).
 
@@ -513,19 +514,22 @@ def write_seeds(
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
     expected = [labels_path(root, subject, stem)]
     expected += [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]
-    existing = [path for path in expected if path.exists()]
-    if existing and not overwrite:
-        if len(existing) == len(expected):
-            return []
-        foreign = [path for path in existing if not _written_by_fss_seeds(path)]
-        if foreign:
-            raise FileExistsError(
-                f"{len(existing)} of {len(expected)} seed files of {subject} exist and {foreign[0]} was not written by fss seeds; "
-                "move it away, or pass overwrite=True (--overwrite) to replace it"
-            )
-        warnings.warn(f"{len(existing)} of {len(expected)} seed files of {subject} were left by an interrupted run: made again", stacklevel=2)
-    seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
-    written = save_seeds(seeds, root, subject, stem, overwrite=True)
-    # the label map last: once it is there, the subject is complete
-    label_map = save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True, description=SEEDS_DESCRIPTION)
+    with claimed(expected[0]) as mine:  # a subject's seed files and label map come from one process
+        if not mine:
+            raise FileExistsError(f"another process is writing the seeds of {subject} ({expected[0].parent}); wait for it to end")
+        existing = [path for path in expected if path.exists()]
+        if existing and not overwrite:
+            if len(existing) == len(expected):
+                return []
+            foreign = [path for path in existing if not _written_by_fss_seeds(path)]
+            if foreign:
+                raise FileExistsError(
+                    f"{len(existing)} of {len(expected)} seed files of {subject} exist and {foreign[0]} was not written by fss seeds; "
+                    "move it away, or pass overwrite=True (--overwrite) to replace it"
+                )
+            warnings.warn(f"{len(existing)} of {len(expected)} seed files of {subject} were left by an interrupted run: made again", stacklevel=2)
+        seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
+        written = save_seeds(seeds, root, subject, stem, overwrite=True)
+        # the label map last: once it is there, the subject is complete
+        label_map = save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True, description=SEEDS_DESCRIPTION)
     return [label_map, *written]

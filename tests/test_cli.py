@@ -98,6 +98,8 @@ def test_info(monkeypatch, tmp_path, capsys):
 # | `fss seeds --convention atlas` on FeTA labels (most voxels change tissue) | test_seeds_warn_when_another_label_convention_fits_the_image |
 # | one image given twice to `fss segment`; an input given as <(cat x.nii.gz), or a folder named .nii.gz | test_two_inputs_of_one_name_are_refused, test_unreadable_and_missing_files (test_io.py) |
 # | two `fss segment` of different scans into one label map at once, ten times each | test_two_processes_segmenting_into_one_output_never_mix_their_files, test_an_output_another_process_is_segmenting_is_left_to_it |
+# | two `fss synth` of different seeds into one folder at once, ten times each | test_two_processes_writing_samples_into_one_folder_never_mix_their_sets |
+# | `fss seeds` of a subject whose seeds another process is writing | test_a_subject_whose_seeds_another_process_writes_is_left_to_it |
 # | a constant image, 1e-5 mm slices, no orientation codes, qform and sform that disagree | test_unusable_scans_are_refused_and_doubtful_ones_warned |
 # | configuration values of the wrong type or range (empty age lists, spacing 0.01 or 100 mm, one level), YAML that is not a mapping or not YAML | test_bad_configurations_are_refused_before_anything_runs |
 # | `--set learning_rate=1e-3` (a string to YAML 1.1) | test_numbers_in_exponent_notation_are_numbers |
@@ -1061,3 +1063,51 @@ def test_two_processes_segmenting_into_one_output_never_mix_their_files(tmp_path
     assert (out / "scan_dseg.nii.gz").read_bytes() == segmentations[source]
     table = pd.read_csv(out / "volumes.tsv", sep="\t")
     pd.testing.assert_frame_equal(table.drop(columns="segmentation"), volumes[source].drop(columns="segmentation"))
+
+
+def test_a_subject_whose_seeds_another_process_writes_is_left_to_it(tmp_path, capsys):
+    volume = ball_volume()
+    nib.save(nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(volume.labels, volume.affine), tmp_path / "labels.nii.gz")
+    seeds = ["seeds", "--image", str(tmp_path / "image.nii.gz"), "--labels", str(tmp_path / "labels.nii.gz"), "--subject", "ball"]
+    seeds += ["--out", str(tmp_path / "root"), "--max-subclasses", "2"]
+    assert main(seeds) == 0
+    before = _bytes(tmp_path / "root")
+    label_map = next((tmp_path / "root").rglob("labels.nii.gz"))
+    with claimed(label_map):  # as another fss seeds writing this subject holds it
+        assert main([*seeds, "--overwrite", "--seed", "1"]) == 1
+        assert "another process is writing the seeds of ball" in capsys.readouterr().out
+    assert _bytes(tmp_path / "root") == before
+    assert main([*seeds, "--overwrite", "--seed", "1"]) == 0  # once it is free
+
+
+SYNTH_TEN_TIMES = """
+import sys
+from fss.cli import main
+seeds, out, seed = sys.argv[1:]
+for _ in range(10):
+    main(["synth", "--seeds", seeds, "--out", out, "--n", "2", "--seed", seed, "--device", "cpu", "--output-shape", "16", "16", "16", "--overwrite"])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_writing_samples_into_one_folder_never_mix_their_sets(tmp_path):
+    volume = ball_volume()
+    image, labels = nib.Nifti1Image(volume.image.astype(np.float32), volume.affine), nib.Nifti1Image(volume.labels, volume.affine)
+    write_seeds(image, labels, tmp_path / "seeds", "sub-ball", "sub-ball_dseg", "feta", 4, 0)
+    alone = {}
+    for seed in ("0", "1"):
+        command = ["synth", "--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / f"alone-{seed}"), "--n", "2", "--seed", seed]
+        assert main([*command, "--device", "cpu", "--output-shape", "16", "16", "16"]) == 0
+        alone[seed] = {p.relative_to(tmp_path / f"alone-{seed}"): p.read_bytes() for p in (tmp_path / f"alone-{seed}").rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", SYNTH_TEN_TIMES, str(tmp_path / "seeds"), str(out), seed], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for seed in ("0", "1")
+    ]
+    for child in children:
+        assert child.wait(timeout=600) == 0, child.stderr.read()[-2000:]
+    found = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert found in (alone["0"], alone["1"])
