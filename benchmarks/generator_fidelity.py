@@ -20,7 +20,7 @@ import pandas as pd
 from fss.checkpoint import load_checkpoint
 from fss.evaluation import atlas_cases
 from fss.infer import segment
-from fss.labels import TISSUES
+from fss.labels import TISSUE_ORDER
 from fss.metrics import dice_per_tissue
 from fss.paths import atomic_path
 from fss.train import train
@@ -54,7 +54,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     with atomic_path(out / "dice.tsv", overwrite=True) as path:
         table.to_csv(path, sep="\t", index=False)
-    order = [t.short for t in TISSUES[1:]]
+    order = list(TISSUE_ORDER)
     summary = table.pivot_table(index=["dataset", "preset"], columns="tissue", values="dice", aggfunc="mean")[order]
     summary["mean"] = summary.mean(axis=1)
     spread = table.groupby(["dataset", "preset", "seed"]).dice.mean().groupby(["dataset", "preset"]).agg(["min", "max"])

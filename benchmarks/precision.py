@@ -26,7 +26,7 @@ import pandas as pd
 from time_to_accuracy import Volumes, first_stage, recipe_label, timed_crl_dice, train_to_end, training_minutes
 
 from fss.device import describe_device, native_bfloat16
-from fss.labels import TISSUES
+from fss.labels import TISSUE_ORDER
 from fss.paths import atomic_path
 from fss.training_config import TrainConfig
 
@@ -73,7 +73,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     with atomic_path(out / "dice.tsv", overwrite=True) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
-    tissues = [t.short for t in TISSUES[1:]]
+    tissues = list(TISSUE_ORDER)
     print(f"\n{first_label} then {label}, mean Dice of the held-out CRL ages on their own grids, {describe_device('cpu')}\n")
     print(
         table[["precision", "seed", "iterations", "training_minutes", "mean_dice", *tissues]].to_string(

@@ -44,7 +44,7 @@ import pandas as pd
 from fss.checkpoint import read_metadata
 from fss.device import describe_device
 from fss.evaluation import crl_dice
-from fss.labels import TISSUES
+from fss.labels import TISSUE_ORDER
 from fss.paths import atomic_path
 from fss.train import train
 from fss.training_config import TrainConfig
@@ -278,7 +278,7 @@ def main() -> None:
     table["first_stage_minutes"] = table.get("first_stage_minutes", pd.Series(0.0, index=table.index)).fillna(0.0)
     with atomic_path(out / "dice.tsv", overwrite=True) as temporary:
         table.to_csv(temporary, sep="\t", index=False)
-    tissues = [t.short for t in TISSUES[1:]]
+    tissues = list(TISSUE_ORDER)
     shown = table[["recipe", "mode", "seed", "mark_minutes", "iteration", "first_stage_minutes", "training_minutes", "mean_dice", *tissues]]
     print(f"\nMean Dice of the held-out CRL ages on their own grids, {describe_device('cpu')}\n")
     print(shown.sort_values(["mode", "recipe", "seed", "iteration"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

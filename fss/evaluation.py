@@ -43,7 +43,7 @@ from fss import datasets
 from fss.checkpoint import model_and_metadata
 from fss.infer import TURNED_BRAIN_WARNING, segment
 from fss.io import load_nifti
-from fss.labels import TISSUES
+from fss.labels import TISSUE_ORDER
 from fss.metrics import brain_turn_degrees, dice_per_tissue, labelled_outside_image, tissue_metrics
 from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn, turn_anatomy
 from fss.unet import UNet
@@ -62,7 +62,6 @@ RESULT_COLUMNS = ["model", "dataset", "case", "tissue", "metric", "value"]
 OUTSIDE_IMAGE = "labelled_outside_image"
 """The metric of :func:`evaluate` (tissue ``all``) that gives the share (0-1) of a case's labelled voxels where its image is
 0 (:func:`fss.metrics.labelled_outside_image`): tissue painted into a masked background."""
-TISSUE_ORDER = [t.short for t in TISSUES[1:]]
 
 Model = str | os.PathLike | tuple[UNet, dict]
 """A checkpoint path, or (model, metadata) from :func:`fss.checkpoint.load_checkpoint`."""

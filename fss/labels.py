@@ -42,6 +42,9 @@ TISSUES: tuple[Tissue, ...] = (
 
 N_CLASSES = len(TISSUES)
 
+TISSUE_ORDER: tuple[str, ...] = tuple(t.short for t in TISSUES[1:])
+"""The seven tissues' short names in FeTA order: the order of every table of tissues."""
+
 META_LABELS: dict[int, tuple[str, tuple[int, ...]]] = {
     1: ("CSF", (1, 4)),
     2: ("grey matter", (2, 6)),

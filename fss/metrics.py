@@ -27,7 +27,7 @@ from nibabel.orientations import inv_ornt_aff, io_orientation
 from scipy import ndimage
 
 from fss.io import check_image_argument, load_nifti
-from fss.labels import TISSUES, check_feta, conventions_that_fit, to_feta
+from fss.labels import TISSUE_ORDER, TISSUES, check_feta, conventions_that_fit, to_feta
 
 METRICS = ("dice", "hd95", "volume_similarity")
 
@@ -322,7 +322,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     NaN (tissue absent from both maps) is skipped; an infinite HD95 (tissue missed or invented)
     keeps the mean infinite, so that it is seen.
     """
-    order = [t.short for t in TISSUES[1:]] + (["mean"] if (table.tissue == "mean").any() else [])
+    order = [*TISSUE_ORDER, *(["mean"] if (table.tissue == "mean").any() else [])]
     return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(
         index=order, columns=list(METRICS)
     )

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.text import Text
 
-from fss.labels import META_LABELS, TISSUES
+from fss.labels import META_LABELS, TISSUE_ORDER, TISSUES
 from fss.paths import atomic_path
 
 if TYPE_CHECKING:
@@ -387,7 +387,7 @@ def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
     highest = per_seed.groupby("stress").severity.transform("max")
     shown = per_seed[per_seed.stress.isna() | (per_seed.severity == highest)]
     places, arms = list(dict.fromkeys(shown["where"])), list(dict.fromkeys(shown.arm))
-    tissues = ["mean", *[t.short for t in TISSUES[1:] if t.short in set(shown.tissue)]]
+    tissues = ["mean", *[t for t in TISSUE_ORDER if t in set(shown.tissue)]]
     columns = min(4, len(tissues))
     rows = -(-len(tissues) // columns)
     size = (min(FIGURE_WIDTH_IN, 3.6 * columns), 3 * rows)
@@ -447,7 +447,7 @@ def plot_dice_per_case(results: pd.DataFrame) -> Figure:
     """
     chosen = results[results.metric == "dice"]
     datasets, models = list(dict.fromkeys(chosen.dataset)), list(dict.fromkeys(chosen.model))
-    tissues = [t.short for t in TISSUES[1:] if t.short in set(chosen.tissue)]
+    tissues = [t for t in TISSUE_ORDER if t in set(chosen.tissue)]
     figure, axes = plt.subplots(1, len(tissues), figsize=(FIGURE_WIDTH_IN, 4.2), layout="constrained", sharey=True, squeeze=False)
     for ax, tissue in zip(axes[0], tissues):
         for m, model in enumerate(models):

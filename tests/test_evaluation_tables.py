@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from fss.labels import TISSUE_ORDER
+
 spec = importlib.util.spec_from_file_location("evaluation_tables", Path(__file__).parents[1] / "tools" / "evaluation_tables.py")
 evaluation_tables = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(evaluation_tables)
 
-TISSUES = evaluation_tables.SHORT
+TISSUES = list(TISSUE_ORDER)
 
 
 def results() -> pd.DataFrame:

@@ -20,9 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from fss.evaluation import CLEAN_DATASETS, drops_from_clean, with_stress_columns
-from fss.labels import TISSUES
-
-SHORT = [t.short for t in TISSUES[1:]]
+from fss.labels import TISSUE_ORDER
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
@@ -45,7 +43,7 @@ def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
     tables = []
     for metric, digits in (("dice", 3), ("hd95", 2)):
         chosen = results[(results.model == model) & (results.metric == metric) & results.dataset.isin(CLEAN_DATASETS)]
-        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[SHORT].reindex(
+        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[list(TISSUE_ORDER)].reindex(
             [d for d in CLEAN_DATASETS if d in set(chosen.dataset)]
         )
         table["mean"] = chosen.groupby(["dataset", "case"]).value.mean().groupby("dataset").mean()
