@@ -32,7 +32,7 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue(0, "background", "BG", "#000000"),
     Tissue(1, "extra-axial cerebrospinal fluid", "eCSF", "#1f77b4"),
     Tissue(2, "cortical grey matter", "GM", "#d62728"),
-    Tissue(3, "white matter", "WM", "#f2f2f2"),
+    Tissue(3, "white matter", "WM", "#e377c2"),
     Tissue(4, "ventricles", "VEN", "#17becf"),
     Tissue(5, "cerebellum", "CBM", "#2ca02c"),
     Tissue(6, "deep grey matter", "DGM", "#ff7f0e"),

@@ -153,10 +153,10 @@ def plot_comparison(
             ax.set_title(f"{name}: {plane} {center[axis]}" if name else f"{plane} {center[axis]}", fontsize="medium")
             if across == 0:  # the first (left-to-right) axis runs across: mark the sides
                 for x, letter in ((0.02, "L"), (0.98, "R")):
-                    ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize="small", ha="center", va="center")
+                    ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize="x-large", fontweight="bold", ha="center", va="center")
             ax.set_axis_off()
     if present:
-        handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges show near-white colours
+        handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges keep light colours apart from the page
         figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize="small")
     if title:
         figure.suptitle(title, fontsize="medium")
@@ -357,7 +357,7 @@ def plot_training(log: pd.DataFrame) -> Figure:
     validated = log.dropna(subset=["mean_dice"]) if "mean_dice" in log else log.iloc[:0]
     for short, color in FETA_COLORS.values():
         if f"dice_{short}" in validated:
-            right.plot(validated["iteration"], validated[f"dice_{short}"], "o-", color=color if short != "WM" else "0.6", markersize=3, label=short)
+            right.plot(validated["iteration"], validated[f"dice_{short}"], "o-", color=color, markersize=3, label=short)
     if len(validated):
         right.plot(validated["iteration"], validated["mean_dice"], "k-", linewidth=2, label="mean")
     right.set_xlabel("iteration")
@@ -399,7 +399,7 @@ def plot_experiment(per_seed: pd.DataFrame, title: str = "") -> Figure:
                 values = shown[(shown["where"] == place) & (shown.arm == arm) & (shown.tissue == tissue)].value
                 ax.plot([x[i]] * len(values), values, "o", color=f"C{a}", alpha=0.6, markersize=4)
                 ax.plot([x[i] - 0.12, x[i] + 0.12], [values.mean()] * 2, "-", color=f"C{a}", linewidth=2, label=arm if i == 0 else None)
-        ax.set_xticks(range(len(places)), places, rotation=60, ha="right", fontsize="small")
+        ax.set_xticks(range(len(places)), places, rotation=35, ha="right", rotation_mode="anchor", fontsize="medium")
         ax.set_title("mean of the tissues" if tissue == "mean" else tissue, fontsize="medium")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from ball import ball_volume, tiny_config
 from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 import fss.infer
 import fss.optimization
@@ -469,3 +470,47 @@ def test_a_full_disk_while_saving_names_the_file_and_the_run_resumes_from_the_ch
     straight, _ = load_checkpoint(tmp_path / "straight" / "last")
     for p, q in zip(straight.parameters(), load_checkpoint(out / "last")[0].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+TRAIN_TEN_TIMES = """
+import sys
+from ball import ball_volume, tiny_config
+from fss.train import train
+out, seed, rounds = sys.argv[1:]
+volume = ball_volume()
+config = tiny_config(iterations=2, validation_every=2, batch_size=1, channels=(4, 8), crop_shape=(16, 16, 16), seed=int(seed))
+for _ in range(int(rounds)):
+    try:
+        train(config, out, overwrite=True, progress=False, training=[volume], validation=[volume])
+    except FileExistsError:  # the other process is training into the folder: this round is refused
+        pass
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_training_into_one_folder_never_mix_their_runs(tmp_path):
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+
+    def start(out: Path, seed: int, rounds: int) -> subprocess.Popen:
+        arguments = [sys.executable, "-c", TRAIN_TEN_TIMES, str(out), str(seed), str(rounds)]
+        return subprocess.Popen(arguments, env=environment, stderr=subprocess.PIPE, text=True)
+
+    def finished(child: subprocess.Popen) -> None:
+        assert child.wait(timeout=600) == 0, child.stderr.read()[-2000:]
+
+    def weights(path: Path) -> dict:  # the tensors' bytes: the file's header records the run, its time and its machine
+        return {name: tensor.numpy().tobytes() for name, tensor in load_file(path).items()}
+
+    alone = {}
+    for seed in (1, 2):
+        finished(start(tmp_path / f"alone-{seed}", seed, 1))
+        alone[seed] = {name: weights(tmp_path / f"alone-{seed}" / name) for name in ("last.safetensors", "best.safetensors")}
+    assert alone[1] != alone[2]  # the two seeds give two runs, so that a mixture shows
+    out = tmp_path / "out"
+    for child in [start(out, 1, 10), start(out, 2, 10)]:
+        finished(child)
+    seed = json.loads((out / "last.json").read_text())["training"]["seed"]
+    assert {name: weights(out / name) for name in alone[seed]} == alone[seed]
+    run_id = json.loads((out / "last.json").read_text())["run_id"]
+    assert json.loads((out / "best.json").read_text())["run_id"] == run_id == json.loads((out / "last_state.json").read_text())["run_id"]
+    assert pd.read_csv(out / "log.csv").iteration.tolist() == [1, 2]
