@@ -156,7 +156,7 @@ def plot_comparison(
                     ax.text(x, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize="x-large", fontweight="bold", ha="center", va="center")
             ax.set_axis_off()
     if present:
-        handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges keep light colours apart from the page
+        handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges set light colours off the page
         figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize="small")
     if title:
         figure.suptitle(title, fontsize="medium")
