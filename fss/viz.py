@@ -506,6 +506,41 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
     return figure
 
 
+def plot_growth_curves(curves: pd.DataFrame, age: float, volumes: Mapping[str, float]) -> Figure:
+    """Each tissue's and the brain's volume against age for each atlas, with one scan's volumes at its age.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        Columns ``atlas``, ``age`` (weeks) and :data:`fss.metrics.VOLUME_COLUMNS` (mm^3): one row per atlas volume.
+    age : float
+        The scan's gestational age (weeks).
+    volumes : mapping
+        The scan's volumes, keyed as :func:`fss.metrics.tissue_volumes` keys them (mm^3).
+
+    Returns
+    -------
+    Figure
+        One panel per tissue and one for the brain (ml against weeks): a line per atlas, a grey band between the atlases
+        where both have the age, and the scan as a dot in the tissue's colour; the legend below the panels.
+    """
+    figure, axes = plt.subplots(2, 4, figsize=(10, 5.4), layout="constrained")
+    for ax, (short, color) in zip(axes.flat, [*FETA_COLORS.values(), ("brain", "#000000")]):
+        column = f"{short}_mm3"
+        wide = curves.pivot(index="age", columns="atlas", values=column) / 1000
+        both = wide.dropna()
+        ax.fill_between(both.index, both.min(axis=1), both.max(axis=1), color="0.85", label="between the atlases")
+        for (name, line), style in zip(wide.items(), ("-", "--")):
+            ax.plot(line.dropna().index, line.dropna(), style, color="0.4", linewidth=1, label=name)
+        ax.plot([age], [volumes[column] / 1000], "o", color=color, markeredgecolor="k", label="this scan")
+        ax.set_title(short, fontsize="medium")
+        ax.set_xlabel("weeks")
+        ax.set_ylabel("ml")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False, fontsize="small")
+    return figure
+
+
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write ``figure`` to ``path`` (format from the suffix, e.g. ``.png``), atomically, replacing an older one.
 

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fss.labels import TISSUE_ORDER
+from fss.metrics import VOLUME_COLUMNS
 from fss.notebook import PROJECTION_VARIABLE, figure_png, projection_wanted
 from fss.stress import stress_views
 from fss.viz import (
@@ -15,6 +17,7 @@ from fss.viz import (
     figure_style,
     plot_comparison,
     plot_experiment,
+    plot_growth_curves,
     plot_planes,
     plot_stresses,
     smallest_text_pixels,
@@ -72,6 +75,25 @@ def test_experiment_figure_has_a_panel_per_tissue_and_each_stress_at_its_highest
     assert [t.get_text() for t in shown[0].get_xticklabels()] == ["CRL (held out)", "noise 3", "bias 2"]
     assert shown[0].get_ylim() == (0, 1) and [t.get_text() for t in shown[0].get_legend().get_texts()] == ["K=1-4", "K=1"]
     assert len(shown[1].lines) == 2 * 3 * 2  # per arm and place: the dots of the seeds and the bar of their mean
+
+
+def test_growth_curves_have_a_panel_per_tissue_and_the_brain_with_the_scan_at_its_age_and_the_legend_off_the_data():
+    ages = [22, 24, 26]
+    rows = [
+        {"atlas": atlas, "age": age, **{c: 1000.0 * (age + k + offset) for k, c in enumerate(VOLUME_COLUMNS)}}
+        for atlas, offset in (("A", 0), ("B", 2))
+        for age in ages
+    ]
+    volumes = {c: 1000.0 * (30 + k) for k, c in enumerate(VOLUME_COLUMNS)}  # mm^3
+    figure = plot_growth_curves(pd.DataFrame(rows), 25, volumes)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [*TISSUE_ORDER, "brain"]
+    for k, ax in enumerate(panels):
+        dot = next(line for line in ax.get_lines() if line.get_label() == "this scan")
+        assert dot.get_xdata().tolist() == [25] and dot.get_ydata().tolist() == [30 + k]  # ml
+    assert not any(ax.get_legend() for ax in figure.axes) and len(figure.legends) == 1  # one legend, below the panels
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["between the atlases", "A", "B", "this scan"]
+    plt.close(figure)
 
 
 def test_smallest_text_is_the_smallest_drawn_font_and_shrinks_with_a_figure_wider_than_the_page():
