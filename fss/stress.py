@@ -60,6 +60,7 @@ from nibabel.affines import voxel_sizes
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
+from scipy.spatial.transform import Rotation
 
 from fss.synth.bias import bias_field
 from fss.synth.motion import slab_motion
@@ -307,6 +308,38 @@ def turn_anatomy(image: nib.spatialimages.SpatialImage, degrees: float, axis: in
     """
     moved = _voxels(image, _turned_about_centre(image, degrees, axis), mode)
     return resample_from_to(moved, (image.shape[:3], image.affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
+
+
+def another_grid(
+    image: nib.spatialimages.SpatialImage,
+    degrees: Sequence[float],
+    voxel_mm: Sequence[float],
+    shape: Sequence[int],
+    mode: str = "linear",
+) -> nib.Nifti1Image:
+    """The same anatomy resampled onto another scanner's grid, centred on the field of view of ``image``.
+
+    Parameters
+    ----------
+    image : nibabel image, (X, Y, Z)
+    degrees : (3,) floats
+        The grid's turn, as rotations about the world x, y and z axes (extrinsic, in that order).
+    voxel_mm : (3,) floats
+        The grid's voxel sizes (mm) along its axes before the turn; a negative size runs that axis the other way (an
+        RAS image turned to LPS by ``(-a, -b, c)``).
+    shape : (3,) ints
+    mode : {"linear", "nearest"}
+        Trilinear (images) or nearest-neighbour (label maps) resampling, by nibabel.
+
+    Returns
+    -------
+    nibabel.Nifti1Image, ``shape``, float32 (linear) or the input's dtype (nearest); 0 outside the field of view of ``image``.
+    """
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", degrees, degrees=True).as_matrix() @ np.diag(voxel_mm)
+    centre = image.affine[:3, :3] @ ((np.asarray(image.shape[:3]) - 1) / 2) + image.affine[:3, 3]
+    affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+    return resample_from_to(_voxels(image, image.affine, mode), (tuple(shape), affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
 
 
 def clinical_stack(

@@ -6,7 +6,7 @@ from nibabel.processing import resample_from_to
 from scans import ellipsoid
 from scipy import ndimage
 
-from fss.stress import FWHM_TO_SIGMA, SEVERITIES, clinical_stack, describe, stress, turn, turn_anatomy
+from fss.stress import FWHM_TO_SIGMA, SEVERITIES, another_grid, clinical_stack, describe, stress, turn, turn_anatomy
 
 SPACING = (0.8, 0.8, 0.8)
 
@@ -135,6 +135,18 @@ def test_turn_anatomy_turns_the_brain_within_the_same_grid():
     extent = [np.ptp(np.nonzero(np.asarray(image.dataobj))[a]) * 1.5 for image in (upright, turned) for a in range(3)]
     assert np.allclose(extent[:3], [58.5, 70.5, 46.5], atol=1.6) and np.allclose(extent[3:], [70.5, 58.5, 46.5], atol=1.6)
     assert np.array_equal(np.asarray(turn_anatomy(upright, 0.0, mode="nearest").dataobj), np.asarray(upright.dataobj))
+
+
+def test_another_grid_keeps_the_anatomy_in_world_space_on_the_grid_it_describes():
+    upright = ellipsoid()  # 64^3 voxels of 1.5 mm centred on the origin
+    flipped = another_grid(upright, (0, 0, 0), (-1.5, -1.5, 1.5), (64, 64, 64), mode="nearest")
+    assert np.array_equal(np.asarray(flipped.dataobj), np.asarray(upright.dataobj)[::-1, ::-1])  # the same voxels, x and y reversed
+    assert "".join(nib.aff2axcodes(flipped.affine)) == "LPS"
+    turned = another_grid(upright, (15, -10, 20), (0.9, 0.9, 2.2), (130, 170, 56), mode="nearest")
+    assert np.allclose(nib.affines.voxel_sizes(turned.affine), (0.9, 0.9, 2.2))
+    assert np.allclose(nib.affines.apply_affine(turned.affine, (np.array(turned.shape) - 1) / 2), 0)  # centred where the image is
+    back = np.asarray(resample_from_to(turned, upright, order=0).dataobj)
+    assert (back == 3).sum() == pytest.approx((np.asarray(upright.dataobj) == 3).sum(), rel=0.05)  # the ellipsoid, in world space
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
