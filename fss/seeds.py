@@ -447,6 +447,34 @@ def load_seeds(root: str | os.PathLike, subject: str, stem: str | None = None) -
     return Seeds(layers, np.asarray(first.affine, float), subject=_subject_folder(subject), stem=stems[0])
 
 
+def _already_written(expected: list[Path], subject: str, overwrite: bool) -> bool:
+    """Whether all of a subject's files ``expected`` exist (and ``overwrite`` is false): nothing to do.
+
+    Raises
+    ------
+    FileExistsError
+        When only some exist, one of them not written by fss seeds, and ``overwrite`` is false.
+
+    Warns
+    -----
+    UserWarning
+        When only some exist, all fss's (an interrupted run): they are made again.
+    """
+    existing = [path for path in expected if path.exists()]
+    if not existing or overwrite:
+        return False
+    if len(existing) == len(expected):
+        return True
+    foreign = [path for path in existing if not _written_by_fss_seeds(path)]
+    if foreign:
+        raise FileExistsError(
+            f"{len(existing)} of {len(expected)} seed files of {subject} exist and {foreign[0]} was not written by fss seeds; "
+            "move it away, or pass overwrite=True (--overwrite) to replace it"
+        )
+    warnings.warn(f"{len(existing)} of {len(expected)} seed files of {subject} were left by an interrupted run: made again", stacklevel=3)
+    return False
+
+
 def write_seeds(
     image: str | os.PathLike,
     labels: str | os.PathLike,
@@ -514,21 +542,14 @@ def write_seeds(
     regions = meta_label_regions(np.asarray(image.dataobj), np.asarray(feta.dataobj))
     expected = [labels_path(root, subject, stem)]
     expected += [seed_path(root, subject, stem, k, m) for k in range(1, max_subclasses + 1) for m in regions]
+    if _already_written(expected, subject, overwrite):
+        return []
+    seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)  # every refusal comes before anything is written
     with claimed(expected[0]) as mine:  # a subject's seed files and label map come from one process
         if not mine:
             raise FileExistsError(f"another process is writing the seeds of {subject} ({expected[0].parent}); wait for it to end")
-        existing = [path for path in expected if path.exists()]
-        if existing and not overwrite:
-            if len(existing) == len(expected):
-                return []
-            foreign = [path for path in existing if not _written_by_fss_seeds(path)]
-            if foreign:
-                raise FileExistsError(
-                    f"{len(existing)} of {len(expected)} seed files of {subject} exist and {foreign[0]} was not written by fss seeds; "
-                    "move it away, or pass overwrite=True (--overwrite) to replace it"
-                )
-            warnings.warn(f"{len(existing)} of {len(expected)} seed files of {subject} were left by an interrupted run: made again", stacklevel=2)
-        seeds = make_seeds(image, feta, max_subclasses=max_subclasses, seed=seed)
+        if not overwrite and all(path.exists() for path in expected):  # written by another process while this one fitted
+            return []
         written = save_seeds(seeds, root, subject, stem, overwrite=True)
         # the label map last: once it is there, the subject is complete
         label_map = save_nifti(np.asarray(feta.dataobj), feta.affine, expected[0], overwrite=True, description=SEEDS_DESCRIPTION)
