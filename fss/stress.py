@@ -248,10 +248,12 @@ def _turned_about_centre(image: nib.spatialimages.SpatialImage, degrees: float, 
     return back @ rotation @ to_centre @ affine
 
 
-def _voxels(image: nib.spatialimages.SpatialImage, affine: np.ndarray, mode: str) -> nib.Nifti1Image:
-    """``image``'s voxels placed by ``affine``: float32 for ``"linear"`` resampling, their own dtype for ``"nearest"``."""
+def _resampled(image: nib.spatialimages.SpatialImage, placed_by: np.ndarray, shape: Sequence[int], affine: np.ndarray, mode: str) -> nib.Nifti1Image:
+    """``image``'s voxels, placed in the world by the affine ``placed_by``, resampled onto the grid (``shape``, ``affine``):
+    trilinear in float32 (``mode="linear"``) or nearest-neighbour in their own dtype (``"nearest"``), 0 outside."""
     data = np.asarray(image.dataobj)
-    return nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, affine)
+    source = nib.Nifti1Image(data.astype(np.float32) if mode == "linear" else data, placed_by)
+    return resample_from_to(source, (tuple(shape), affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
 
 
 def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
@@ -278,10 +280,7 @@ def turn(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, m
     -------
     nibabel.Nifti1Image, same shape, affine turned, float32 (linear) or the input's dtype (nearest).
     """
-    turned = _turned_about_centre(image, degrees, axis)
-    return resample_from_to(
-        _voxels(image, image.affine, mode), (image.shape[:3], turned), order=1 if mode == "linear" else 0, mode="constant", cval=0
-    )
+    return _resampled(image, image.affine, image.shape[:3], _turned_about_centre(image, degrees, axis), mode)
 
 
 def turn_anatomy(image: nib.spatialimages.SpatialImage, degrees: float, axis: int = 0, mode: str = "linear") -> nib.Nifti1Image:
@@ -294,20 +293,14 @@ def turn_anatomy(image: nib.spatialimages.SpatialImage, degrees: float, axis: in
 
     Parameters
     ----------
-    image : nibabel image, (X, Y, Z)
-    degrees : float
-        Rotation angle; positive turns counter-clockwise seen from the positive axis.
-    axis : int
-        World axis of the rotation: 0 (x, left-right: a nod), 1 (y, anterior-posterior: a roll) or 2 (z: a turn of the head).
-    mode : {"linear", "nearest"}
-        Trilinear (images) or nearest-neighbour (label maps) resampling, by nibabel.
+    image, degrees, axis, mode
+        As :func:`turn` takes them (axis 1, anterior-posterior, is a roll; axis 2 a turn of the head).
 
     Returns
     -------
     nibabel.Nifti1Image, same shape and affine as ``image``, float32 (linear) or the input's dtype (nearest).
     """
-    moved = _voxels(image, _turned_about_centre(image, degrees, axis), mode)
-    return resample_from_to(moved, (image.shape[:3], image.affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
+    return _resampled(image, _turned_about_centre(image, degrees, axis), image.shape[:3], image.affine, mode)
 
 
 def another_grid(
@@ -339,7 +332,7 @@ def another_grid(
     affine[:3, :3] = Rotation.from_euler("xyz", degrees, degrees=True).as_matrix() @ np.diag(voxel_mm)
     centre = image.affine[:3, :3] @ ((np.asarray(image.shape[:3]) - 1) / 2) + image.affine[:3, 3]
     affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
-    return resample_from_to(_voxels(image, image.affine, mode), (tuple(shape), affine), order=1 if mode == "linear" else 0, mode="constant", cval=0)
+    return _resampled(image, image.affine, shape, affine, mode)
 
 
 def clinical_stack(
