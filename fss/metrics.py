@@ -128,6 +128,15 @@ def dice_per_tissue(prediction: np.ndarray, reference: np.ndarray) -> dict[str, 
     return {t.short: dice(prediction == t.value, reference == t.value) for t in TISSUES[1:]}
 
 
+def _feta_values(labels: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """The voxels of ``labels``, checked to be one 3-D map of whole numbers 0-7 (FeTA); a ValueError says otherwise."""
+    data = np.asarray(labels.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
+    check_feta(data, "labels")
+    return data
+
+
 VOLUME_COLUMNS = [*(f"{t.short}_mm3" for t in TISSUES[1:]), "brain_mm3"]
 """The keys of :func:`tissue_volumes`, in order: each tissue's volume, then the brain's (mm^3)."""
 
@@ -150,10 +159,7 @@ def tissue_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
         a probability or interpolated map, or another convention would give volumes that look
         right and are not.
     """
-    data = np.asarray(labels.dataobj)
-    if data.ndim != 3:
-        raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
-    check_feta(data, "labels")
+    data = _feta_values(labels)
     voxel = abs(float(np.linalg.det(labels.affine[:3, :3])))
     counts = np.bincount(data.astype(np.int64).ravel(), minlength=len(TISSUES))
     volumes = [float(counts[t.value] * voxel) for t in TISSUES[1:]]
@@ -190,10 +196,7 @@ def brain_turn_degrees(labels: nib.spatialimages.SpatialImage) -> float:
     ValueError
         Unless ``labels`` is one 3-D FeTA label map.
     """
-    data = np.asarray(labels.dataobj)
-    if data.ndim != 3:
-        raise ValueError(f"labels: expected one 3-D label map, got shape {data.shape}")
-    check_feta(data, "labels")
+    data = _feta_values(labels)
     voxels = np.argwhere((data > 0) & (data != 1)).astype(float)
     if len(voxels) < 4:
         return float("nan")
