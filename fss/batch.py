@@ -56,6 +56,18 @@ class Extras:
         return [*([probabilities_path(target)] if self.probabilities else []), *([qc_path(target)] if self.qc else [])]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a batch writes, checked by :func:`plan`: its jobs, the folder of ``volumes.tsv``, the output as given, the
+    extra files, and whether a BIDS folder is among the inputs (the output is then a BIDS derivative of fss)."""
+
+    jobs: list[Job]
+    folder: Path
+    output: Path
+    extras: Extras
+    dataset: bool
+
+
 @dataclass
 class BatchResult:
     """What :func:`segment_batch` did: ``rows`` of ``volumes.tsv`` (image, segmentation, volumes in mm^3) of the images
@@ -77,7 +89,7 @@ def probabilities_path(target: Path) -> Path:
     return target.parent / f"{nifti_stem(target).removesuffix('_dseg')}_probseg.nii.gz"
 
 
-def plan(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, extras: Extras = Extras()) -> tuple[list[Job], Path]:
+def plan(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, extras: Extras = Extras()) -> Plan:
     """The jobs for ``inputs`` (image files and BIDS folders) and the folder of ``volumes.tsv``, checked before anything is written.
 
     ``output`` is a label map's file name (``.nii.gz`` or ``.nii``) for a single input file, else a folder; a BIDS
@@ -111,7 +123,7 @@ def plan(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, extras:
     from fss.metrics import VOLUME_COLUMNS
 
     check_table(folder / VOLUMES_TABLE, ["image", "segmentation", *VOLUME_COLUMNS])  # a table of the user's is not taken over
-    return jobs, folder
+    return Plan(jobs, folder, output, extras, any(Path(item).is_dir() for item in inputs))
 
 
 def _folder_jobs(inputs: list[Path], output: Path) -> list[Job]:
@@ -270,16 +282,24 @@ def segment_batch(
         When the plan is refused (:func:`plan`): then nothing is written. An image that fails later is reported in
         :attr:`BatchResult.failed` and the others go on.
     """
+    planned = plan(inputs, output, Extras(probabilities, qc))
+    options = {"tta": tta, "window": window, "overlap": overlap}
+    return segment_planned(planned, model, model_name=model_name, device=device, options=options, overwrite=overwrite, progress=progress)
+
+
+def segment_planned(
+    planned: Plan, model: tuple, *, model_name: str, device: str | object, options: dict, overwrite: bool, progress: bool = True
+) -> BatchResult:
+    """Carry out a checked :class:`Plan` (:func:`segment_batch` without the planning, for a caller that planned before
+    loading its model); ``options`` are ``tta``, ``window`` and ``overlap``."""
     from tqdm.auto import tqdm
 
-    extras = Extras(probabilities, qc)
-    jobs, folder = plan(inputs, output, extras)
-    if any(Path(item).is_dir() for item in inputs):
-        write_derivative_description(Path(output))
-    claim_output_place(folder)  # a new folder under a raw dataset's derivatives/ (done by the line above when a dataset is segmented)
-    settings = _Settings(model, model_name, device, {"tta": tta, "window": window, "overlap": overlap}, extras, overwrite)
-    result = BatchResult(folder / VOLUMES_TABLE)
-    for job in tqdm(jobs, desc="segment", unit="image", disable=not progress):
+    if planned.dataset:
+        write_derivative_description(planned.output)
+    claim_output_place(planned.folder)  # a new folder under a raw dataset's derivatives/ (done by the line above when a dataset is segmented)
+    settings = _Settings(model, model_name, device, options, planned.extras, overwrite)
+    result = BatchResult(planned.folder / VOLUMES_TABLE)
+    for job in tqdm(planned.jobs, desc="segment", unit="image", disable=not progress):
         with claimed(job.target) as mine:  # the label map, its files and its row of the table come from one process
             try:
                 if not mine:

@@ -320,25 +320,14 @@ def _segment_model(args: argparse.Namespace):
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from fss.batch import Extras, plan, segment_batch
+    from fss.batch import Extras, plan, segment_planned
 
     with _arguments():
-        plan(args.inputs, args.output, Extras(args.probabilities, args.qc))  # before the model loads: a refusal answers at once
+        planned = plan(args.inputs, args.output, Extras(args.probabilities, args.qc))  # before the model loads: a refusal answers at once
     model, device, model_name = _segment_model(args)
+    options = {"tta": args.tta, "window": args.window, "overlap": args.overlap}
     with _arguments():
-        result = segment_batch(
-            args.inputs,
-            args.output,
-            model,
-            model_name=model_name,
-            device=device,
-            tta=args.tta,
-            window=args.window,
-            overlap=args.overlap,
-            probabilities=args.probabilities,
-            qc=args.qc,
-            overwrite=args.overwrite,
-        )
+        result = segment_planned(planned, model, model_name=model_name, device=device, options=options, overwrite=args.overwrite)
     kept, failed = len(result.kept), len(result.failed)
     print(
         f"{len(result.rows) - kept} of {len(result.rows) + failed} images segmented"
