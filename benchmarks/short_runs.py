@@ -27,7 +27,7 @@ from clinical_stacks import score
 from fss import datasets
 from fss.checkpoint import load_checkpoint
 from fss.device import describe_device
-from fss.evaluation import WU_BRAIN_MASK, WU_WHOLE_HEAD, atlas_cases, crl_dice, evaluate
+from fss.evaluation import WU_BRAIN_MASK, WU_WHOLE_HEAD, atlas_cases, crl_dice, evaluate, tissue_table
 from fss.paths import atomic_path
 from fss.synth import preset
 
@@ -63,7 +63,7 @@ def scores(run: Path, wu_ages: list[int]) -> dict:
     loaded = load_checkpoint(run / "last", "cpu")
     ages = loaded[1]["training"]["validation_ages"]
     wu = evaluate({"run": loaded}, atlas_cases(wu_ages=wu_ages), progress=False)
-    wu = wu[wu.metric == "dice"].groupby("dataset").value.mean()
+    wu = tissue_table(wu, ["dataset"], "dice")["mean"]
     clinical = score({"run": loaded}, wu_ages, seed=0)
     tissues = [c for c in clinical.columns if c not in ("model", "case", "slice_mm", "axis", "brain", "outside")]
     return {

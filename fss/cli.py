@@ -242,7 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from fss.metrics import evaluate, summarize, with_tissue_means
+    from fss.metrics import score_label_maps, summarize, with_tissue_means
 
     prediction, reference = Path(args.prediction), Path(args.reference)
     for path in (prediction, reference):
@@ -267,7 +267,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                tables.append(evaluate([predicted], [expected], names=[name], convention=args.convention))
+                tables.append(score_label_maps([predicted], [expected], names=[name], convention=args.convention))
         except (ValueError, OSError) as error:
             print(f"{name}: failed: {error}")
             failed.append(name)

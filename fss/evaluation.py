@@ -44,7 +44,7 @@ from fss.checkpoint import model_and_metadata
 from fss.infer import TURNED_BRAIN_WARNING, segment
 from fss.io import load_nifti
 from fss.labels import TISSUE_ORDER
-from fss.metrics import brain_turn_degrees, dice_per_tissue, labelled_outside_image, tissue_metrics
+from fss.metrics import SCORE_COLUMNS, brain_turn_degrees, dice_per_tissue, labelled_outside_image, mean_over_cases, tissue_metrics
 from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn, turn_anatomy
 from fss.unet import UNet
 
@@ -57,8 +57,8 @@ CLINICAL_STACKS = "Wu 2021, clinical stacks"
 """The Wu ages re-acquired as single clinical stacks (:func:`clinical_cases`, :func:`fss.stress.clinical_stack`)."""
 CLEAN_DATASETS = (CRL_HELD_OUT, WU_BRAIN_MASK, WU_WHOLE_HEAD)
 """The clean datasets, in the order tables show them."""
-RESULT_COLUMNS = ["model", "dataset", "case", "tissue", "metric", "value"]
-"""Columns of the table :func:`evaluate` returns."""
+RESULT_COLUMNS = ["model", "dataset", *SCORE_COLUMNS]
+"""Columns of the table :func:`evaluate` returns: :data:`fss.metrics.SCORE_COLUMNS` with the model and the dataset in front."""
 OUTSIDE_IMAGE = "labelled_outside_image"
 """The metric of :func:`evaluate` (tissue ``all``) that gives the share (0-1) of a case's labelled voxels where its image is
 0 (:func:`fss.metrics.labelled_outside_image`): tissue painted into a masked background."""
@@ -210,20 +210,16 @@ def with_stress_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def tissue_table(results: pd.DataFrame, index: Sequence[str], metric: str) -> pd.DataFrame:
-    """Means over the cases of one metric: rows ``index`` (columns of ``results``), a column per tissue, then ``mean``.
-
-    The ``mean`` column averages the tissues, leaving out infinite values (an HD95 where a tissue
-    was missed entirely).
-    """
-    chosen = results[results.metric == metric]
-    pivot = chosen.pivot_table(index=list(index), columns="tissue", values="value", aggfunc="mean")
-    pivot = pivot[[t for t in TISSUE_ORDER if t in pivot.columns]]
-    pivot["mean"] = pivot.replace(np.inf, np.nan).mean(axis=1)
-    return pivot
+    """One metric's :func:`fss.metrics.mean_over_cases`: rows ``index`` (columns of ``results``, sorted), a column per
+    tissue, then ``mean`` (the mean over the cases of each case's mean over its tissues)."""
+    means = mean_over_cases(results[results.metric == metric], by=index)
+    table = means.set_index([*index, "tissue"]).value.unstack("tissue").sort_index()
+    return table[[*(t for t in TISSUE_ORDER if t in table.columns), "mean"]].rename_axis(columns="tissue")
 
 
 def drops_from_clean(results: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Mean Dice of each model on the clean CRL images of the stressed ages, and under each stress and severity.
+    """Mean Dice (:func:`fss.metrics.mean_over_cases`) of each model on the clean CRL images of the stressed ages, and
+    under each stress and severity.
 
     Returns
     -------
@@ -243,8 +239,12 @@ def drops_from_clean(results: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     missing = sorted(ages - set(clean_cases.case))
     if missing:
         raise ValueError(f"the clean images of {missing} were not evaluated: every stressed age must also be a CRL age of the evaluation")
-    by_stress = stressed.assign(severity=stressed.severity.astype(int)).groupby(["model", "stress", "severity"]).value.mean()
-    return clean_cases.groupby("model").value.mean(), by_stress
+    by_stress = mean_over_cases(stressed.assign(severity=stressed.severity.astype(int)), by=["model", "stress", "severity"])
+    clean = mean_over_cases(clean_cases, by=["model"])
+    return (
+        clean[clean.tissue == "mean"].set_index("model").value.sort_index(),
+        by_stress[by_stress.tissue == "mean"].set_index(["model", "stress", "severity"]).value.sort_index(),
+    )
 
 
 def turned_agreement(

@@ -50,12 +50,15 @@ import yaml
 from fss import __version__, source_sha256
 from fss.config_checks import read_yaml_file
 from fss.evaluation import with_stress_columns
+from fss.metrics import mean_over_cases
 from fss.paths import atomic_path, locked
 
 ROOT = Path("outputs") / "experiments"
 """Default folder of experiment results, relative to the working directory."""
 
-RESULT_COLUMNS = ["run", "arm", "seed", "model", "dataset", "case", "stress", "severity", "tissue", "metric", "value"]
+GATHERED_COLUMNS = ["run", "arm", "seed", "model", "dataset", "case", "stress", "severity", "tissue", "metric", "value"]
+"""Columns of :func:`gather`: :data:`fss.evaluation.RESULT_COLUMNS` with the run, its arm and seed in front and the stress
+columns of :func:`fss.evaluation.with_stress_columns`."""
 
 
 @dataclass(frozen=True)
@@ -363,7 +366,7 @@ def select(runs: list[Run], only: str | None) -> list[Run]:
 
 
 def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT) -> pd.DataFrame:
-    """One tidy table of every run done with the current code (columns :data:`RESULT_COLUMNS`, then the parameters that
+    """One tidy table of every run done with the current code (columns :data:`GATHERED_COLUMNS`, then the parameters that
     differ between runs); stale runs are left out. A done run's table that cannot be read is a ValueError that names it
     (:func:`read_results`).
 
@@ -383,8 +386,8 @@ def gather(experiment: Experiment, setting: str, root: str | os.PathLike = ROOT)
             table[key] = json.dumps(run.parameters.get(key), sort_keys=True)
         tables.append(table)
     if not tables:
-        return pd.DataFrame(columns=[*RESULT_COLUMNS, *varying])
-    return pd.concat(tables, ignore_index=True)[[*RESULT_COLUMNS, *varying]]
+        return pd.DataFrame(columns=[*GATHERED_COLUMNS, *varying])
+    return pd.concat(tables, ignore_index=True)[[*GATHERED_COLUMNS, *varying]]
 
 
 def dice_per_seed(results: pd.DataFrame) -> pd.DataFrame:
@@ -392,14 +395,14 @@ def dice_per_seed(results: pd.DataFrame) -> pd.DataFrame:
 
     Returns columns ``where`` (the dataset for clean images, ``"<kind> <severity>"`` under a
     stress), ``stress``, ``severity``, ``arm``, ``seed``, ``tissue`` and ``value``; the rows of
-    tissue ``"mean"`` average the tissues. Places and arms keep the order in which they appear.
+    tissue ``"mean"`` average each case's tissues (:func:`fss.metrics.mean_over_cases`). Places and arms keep the order
+    in which they appear.
     """
     dice = results[results.metric == "dice"]
     where = dice.dataset.where(dice.stress.isna(), dice.stress + " " + dice.severity.astype("Int64").astype(str))
     keys = ["where", "stress", "severity", "arm", "seed"]
-    per_tissue = dice.assign(where=where).groupby([*keys, "tissue"], sort=False, dropna=False).value.mean().reset_index()
-    mean = per_tissue.groupby(keys, sort=False, dropna=False).value.mean().reset_index().assign(tissue="mean")
-    return pd.concat([mean, per_tissue], ignore_index=True)[[*keys, "tissue", "value"]]
+    means = mean_over_cases(dice.assign(where=where), by=keys)
+    return pd.concat([means[means.tissue == "mean"], means[means.tissue != "mean"]], ignore_index=True)[[*keys, "tissue", "value"]]
 
 
 def spread_over_seeds(per_seed: pd.DataFrame, tissue: str = "mean") -> pd.DataFrame:

@@ -213,7 +213,11 @@ def brain_turn_degrees(labels: nib.spatialimages.SpatialImage) -> float:
     return float(np.degrees(np.arccos(np.clip(min(cosines), 0.0, 1.0))))
 
 
-def evaluate(
+SCORE_COLUMNS = ["case", "tissue", "metric", "value"]
+"""Columns of :func:`score_label_maps`; :data:`fss.evaluation.RESULT_COLUMNS` puts the model and the dataset in front."""
+
+
+def score_label_maps(
     predictions: Sequence[str | os.PathLike | nib.spatialimages.SpatialImage],
     references: Sequence[str | os.PathLike | nib.spatialimages.SpatialImage],
     names: Sequence[str] | None = None,
@@ -226,13 +230,13 @@ def evaluate(
     predictions, references : sequences of paths or nibabel images
         FeTA label maps, pairwise on the same grid.
     names : sequence of str, optional
-        Image names for the table; default the prediction file names.
+        Case names for the table; default the prediction file names.
     convention : str
         Label convention of the references (a key of :data:`fss.labels.CONVENTIONS`); predictions are FeTA.
 
     Returns
     -------
-    pandas.DataFrame with columns ``image``, ``tissue``, ``metric``, ``value``.
+    pandas.DataFrame with columns :data:`SCORE_COLUMNS`; :func:`mean_over_cases` reduces it.
 
     Raises
     ------
@@ -277,7 +281,7 @@ def evaluate(
         reference_feta = _reference_in_feta(reference_values, convention, source)
         _warn_of_a_likelier_convention(predicted, reference_feta, reference_values, convention, source)
         table = tissue_metrics(predicted, reference_feta, voxel_sizes(p.affine))
-        tables.append(table.assign(image=name)[["image", "tissue", "metric", "value"]])
+        tables.append(table.assign(case=name)[SCORE_COLUMNS])
     return pd.concat(tables, ignore_index=True)
 
 
@@ -311,21 +315,45 @@ def _warn_of_a_likelier_convention(prediction: np.ndarray, reference: np.ndarray
 
 
 def with_tissue_means(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` (from :func:`evaluate`) with, for each image and metric, a row of tissue ``"mean"``: the mean over the
-    tissues (NaN skipped; an infinite HD95 keeps it infinite)."""
-    tissues = table[table.tissue != "mean"]
-    means = tissues.groupby(["image", "metric"], sort=False).value.mean().reset_index().assign(tissue="mean")
-    return pd.concat([tissues, means[table.columns]], ignore_index=True)
+    """``table`` with, for each case and metric, a row of tissue ``"mean"``: the case's mean over the tissues of
+    :data:`fss.labels.TISSUE_ORDER` (NaN skipped; an infinite HD95 keeps it infinite).
+
+    A case is what a row says in every column other than ``tissue`` and ``value`` (``case`` and ``metric``
+    here, also ``model`` and ``dataset`` in :func:`fss.evaluation.evaluate`'s table). Rows of tissue
+    ``"mean"`` already there are made again.
+    """
+    kept = table[table.tissue != "mean"]
+    keys = [column for column in table.columns if column not in ("tissue", "value")]
+    tissues = kept[kept.tissue.isin(TISSUE_ORDER)]
+    means = tissues.groupby(keys, sort=False, dropna=False).value.mean().reset_index().assign(tissue="mean")
+    return pd.concat([kept, means[table.columns]], ignore_index=True)
+
+
+def mean_over_cases(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """The one reduction of fss's tables of metrics: per group of ``by``, metric and tissue, the mean over the cases.
+
+    Tissue ``"mean"`` is the mean over the cases of each case's mean over its tissues
+    (:func:`with_tissue_means`): the mean Dice of a case, averaged. NaN (a tissue absent from both maps) is
+    skipped; an infinite HD95 (a tissue missed or invented) keeps the mean infinite, so that it is seen.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Long, one row per case, tissue and metric: :data:`SCORE_COLUMNS`, :data:`fss.evaluation.RESULT_COLUMNS` or
+        an experiment's results.
+    by : sequence of str
+        Columns of ``table`` to keep apart (``("model",)``, ``("dataset", "model")``); NaN is a group of its own.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``*by``, ``metric``, ``tissue``, ``value``; groups in the order they first appear.
+    """
+    keys = [*by, "metric", "tissue"]
+    return with_tissue_means(table).groupby(keys, sort=False, dropna=False).value.mean().reset_index()
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric per tissue over images: rows tissues (and ``mean`` where the table has it, see
-    :func:`with_tissue_means`), columns metrics.
-
-    NaN (tissue absent from both maps) is skipped; an infinite HD95 (tissue missed or invented)
-    keeps the mean infinite, so that it is seen.
-    """
-    order = [*TISSUE_ORDER, *(["mean"] if (table.tissue == "mean").any() else [])]
-    return table.pivot_table(index="tissue", columns="metric", values="value", aggfunc="mean", dropna=False).reindex(
-        index=order, columns=list(METRICS)
-    )
+    """:func:`mean_over_cases` of a table of :func:`score_label_maps`, as rows tissues (then ``mean``) and columns metrics."""
+    means = mean_over_cases(table)
+    return means.pivot(index="tissue", columns="metric", values="value").reindex(index=[*TISSUE_ORDER, "mean"], columns=list(METRICS))

@@ -397,7 +397,7 @@ def test_evaluate_goes_on_past_a_pair_that_fails_and_prints_the_mean_over_tissue
     summary = next(line for line in printed.splitlines() if line.startswith("mean "))
     assert summary.split()[1] == "1.0"  # the Dice over tissues present in either map
     table = pd.read_csv(tmp_path / "m.tsv", sep="\t")
-    assert set(table.image) == {"a_dseg.nii.gz"} and table[(table.tissue == "mean") & (table.metric == "dice")].value.item() == 1.0
+    assert set(table.case) == {"a_dseg.nii.gz"} and table[(table.tissue == "mean") & (table.metric == "dice")].value.item() == 1.0
 
 
 def test_evaluate_names_the_file_and_the_convention_that_fits(tmp_path, capsys):

@@ -18,9 +18,12 @@ from fss.evaluation import (
     tissue_table,
     trained_checkpoint,
     turned_agreement,
+    with_stress_columns,
 )
+from fss.experiments import dice_per_seed
 from fss.io import load_nifti
 from fss.labels import TISSUES
+from fss.metrics import summarize
 from fss.stress import stress
 from fss.unet import UNet
 
@@ -107,7 +110,28 @@ def test_evaluate_measures_each_models_segmentation_on_the_cases_own_grid(mirror
     assert clean["right"] == 1 and stressed["right", "bias", 2] == 1
     assert clean["cortex lost"] == pytest.approx(dice["cortex lost", "CRL (held out)"].mean())
     table = tissue_table(results, ["model"], "hd95")
-    assert np.isinf(table.loc["cortex lost", "GM"]) and np.isfinite(table.loc["cortex lost", "mean"])  # a missed tissue stays out of the mean
+    assert np.isinf(table.loc["cortex lost", "GM"]) and np.isinf(table.loc["cortex lost", "mean"])  # a missed tissue is seen in the mean
+
+
+def test_every_table_of_an_evaluation_averages_the_cases_means_as_the_one_reduction_does():
+    """Two cases of one model, one with a tissue absent from both maps (NaN): the mean of the cases' means (0.55)
+    differs from the mean of the tissues' means (0.5) and from the mean over all rows (0.52)."""
+    values = {"crl-GA27": {"WM": 0.9, "GM": 0.5, "BS": np.nan}, "crl-GA31": {"WM": 0.7, "GM": 0.1, "BS": 0.4}}
+    rows = [
+        {"model": "m", "dataset": dataset, "case": case + suffix, "tissue": tissue, "metric": "dice", "value": value}
+        for dataset, suffix in (("CRL (held out)", ""), ("stress: noise", " severity 3"))
+        for case, tissues in values.items()
+        for tissue, value in tissues.items()
+    ]
+    results = pd.DataFrame(rows)
+    assert tissue_table(results, ["model"], "dice").loc["m", "mean"] == pytest.approx(0.55)
+    clean, stressed = drops_from_clean(results)
+    assert clean["m"] == pytest.approx(0.55) and stressed["m", "noise", 3] == pytest.approx(0.55)
+    gathered = with_stress_columns(results).assign(run="r", arm="a", seed=0)
+    per_seed = dice_per_seed(gathered).set_index(["where", "tissue"]).value
+    assert per_seed["CRL (held out)", "mean"] == pytest.approx(0.55) and per_seed["noise 3", "mean"] == pytest.approx(0.55)
+    summary = summarize(results[results.dataset == "CRL (held out)"].drop(columns=["model", "dataset"]))
+    assert summary.loc["mean", "dice"] == pytest.approx(0.55)
 
 
 def test_drops_from_clean_need_the_clean_image_of_every_stressed_age():

@@ -5,7 +5,20 @@ import pytest
 from scans import ellipsoid, label_folders
 
 from fss.cli import main
-from fss.metrics import brain_turn_degrees, dice, evaluate, hausdorff95, labelled_outside_image, summarize, tissue_volumes, volume_similarity
+from fss.labels import TISSUE_ORDER
+from fss.metrics import (
+    SCORE_COLUMNS,
+    brain_turn_degrees,
+    dice,
+    hausdorff95,
+    labelled_outside_image,
+    mean_over_cases,
+    score_label_maps,
+    summarize,
+    tissue_volumes,
+    volume_similarity,
+    with_tissue_means,
+)
 from fss.stress import turn_anatomy
 
 
@@ -79,28 +92,28 @@ def test_tidy_table_and_summary(tmp_path):
     for name, data in (("pred.nii.gz", prediction), ("ref.nii.gz", reference)):
         nib.save(nib.Nifti1Image(data, affine), tmp_path / name)
         paths.append(tmp_path / name)
-    table = evaluate([paths[0]], [paths[1]], names=["case"])
-    assert list(table.columns) == ["image", "tissue", "metric", "value"] and len(table) == 7 * 3
+    table = score_label_maps([paths[0]], [paths[1]], names=["case"])
+    assert list(table.columns) == SCORE_COLUMNS and len(table) == 7 * 3
     wm = table[(table.tissue == "WM") & (table.metric == "dice")].value.item()
     assert wm == pytest.approx(2 * 6 * 64 / (6 * 64 + 8 * 64))
     summary = summarize(table)
     assert summary.loc["WM", "dice"] == pytest.approx(wm) and np.isnan(summary.loc["BS", "dice"])
     with pytest.raises(ValueError, match="different affines"):
         nib.save(nib.Nifti1Image(reference, np.eye(4)), tmp_path / "other.nii.gz")
-        evaluate([paths[0]], [tmp_path / "other.nii.gz"])
+        score_label_maps([paths[0]], [tmp_path / "other.nii.gz"])
 
 
-def test_evaluate_refuses_arrays_and_a_wrong_number_of_names_naming_the_argument():
+def test_scoring_label_maps_refuses_arrays_and_a_wrong_number_of_names_naming_the_argument():
     labels = np.zeros((8, 8, 8), np.int16)
     labels[2:6, 2:6, 2:6] = 3
     image = nib.Nifti1Image(labels, np.eye(4))
     with pytest.raises(TypeError, match=r"^predictions\[1\]: expected the path of a NIfTI file or a nibabel image, got ndarray"):
-        evaluate([image, labels], [image, image])
+        score_label_maps([image, labels], [image, image])
     with pytest.raises(TypeError, match=r"^references\[0\]: .* got ndarray"):
-        evaluate([image], [labels])
+        score_label_maps([image], [labels])
     with pytest.raises(ValueError, match="^names: 1 names for 2 predictions"):
-        evaluate([image, image], [image, image], names=["x"])
-    assert set(evaluate([image, image], [image, image], names=["x", "y"]).image) == {"x", "y"}
+        score_label_maps([image, image], [image, image], names=["x"])
+    assert set(score_label_maps([image, image], [image, image], names=["x", "y"]).case) == {"x", "y"}
 
 
 def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path, capsys):
@@ -152,3 +165,27 @@ def test_the_brains_turn_is_read_from_its_shape_on_any_voxel_order():
         assert abs(brain_turn_degrees(flipped) - brain_turn_degrees(turned)) < 1e-6
     assert np.isnan(brain_turn_degrees(ellipsoid((30, 31, 29))))  # nearly round: no axes to read
     assert np.isnan(brain_turn_degrees(ellipsoid(value=1)))  # extra-axial CSF only: no brain
+
+
+def test_the_one_reduction_averages_each_cases_mean_skipping_nan_and_keeping_an_infinite_hd95():
+    rows = [
+        ("a", "WM", "dice", 0.9),
+        ("a", "GM", "dice", 0.5),
+        ("a", "BS", "dice", np.nan),  # absent from both maps: skipped
+        ("b", "WM", "dice", 0.7),
+        ("b", "GM", "dice", 0.1),
+        ("b", "BS", "dice", 0.4),
+        ("a", "WM", "hd95", 1.0),
+        ("b", "WM", "hd95", np.inf),  # missed: the mean stays infinite
+    ]
+    table = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    means = mean_over_cases(table).set_index(["metric", "tissue"]).value
+    assert means["dice", "WM"] == pytest.approx(0.8) and means["dice", "BS"] == pytest.approx(0.4)
+    # the cases' means (0.7 and 0.4), averaged: not the tissues' means averaged (0.8, 0.3, 0.4 -> 0.5)
+    assert means["dice", "mean"] == pytest.approx(0.55)
+    assert np.isinf(means["hd95", "WM"]) and np.isinf(means["hd95", "mean"])
+    summary = summarize(table)
+    assert summary.loc["mean", "dice"] == pytest.approx(0.55) and np.isinf(summary.loc["mean", "hd95"])
+    assert list(summary.index) == [*TISSUE_ORDER, "mean"]
+    per_case = with_tissue_means(with_tissue_means(table))  # made again, not added twice
+    assert per_case[(per_case.tissue == "mean") & (per_case.metric == "dice")].value.tolist() == pytest.approx([0.7, 0.4])

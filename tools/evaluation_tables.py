@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fss.evaluation import CLEAN_DATASETS, drops_from_clean, with_stress_columns
-from fss.labels import TISSUE_ORDER
+from fss.evaluation import CLEAN_DATASETS, drops_from_clean, tissue_table, with_stress_columns
+from fss.metrics import mean_over_cases
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
@@ -39,15 +39,12 @@ def with_stress(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def clean_tables(results: pd.DataFrame, model: str) -> tuple[str, str]:
-    """Dice per tissue with its mean, and HD95 per tissue with its mean, per clean dataset (means over cases)."""
+    """Dice per tissue with its mean, and HD95 per tissue with its mean, per clean dataset (:func:`fss.evaluation.tissue_table`)."""
     tables = []
     for metric, digits in (("dice", 3), ("hd95", 2)):
-        chosen = results[(results.model == model) & (results.metric == metric) & results.dataset.isin(CLEAN_DATASETS)]
-        table = chosen.pivot_table(index="dataset", columns="tissue", values="value", aggfunc="mean")[list(TISSUE_ORDER)].reindex(
-            [d for d in CLEAN_DATASETS if d in set(chosen.dataset)]
-        )
-        table["mean"] = chosen.groupby(["dataset", "case"]).value.mean().groupby("dataset").mean()
-        tables.append(markdown(table, digits))
+        chosen = results[(results.model == model) & results.dataset.isin(CLEAN_DATASETS)]
+        table = tissue_table(chosen, ["dataset"], metric)
+        tables.append(markdown(table.reindex([d for d in CLEAN_DATASETS if d in table.index]), digits))
     return tables[0], tables[1]
 
 
@@ -68,7 +65,8 @@ def comparison_table(results: pd.DataFrame, models: list[str]) -> str:
     dice = with_stress(results[results.metric == "dice"])
     top = dice[dice.kind.isna() | (dice.severity == dice.groupby("kind").severity.transform("max"))]
     where = top.dataset.where(top.kind.isna(), top.kind + " " + top.severity.astype("Int64").astype(str))
-    table = top.assign(where=where).groupby(["where", "model"]).value.mean().unstack("model")[models]
+    means = mean_over_cases(top.assign(where=where), by=["where", "model"])
+    table = means[means.tissue == "mean"].set_index(["where", "model"]).value.unstack("model").sort_index()[models]
     table.index.name = "images"
     if len(models) == 2:
         table[f"{models[0]} - {models[1]}"] = table[models[0]] - table[models[1]]
