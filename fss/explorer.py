@@ -34,7 +34,7 @@ def configured(config: GeneratorConfig, values: dict[tuple[str, str], float]) ->
     for (stage, option), value in values.items():
         section = stages.get(stage, getattr(config, stage))
         changes = {option: value}
-        lower = {upper: lower for lower, upper in range_options(section).values()}.get(option)
+        lower = {upper: lower for lower, upper in range_options(section).items()}.get(option)
         if lower is not None:
             changes[lower] = min(getattr(section, lower), value)
         stages[stage] = dataclasses.replace(section, **changes)

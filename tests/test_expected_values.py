@@ -19,14 +19,13 @@ import fss.stress
 from fss.checkpoint import save_checkpoint
 from fss.infer import predict_working, segment
 from fss.io import normalize_intensities
-from fss.metrics import evaluate
+from fss.metrics import score_label_maps
 from fss.optimization import dice_ce_loss
 from fss.seeds import MAX_FIT_VOXELS, fit_subclasses
 from fss.synth.bias import BiasDraw, bias_field
 from fss.synth.config import SpatialConfig, preset
 from fss.synth.contrast import ContrastDraw, apply_contrast
 from fss.synth.gamma import GammaDraw, apply_gamma
-from fss.synth.generator import finish
 from fss.synth.mask import MaskDraw, brain_masks
 from fss.synth.resolution import (
     BLUR_CONSTANT,
@@ -39,6 +38,7 @@ from fss.synth.resolution import (
     gaussian_blur,
 )
 from fss.synth.spatial import SpatialDraw, integrate_velocity, sampling_positions
+from fss.synth.stages import finish
 from fss.unet import UNet
 
 
@@ -250,7 +250,7 @@ def test_hd95_of_files_is_in_millimetres_of_their_voxels(tmp_path):
     for name, labels in (("p", prediction), ("r", reference)):
         nib.save(nib.Nifti1Image(labels, affine), tmp_path / f"{name}.nii.gz")
         paths.append(tmp_path / f"{name}.nii.gz")
-    table = evaluate([paths[0]], [paths[1]])
+    table = score_label_maps([paths[0]], [paths[1]])
     row = table[(table.tissue == "WM") & (table.metric == "hd95")]
     assert float(row.value.iloc[0]) == pytest.approx(4.0)
 

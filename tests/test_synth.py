@@ -9,7 +9,7 @@ import torch
 from fss.explorer import configured, slider_description
 from fss.labels import to_meta_labels
 from fss.seeds import compose_seed_map, make_seeds
-from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, motion, preset, up_to_stage
+from fss.synth import STAGES, Generator, GeneratorConfig, SynthSubject, load_config, motion, preset, stages, up_to_stage
 from fss.synth.config import (
     PRESETS,
     REFERENCE_MM,
@@ -21,16 +21,19 @@ from fss.synth.config import (
     MotionConfig,
     ResolutionConfig,
     SpatialConfig,
+    StageConfig,
     SubclassConfig,
+    option,
     range_options,
 )
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches
 from fss.synth.gamma import GammaDraw
-from fss.synth.generator import finish, params_from_records, params_to_records
+from fss.synth.generator import params_from_records, params_to_records
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
+from fss.synth.stages import ACQUISITION_STAGES, DRAW_ORDER, STAGE_DRAWS, finish
 
 SHAPE = (24, 28, 20)
 OFF = GeneratorConfig(
@@ -330,7 +333,7 @@ def test_configuration_yaml_round_trip_and_validation(tmp_path):
     (tmp_path / "bad.yaml").write_text("spatial:\n  max_rotaton: 5\n")
     with pytest.raises(ValueError, match=r"unknown spatial options \['max_rotaton'\]"):
         GeneratorConfig.load(tmp_path / "bad.yaml")
-    with pytest.raises(ValueError, match="need 0.0 <= mean_min <= mean_max"):
+    with pytest.raises(ValueError, match="need 0 <= mean_min <= mean_max"):
         ContrastConfig(mean_min=200.0, mean_max=100.0)
     with pytest.raises(ValueError, match="neither a preset"):
         load_config("turbo")
@@ -341,14 +344,14 @@ def test_configuration_yaml_round_trip_and_validation(tmp_path):
 
 
 EXPECTED_RANGES = {
-    SubclassConfig: {"subclasses"},
-    SpatialConfig: {"nonlin_scale"},
-    ContrastConfig: {"mean", "std"},
+    SubclassConfig: {"min_subclasses"},
+    SpatialConfig: {"nonlin_scale_min"},
+    ContrastConfig: {"mean_min", "std_min"},
     GammaConfig: set(),
-    BiasConfig: {"bf_scale", "bf_std"},
-    ResolutionConfig: {"resampling_iso_res", "noise_std", "slice_mm"},
-    MotionConfig: {"slab_mm"},
-    MaskConfig: {"margin_mm"},
+    BiasConfig: {"bf_scale_min", "bf_std_min"},
+    ResolutionConfig: {"min_resampling_iso_res", "noise_std_min", "slice_mm_min"},
+    MotionConfig: {"slab_mm_min"},
+    MaskConfig: {"margin_mm_min"},
     FlipConfig: set(),
 }
 
@@ -359,14 +362,54 @@ def test_every_range_is_a_min_max_pair_checked_on_creation(stage):
     ranges = range_options(section)
     assert set(ranges) == EXPECTED_RANGES[stage]
     assert not [f.name for f in dataclasses.fields(section) if isinstance(getattr(section, f.name), tuple)]  # no (low, high) tuples
-    for lower, upper in ranges.values():
+    for lower, upper in ranges.items():
+        assert upper in (lower.replace("_min", "_max"), lower.replace("min_", "max_"))  # named as the reference names a range
         high = getattr(section, upper)
         with pytest.raises(ValueError, match=f"{lower} <= {upper}"):
             stage(**{lower: high + 1, upper: high})
     bounds = [f.name for f in dataclasses.fields(section) if f.name.endswith("_max") or f.name.startswith("max_")]
-    for bound in set(bounds) - {name for pair in ranges.values() for name in pair}:  # bounds of a size from 0
+    for bound in set(bounds) - {name for pair in ranges.items() for name in pair}:  # bounds of a size from 0
         with pytest.raises(ValueError, match=f"{bound} must not be negative"):
             stage(**{bound: -1.0})
+
+
+def test_an_option_whose_range_names_no_option_or_that_is_undeclared_is_an_error_not_a_dropped_check():
+    @dataclasses.dataclass(frozen=True)
+    class Renamed(StageConfig):
+        width_min: float = option(1.0, "narrowest", "mm", at_least=0, upper="width_max")
+        widest: float = option(2.0, "widest", "mm")  # was width_max
+
+    with pytest.raises(TypeError, match="ends its range at 'width_max', which is not an option"):
+        Renamed()
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(StageConfig):
+        width: float = 1.0
+
+    with pytest.raises(TypeError, match=r"Undeclared.width is not declared with option\(\)"):
+        Undeclared()
+
+
+def test_the_registry_names_every_configured_stage_and_draws_each_once():
+    configured = {f.name for f in dataclasses.fields(GeneratorConfig)} - {"output_shape", "subclasses"}
+    assert set(STAGES) == configured and sorted(DRAW_ORDER) == sorted(STAGES)
+    assert set(STAGE_DRAWS) == set(STAGES) - {"flip"}  # the flip is one tensor
+    assert ACQUISITION_STAGES == tuple(name for name in DRAW_ORDER if name not in ("spatial", "contrast"))
+
+
+def test_finish_applies_the_registered_stages_in_the_registrys_order(monkeypatch):
+    applied = []
+
+    def recording(name):
+        def apply(image, labels, draws, spacings):
+            applied.append((name, draws))
+            return image + 1, labels
+
+        return stages.Stage(name, None, lambda config, batch_size, generator: None, apply)
+
+    monkeypatch.setattr(stages, "STAGE_REGISTRY", (recording("first"), recording("off"), recording("second")))
+    image, labels = stages.finish(torch.zeros(1, 1, 2, 2, 2), torch.zeros(1, 2, 2, 2), {"first": "a", "second": "b"}, torch.ones(1, 3))
+    assert applied == [("first", "a"), ("second", "b")] and torch.equal(image, torch.ones(1, 1, 2, 2, 2))  # normalised at the end
 
 
 def test_explorer_resolution_slider_speaks_the_presets_units():

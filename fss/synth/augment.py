@@ -16,8 +16,9 @@ from fss.device import resolve_device
 from fss.synth.config import GeneratorConfig
 from fss.synth.draws import Seed, as_generator, integers
 from fss.synth.gamma import SCALE
-from fss.synth.generator import Sample, draw_acquisition, finish
-from fss.synth.spatial import draw_spatial, read_at, sampling_positions
+from fss.synth.generator import Sample
+from fss.synth.spatial import read_at, sampling_positions
+from fss.synth.stages import ACQUISITION_STAGES, draw_stages, finish
 
 
 class Augmenter:
@@ -63,8 +64,7 @@ class Augmenter:
         generator = as_generator(seed)
         return {
             "subject": integers(generator, (batch_size,), 0, len(self.volumes) - 1),
-            "spatial": draw_spatial(self.config.spatial, batch_size, generator),
-            **draw_acquisition(self.config, batch_size, generator),
+            **draw_stages(self.config, ("spatial", *ACQUISITION_STAGES), batch_size, generator),
         }
 
     def apply(self, params: dict) -> Sample:

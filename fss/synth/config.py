@@ -1,9 +1,11 @@
 """Configuration of the generator: one dataclass per stage, the reference defaults, presets, YAML.
 
 Names and defaults follow the reference method (FetalSynthSeg, built on SynthSeg as
-re-implemented by Brain-ID). Every range is a pair of options named as the reference names
-its own, ``X_min`` and ``X_max`` (or ``min_X`` and ``max_X``), and is checked when a
-configuration is made (:func:`range_options`).
+re-implemented by Brain-ID). Every option is declared beside its field (:func:`option`) with its
+meaning, unit and bounds; a range is a pair of options named as the reference names its own,
+``X_min`` and ``X_max`` (or ``min_X`` and ``max_X``), whose lower end names its upper end. All of it
+is checked when a configuration is made. Which stages there are, and in what order they draw and
+apply, is :data:`fss.synth.stages.STAGE_REGISTRY`.
 
 Example
 -------
@@ -17,11 +19,9 @@ True
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import yaml
 
@@ -29,61 +29,87 @@ from fss.config_checks import check_options, check_types, read_yaml_file
 from fss.paths import atomic_path
 
 
-def range_options(section) -> dict[str, tuple[str, str]]:
-    """The ranges of one stage's configuration: ``{quantity: (lower option, upper option)}``.
+def option(
+    default,
+    meaning: str,
+    unit: str,
+    *,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+    upper: str | None = None,
+    choices: tuple[str, ...] | None = None,
+):
+    """One option of a stage, declared with what it means and what it may be.
 
-    Found by name: ``X_min`` with ``X_max``, or ``min_X`` with ``max_X``.
+    Parameters
+    ----------
+    default
+        The reference's value.
+    meaning, unit : str
+        For tables and help (:data:`OPTION_DOCS`).
+    at_least, at_most : float, optional
+        Bounds, both included.
+    below : float, optional
+        A bound not included.
+    upper : str, optional
+        The option that ends the range this one starts: a configuration needs ``at_least <= this <= upper``.
+    choices : tuple of str, optional
+        The values a word may take.
     """
-    names = [f.name for f in dataclasses.fields(section)]
-    ranges = {}
-    for name in names:
-        if name.endswith("_min") and f"{name[:-4]}_max" in names:
-            ranges[name[:-4]] = (name, f"{name[:-4]}_max")
-        elif name.startswith("min_") and f"max_{name[4:]}" in names:
-            ranges[name[4:]] = (name, f"max_{name[4:]}")
-    return ranges
+    rules = {"meaning": meaning, "unit": unit, "at_least": at_least, "at_most": at_most, "below": below, "upper": upper, "choices": choices}
+    return field(default=default, metadata=rules)
 
 
-def _lone_bounds(section) -> list[str]:
-    """Options named as an upper bound (``X_max``, ``max_X``) that have no lower partner: bounds of a size from 0."""
-    paired = {name for pair in range_options(section).values() for name in pair}
-    names = [f.name for f in dataclasses.fields(section)]
-    return [n for n in names if (n.endswith("_max") or n.startswith("max_")) and n not in paired]
+def range_options(section) -> dict[str, str]:
+    """The ranges of one stage's configuration, as declared (:func:`option`): ``{lower option: upper option}``."""
+    return {f.name: f.metadata["upper"] for f in dataclasses.fields(section) if f.metadata.get("upper")}
 
 
 @dataclass(frozen=True)
 class StageConfig:
-    """Base of the configuration of one stage: checked when it is made.
-
-    The type of every option (:func:`fss.config_checks.check_types`), every range
-    (``floor <= lower <= upper``, the floor 0 unless ``FLOORS`` gives one for the quantity),
-    every upper bound without a lower partner (not negative), then the stage's own rules
-    (:meth:`check`).
+    """Base of the configuration of one stage: every option is declared with :func:`option` and checked when a
+    configuration is made: its type (:func:`fss.config_checks.check_types`), then its bounds, range or choices.
     """
-
-    FLOORS: ClassVar[dict[str, float]] = {}
 
     def __post_init__(self):
         check_types(self)
-        for quantity, (lower, upper) in range_options(self).items():
-            floor, low, high = self.FLOORS.get(quantity, 0.0), getattr(self, lower), getattr(self, upper)
-            if not floor <= low <= high:
-                raise ValueError(f"need {floor} <= {lower} <= {upper}, got {low} and {high}")
-        for name in _lone_bounds(self):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        self.check()
-
-    def check(self) -> None:
-        """The stage's own rules, beyond types and ranges."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for f in dataclasses.fields(self):
+            if "meaning" not in f.metadata:
+                raise TypeError(f"{type(self).__name__}.{f.name} is not declared with option(): its meaning, unit and bounds are unknown")
+            _check_option(self, f.name, f.metadata, names)
 
 
-def _check_probability(name: str, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+def _check_option(section, name: str, rules: dict, names: set[str]) -> None:
+    """ValueError naming option ``name`` of ``section`` where its value breaks the rules it was declared with."""
+    value = getattr(section, name)
+    if rules["choices"] is not None and value not in rules["choices"]:
+        raise ValueError(f"{name} must be one of {rules['choices']}, got {value!r}")
+    low, high, below, upper = rules["at_least"], rules["at_most"], rules["below"], rules["upper"]
+    if upper is not None:
+        if upper not in names:
+            raise TypeError(f"{type(section).__name__}.{name} ends its range at {upper!r}, which is not an option")
+        if not ((low is None or low <= value) and value <= getattr(section, upper)):
+            floor = "" if low is None else f"{low} <= "
+            raise ValueError(f"need {floor}{name} <= {upper}, got {value} and {getattr(section, upper)}")
+    elif low == 0 and high == 1:
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    elif low is not None and high is not None:
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    elif low == 0 and value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    elif low is not None and value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be below {below}, got {value}")
 
 
-IMAGE_INTERPOLATIONS = ("linear", "nearest")
+PROBABILITY = {"at_least": 0.0, "at_most": 1.0}
+"""The bounds of an option that is a probability."""
+
 
 REFERENCE_MM = 0.5 / 0.5**0.5
 """True millimetres per millimetre of the reference: it reads the spacing of a 0.5 mm volume as
@@ -95,10 +121,11 @@ in true ones."""
 class SubclassConfig(StageConfig):
     """Stage 1: number of intensity subclasses drawn per meta-label, uniformly in [min, max]."""
 
-    FLOORS = {"subclasses": 1}
+    min_subclasses: int = option(1, "fewest intensity subclasses K drawn per meta-label", "count", at_least=1, upper="max_subclasses")
+    max_subclasses: int = option(4, "most intensity subclasses K drawn per meta-label", "count")
 
-    min_subclasses: int = 1
-    max_subclasses: int = 4
+
+ON_OFF = "on/off"
 
 
 @dataclass(frozen=True)
@@ -116,65 +143,61 @@ class SpatialConfig(StageConfig):
     edges, white texture). Labels are always read by nearest neighbour.
     """
 
-    enabled: bool = True
-    max_rotation: float = 20.0
-    max_shear: float = 0.02
-    max_scaling: float = 0.1
-    random_shift: bool = True
-    shift_beyond: float = 0.0
-    nonlinear: bool = True
-    nonlin_scale_min: float = 0.03
-    nonlin_scale_max: float = 0.06
-    nonlin_std_max: float = 4.0
-    integrate_deformation_fields: bool = True
-    n_steps_svf_integration: int = 8
-    image_interpolation: str = "linear"
+    enabled: bool = option(True, "deform seeds and labels", ON_OFF)
+    max_rotation: float = option(20.0, "largest rotation about each axis (uniform in plus or minus)", "degrees", at_least=0)
+    max_shear: float = option(0.02, "largest shear of each axis pair", "fraction", at_least=0)
+    max_scaling: float = option(0.1, "largest change of size along each axis", "fraction", at_least=0, below=1)
+    random_shift: bool = option(True, "move the output window anywhere the input allows (else centred)", ON_OFF)
+    shift_beyond: float = option(0.0, "how far the window may move beyond the input, as a fraction of the output size", "fraction", at_least=0)
+    nonlinear: bool = option(True, "add a smooth nonlinear deformation", ON_OFF)
+    nonlin_scale_min: float = option(
+        0.03, "smallest size of its coarse grid, as a fraction of the output size", "fraction", at_least=0, upper="nonlin_scale_max"
+    )
+    nonlin_scale_max: float = option(0.06, "largest size of its coarse grid, as a fraction of the output size", "fraction")
+    nonlin_std_max: float = option(4.0, "largest standard deviation of its displacements", "output voxels", at_least=0)
+    integrate_deformation_fields: bool = option(True, "integrate the field as a velocity, so that space never folds", ON_OFF)
+    n_steps_svf_integration: int = option(8, "scaling-and-squaring steps of that integration", "count", at_least=0)
+    image_interpolation: str = option(
+        "linear", "how the image reaches the output grid: linear (partial volume) or nearest", "choice", choices=("linear", "nearest")
+    )
 
-    def check(self):
-        if self.image_interpolation not in IMAGE_INTERPOLATIONS:
-            raise ValueError(f"image_interpolation must be one of {IMAGE_INTERPOLATIONS}, got {self.image_interpolation!r}")
-        if self.max_scaling >= 1:
-            raise ValueError(f"max_scaling must be below 1, got {self.max_scaling}")
-        if self.n_steps_svf_integration < 0:
-            raise ValueError(f"n_steps_svf_integration must not be negative, got {self.n_steps_svf_integration}")
+
+INTENSITY = "intensity, 0-300 scale"
 
 
 @dataclass(frozen=True)
 class ContrastConfig(StageConfig):
     """Stage 3: a Gaussian per seed label, mean and std drawn uniformly (0-300 intensity scale)."""
 
-    enabled: bool = True
-    mean_min: float = 25.0
-    mean_max: float = 225.0
-    std_min: float = 5.0
-    std_max: float = 25.0
-    background_zero_probability: float = 0.5
-
-    def check(self):
-        _check_probability("background_zero_probability", self.background_zero_probability)
+    enabled: bool = option(True, "a random Gaussian intensity per seed label", ON_OFF)
+    mean_min: float = option(25.0, "smallest mean of a seed label's Gaussian", INTENSITY, at_least=0, upper="mean_max")
+    mean_max: float = option(225.0, "largest mean of a seed label's Gaussian", INTENSITY)
+    std_min: float = option(5.0, "smallest standard deviation of a seed label's Gaussian", INTENSITY, at_least=0, upper="std_max")
+    std_max: float = option(25.0, "largest standard deviation of a seed label's Gaussian", INTENSITY)
+    background_zero_probability: float = option(
+        0.5, "probability that the background's mean intensity is 0 (else drawn like any label's)", "probability", **PROBABILITY
+    )
 
 
 @dataclass(frozen=True)
 class GammaConfig(StageConfig):
     """Stage 4: intensity -> 300 * (intensity / 300) ** exp(N(0, gamma_std))."""
 
-    enabled: bool = True
-    gamma_std: float = 0.1
-
-    def check(self):
-        if self.gamma_std < 0:
-            raise ValueError(f"gamma_std must not be negative, got {self.gamma_std}")
+    enabled: bool = option(True, "a random gamma curve", ON_OFF)
+    gamma_std: float = option(0.1, "standard deviation of the exponent's logarithm", "log units", at_least=0)
 
 
 @dataclass(frozen=True)
 class BiasConfig(StageConfig):
     """Stage 5: smooth multiplicative bias, exp of a coarse Gaussian field of size bf_scale * output size."""
 
-    enabled: bool = True
-    bf_scale_min: float = 0.004
-    bf_scale_max: float = 0.02
-    bf_std_min: float = 0.01
-    bf_std_max: float = 0.02
+    enabled: bool = option(True, "a smooth multiplicative bias field", ON_OFF)
+    bf_scale_min: float = option(
+        0.004, "smallest size of the field's coarse grid, as a fraction of the output size", "fraction", at_least=0, upper="bf_scale_max"
+    )
+    bf_scale_max: float = option(0.02, "largest size of that grid", "fraction")
+    bf_std_min: float = option(0.01, "smallest standard deviation of the field's logarithm", "log units", at_least=0, upper="bf_std_max")
+    bf_std_max: float = option(0.02, "largest standard deviation of the field's logarithm", "log units")
 
 
 RESOLUTION_UNITS = ("mm", "voxels")
@@ -182,7 +205,7 @@ RESOLUTION_UNITS = ("mm", "voxels")
 
 @dataclass(frozen=True)
 class ResolutionConfig(StageConfig):
-    """Stage 6: blur to a random acquisition, resample there, add noise, resample back.
+    """Stage 7: blur to a random acquisition, resample there, add noise, resample back.
 
     Isotropic acquisitions are drawn uniformly in ``[min_resampling_iso_res, max_resampling_iso_res]``,
     in ``units``: ``"mm"`` (the reference) or ``"voxels"`` of the working grid, so that one setting
@@ -202,32 +225,34 @@ class ResolutionConfig(StageConfig):
     than the working grid get their noise on the acquired grid.
     """
 
-    FLOORS = {"resampling_iso_res": 1e-3, "slice_mm": 1e-3}
-
-    enabled: bool = True
-    preserve_resol: float = 0.2
-    units: str = "mm"
-    min_resampling_iso_res: float = round(0.5 * REFERENCE_MM, 3)
-    max_resampling_iso_res: float = round(1.5 * REFERENCE_MM, 3)
-    thick_slice_probability: float = 0.0
-    slice_mm_min: float = 2.5
-    slice_mm_max: float = 6.5
-    noise_std_min: float = 5.0
-    noise_std_max: float = 15.0
-    native_noise_grid: float = round(1 / REFERENCE_MM, 3)
-
-    def check(self):
-        _check_probability("preserve_resol", self.preserve_resol)
-        _check_probability("thick_slice_probability", self.thick_slice_probability)
-        if self.units not in RESOLUTION_UNITS:
-            raise ValueError(f"units must be one of {RESOLUTION_UNITS}, got {self.units!r}")
-        if not 1 <= self.native_noise_grid <= 4:
-            raise ValueError(f"native_noise_grid must be between 1 and 4, got {self.native_noise_grid}")
+    enabled: bool = option(True, "simulate an acquisition: blur, resample, add noise", ON_OFF)
+    preserve_resol: float = option(0.2, "probability of keeping the input's resolution (noise only)", "probability", **PROBABILITY)
+    units: str = option("mm", "units of the isotropic resolutions: mm, or voxels of the working grid", "choice", choices=RESOLUTION_UNITS)
+    min_resampling_iso_res: float = option(
+        round(0.5 * REFERENCE_MM, 3),
+        "finest acquired voxel (and a thick-slice stack's in-plane voxel)",
+        "units",
+        at_least=1e-3,
+        upper="max_resampling_iso_res",
+    )
+    max_resampling_iso_res: float = option(round(1.5 * REFERENCE_MM, 3), "coarsest isotropic acquired voxel", "units")
+    thick_slice_probability: float = option(0.0, "probability that an acquisition is a thick-slice stack", "probability", **PROBABILITY)
+    slice_mm_min: float = option(2.5, "thinnest slice of a stack", "mm", at_least=1e-3, upper="slice_mm_max")
+    slice_mm_max: float = option(6.5, "thickest slice of a stack", "mm")
+    noise_std_min: float = option(5.0, "smallest standard deviation of the Gaussian noise", INTENSITY, at_least=0, upper="noise_std_max")
+    noise_std_max: float = option(15.0, "largest standard deviation of the Gaussian noise", INTENSITY)
+    native_noise_grid: float = option(
+        round(1 / REFERENCE_MM, 3),
+        "how much finer the grid on which images that keep their resolution get their noise",
+        "factor",
+        at_least=1,
+        at_most=4,
+    )
 
 
 @dataclass(frozen=True)
 class MaskConfig(StageConfig):
-    """Stage 6b, after the resolution (off in ``reference``, on in ``clinical``): a brain mask, as in skull-stripped clinical
+    """Stage 8, after the resolution (off in ``reference``, on in ``clinical``): a brain mask, as in skull-stripped clinical
     scans.
 
     With ``probability``, the image is set to 0 beyond the brain (every label above 0) grown by a margin
@@ -235,53 +260,38 @@ class MaskConfig(StageConfig):
     that the network learns that a zero background holds no tissue.
     """
 
-    FLOORS = {"margin_mm": -math.inf}
-
-    enabled: bool = False
-    probability: float = 0.5
-    margin_mm_min: float = -1.0
-    margin_mm_max: float = 3.0
-
-    def check(self):
-        _check_probability("mask probability", self.probability)
+    enabled: bool = option(False, "a brain mask: image and labels set to 0 beyond the brain grown by a margin", ON_OFF)
+    probability: float = option(0.5, "fraction of samples that get it", "probability", **PROBABILITY)
+    margin_mm_min: float = option(-1.0, "smallest margin (negative: the mask cuts into the brain)", "mm", upper="margin_mm_max")
+    margin_mm_max: float = option(3.0, "largest margin", "mm")
 
 
 @dataclass(frozen=True)
 class MotionConfig(StageConfig):
-    """Stage 5b, after the bias and before the resolution (off in ``reference``, on in ``fetal``): residual motion after
+    """Stage 6, after the bias and before the resolution (off in ``reference``, on in ``fetal``): residual motion after
     super-resolution.
 
     Slabs ``slab_mm_min`` to ``slab_mm_max`` thick (mm, uniform) along the slice axis, moved rigidly within
     their plane: the standard deviations of a pass's shift (mm) and rotation (degrees) are drawn
     uniform in ``[0, shift_mm_max]`` and ``[0, angle_deg_max]``, the intensity step between the two
-    interleaved passes in ``[0, gain_max]`` (see :mod:`fss.synth.motion`).
+    interleaved passes in ``[0, gain_max]`` (see :mod:`fss.synth.motion`); a gain of 1 would black out a pass.
     """
 
-    FLOORS = {"slab_mm": 1e-3}
-
-    enabled: bool = False
-    probability: float = 0.5
-    slab_mm_min: float = 2.5
-    slab_mm_max: float = 4.5
-    shift_mm_max: float = 2.0
-    angle_deg_max: float = 5.0
-    gain_max: float = 0.15
-
-    def check(self):
-        _check_probability("motion probability", self.probability)
-        if self.gain_max >= 1:
-            raise ValueError(f"gain_max must be below 1 (a gain of 1 blacks out a pass), got {self.gain_max}")
+    enabled: bool = option(False, "residual slab motion and intensity steps after super-resolution", ON_OFF)
+    probability: float = option(0.5, "fraction of samples that get it", "probability", **PROBABILITY)
+    slab_mm_min: float = option(2.5, "thinnest slab (acquired slice)", "mm", at_least=1e-3, upper="slab_mm_max")
+    slab_mm_max: float = option(4.5, "thickest slab", "mm")
+    shift_mm_max: float = option(2.0, "largest standard deviation of a pass's in-plane shift", "mm", at_least=0)
+    angle_deg_max: float = option(5.0, "largest standard deviation of a pass's in-plane rotation", "degrees", at_least=0)
+    gain_max: float = option(0.15, "largest intensity step between the two interleaved passes", "fraction", at_least=0, below=1)
 
 
 @dataclass(frozen=True)
 class FlipConfig(StageConfig):
-    """Stage 7: left-right flip of image and labels together."""
+    """Stage 9: left-right flip of image and labels together."""
 
-    enabled: bool = True
-    probability: float = 0.5
-
-    def check(self):
-        _check_probability("flip probability", self.probability)
+    enabled: bool = option(True, "flip image and labels left-right", ON_OFF)
+    probability: float = option(0.5, "probability of a flip", "probability", **PROBABILITY)
 
 
 @dataclass(frozen=True)
@@ -338,18 +348,9 @@ class GeneratorConfig:
             raise ValueError(f"{path}: {error}") from error
 
 
-def _stage_types() -> dict[str, type]:
-    return {
-        "subclasses": SubclassConfig,
-        "spatial": SpatialConfig,
-        "contrast": ContrastConfig,
-        "gamma": GammaConfig,
-        "bias": BiasConfig,
-        "resolution": ResolutionConfig,
-        "motion": MotionConfig,
-        "mask": MaskConfig,
-        "flip": FlipConfig,
-    }
+def _stage_types() -> dict[str, type[StageConfig]]:
+    """The configuration class of each stage, by its field in :class:`GeneratorConfig`."""
+    return {f.name: f.default_factory for f in dataclasses.fields(GeneratorConfig) if f.name != "output_shape"}
 
 
 def _plain(value):
@@ -386,61 +387,9 @@ PRESETS = {
 
 
 OPTION_DOCS: dict[tuple[str, str], tuple[str, str]] = {
-    ("subclasses", "min_subclasses"): ("fewest intensity subclasses K drawn per meta-label", "count"),
-    ("subclasses", "max_subclasses"): ("most intensity subclasses K drawn per meta-label", "count"),
-    ("spatial", "enabled"): ("deform seeds and labels", "on/off"),
-    ("spatial", "max_rotation"): ("largest rotation about each axis (uniform in plus or minus)", "degrees"),
-    ("spatial", "max_shear"): ("largest shear of each axis pair", "fraction"),
-    ("spatial", "max_scaling"): ("largest change of size along each axis", "fraction"),
-    ("spatial", "random_shift"): ("move the output window anywhere the input allows (else centred)", "on/off"),
-    ("spatial", "shift_beyond"): ("how far the window may move beyond the input, as a fraction of the output size", "fraction"),
-    ("spatial", "nonlinear"): ("add a smooth nonlinear deformation", "on/off"),
-    ("spatial", "nonlin_scale_min"): ("smallest size of its coarse grid, as a fraction of the output size", "fraction"),
-    ("spatial", "nonlin_scale_max"): ("largest size of its coarse grid, as a fraction of the output size", "fraction"),
-    ("spatial", "nonlin_std_max"): ("largest standard deviation of its displacements", "output voxels"),
-    ("spatial", "integrate_deformation_fields"): ("integrate the field as a velocity, so that space never folds", "on/off"),
-    ("spatial", "n_steps_svf_integration"): ("scaling-and-squaring steps of that integration", "count"),
-    ("spatial", "image_interpolation"): ("how the image reaches the output grid: linear (partial volume) or nearest", "choice"),
-    ("contrast", "enabled"): ("a random Gaussian intensity per seed label", "on/off"),
-    ("contrast", "mean_min"): ("smallest mean of a seed label's Gaussian", "intensity, 0-300 scale"),
-    ("contrast", "mean_max"): ("largest mean of a seed label's Gaussian", "intensity, 0-300 scale"),
-    ("contrast", "std_min"): ("smallest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
-    ("contrast", "std_max"): ("largest standard deviation of a seed label's Gaussian", "intensity, 0-300 scale"),
-    ("contrast", "background_zero_probability"): (
-        "probability that the background's mean intensity is 0 (else drawn like any label's)",
-        "probability",
-    ),
-    ("gamma", "enabled"): ("a random gamma curve", "on/off"),
-    ("gamma", "gamma_std"): ("standard deviation of the exponent's logarithm", "log units"),
-    ("bias", "enabled"): ("a smooth multiplicative bias field", "on/off"),
-    ("bias", "bf_scale_min"): ("smallest size of the field's coarse grid, as a fraction of the output size", "fraction"),
-    ("bias", "bf_scale_max"): ("largest size of that grid", "fraction"),
-    ("bias", "bf_std_min"): ("smallest standard deviation of the field's logarithm", "log units"),
-    ("bias", "bf_std_max"): ("largest standard deviation of the field's logarithm", "log units"),
-    ("resolution", "enabled"): ("simulate an acquisition: blur, resample, add noise", "on/off"),
-    ("resolution", "preserve_resol"): ("probability of keeping the input's resolution (noise only)", "probability"),
-    ("resolution", "units"): ("units of the isotropic resolutions: mm, or voxels of the working grid", "choice"),
-    ("resolution", "min_resampling_iso_res"): ("finest acquired voxel (and a thick-slice stack's in-plane voxel)", "units"),
-    ("resolution", "max_resampling_iso_res"): ("coarsest isotropic acquired voxel", "units"),
-    ("resolution", "thick_slice_probability"): ("probability that an acquisition is a thick-slice stack", "probability"),
-    ("resolution", "slice_mm_min"): ("thinnest slice of a stack", "mm"),
-    ("resolution", "slice_mm_max"): ("thickest slice of a stack", "mm"),
-    ("resolution", "noise_std_min"): ("smallest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
-    ("resolution", "noise_std_max"): ("largest standard deviation of the Gaussian noise", "intensity, 0-300 scale"),
-    ("resolution", "native_noise_grid"): ("how much finer the grid on which images that keep their resolution get their noise", "factor"),
-    ("motion", "enabled"): ("residual slab motion and intensity steps after super-resolution", "on/off"),
-    ("motion", "probability"): ("fraction of samples that get it", "probability"),
-    ("motion", "slab_mm_min"): ("thinnest slab (acquired slice)", "mm"),
-    ("motion", "slab_mm_max"): ("thickest slab", "mm"),
-    ("motion", "shift_mm_max"): ("largest standard deviation of a pass's in-plane shift", "mm"),
-    ("motion", "angle_deg_max"): ("largest standard deviation of a pass's in-plane rotation", "degrees"),
-    ("motion", "gain_max"): ("largest intensity step between the two interleaved passes", "fraction"),
-    ("mask", "enabled"): ("a brain mask: image and labels set to 0 beyond the brain grown by a margin", "on/off"),
-    ("mask", "probability"): ("fraction of samples that get it", "probability"),
-    ("mask", "margin_mm_min"): ("smallest margin (negative: the mask cuts into the brain)", "mm"),
-    ("mask", "margin_mm_max"): ("largest margin", "mm"),
-    ("flip", "enabled"): ("flip image and labels left-right", "on/off"),
-    ("flip", "probability"): ("probability of a flip", "probability"),
+    (stage, f.name): (f.metadata["meaning"], f.metadata["unit"])
+    for stage, stage_type in _stage_types().items()
+    for f in dataclasses.fields(stage_type)
 }
 """Meaning and unit of every option of every stage, by (stage, option): for tables and help."""
 

@@ -30,15 +30,11 @@ from nibabel.affines import voxel_sizes
 from fss.device import check_memory, resolve_device
 from fss.labels import META_LABELS, check_feta, to_feta
 from fss.seeds import SEEDS_FOLDER, Seeds, compose_seed_map, labels_path, load_seeds
-from fss.synth.bias import BiasDraw, apply_bias, draw_bias
 from fss.synth.config import GeneratorConfig
-from fss.synth.contrast import N_SEED_VALUES, ContrastDraw, apply_contrast, draw_contrast
-from fss.synth.draws import Seed, StageDraw, as_generator, bernoulli, integers
-from fss.synth.gamma import GammaDraw, apply_gamma, draw_gamma
-from fss.synth.mask import MaskDraw, brain_masks, draw_mask
-from fss.synth.motion import MotionDraw, apply_motion, draw_motion
-from fss.synth.resolution import ResolutionDraw, apply_resolution, draw_resolution
-from fss.synth.spatial import SpatialDraw, draw_spatial, flip, read_at, sampling_positions
+from fss.synth.contrast import N_SEED_VALUES, apply_contrast
+from fss.synth.draws import Seed, StageDraw, as_generator, integers
+from fss.synth.spatial import flip, read_at, sampling_positions
+from fss.synth.stages import DRAW_ORDER, STAGE_DRAWS, STAGES, draw_stages, finish
 
 MAX_PACKED_SUBCLASSES = 4
 """The most subclasses per meta-label the generator draws: a voxel's int16 code packs its subclass for every K up to
@@ -48,18 +44,6 @@ SUBCLASS_BITS = {2: (3, 1), 3: (4, 2), 4: (6, 2)}
 """(shift, width) of the subclass index j for K = 2, 3, 4 in a voxel's code; bits 0-2 hold the meta-label."""
 BYTES_PER_OUTPUT_VOXEL = 96
 """Peak memory of one sample per output voxel (bytes), measured at 256^3 on a CPU (about 1.6 GB) and rounded up."""
-STAGE_DRAWS: dict[str, type[StageDraw]] = {
-    "spatial": SpatialDraw,
-    "contrast": ContrastDraw,
-    "gamma": GammaDraw,
-    "bias": BiasDraw,
-    "resolution": ResolutionDraw,
-    "motion": MotionDraw,
-    "mask": MaskDraw,
-}
-"""The draws of each stage that has more than one parameter; ``subject``, ``subclasses`` and ``flip`` are tensors."""
-STAGES = ("spatial", "contrast", "gamma", "bias", "motion", "resolution", "mask", "flip")
-"""The stages in the order :meth:`Generator.apply` applies them (``subject`` and ``subclasses`` choose its input)."""
 LABEL_SHIFT = 8
 N_CODES = 1 << LABEL_SHIFT
 """Each voxel packs its meta-label, its subclass for every K and its label into one int16, so that one
@@ -141,7 +125,7 @@ class Sample:
         None for real images.
     params : dict
         Everything that was drawn, by stage: ``subject`` (B,), ``subclasses`` (B, 4) and ``flip`` (B,)
-        tensors, the other stages' :class:`~fss.synth.draws.StageDraw` (see ``STAGE_DRAWS``), None
+        tensors, the other stages' :class:`~fss.synth.draws.StageDraw` (see :data:`fss.synth.stages.STAGE_DRAWS`), None
         for a stage that is off; :meth:`Generator.replay` re-makes the batch from it.
     """
 
@@ -237,9 +221,7 @@ class Generator:
         return {
             "subject": integers(generator, (batch_size,), 0, len(self.subjects) - 1),
             "subclasses": integers(generator, (batch_size, N_META_LABELS), config.subclasses.min_subclasses, config.subclasses.max_subclasses),
-            "spatial": draw_spatial(config.spatial, batch_size, generator),
-            "contrast": draw_contrast(config.contrast, batch_size, generator),
-            **draw_acquisition(config, batch_size, generator),
+            **draw_stages(config, DRAW_ORDER, batch_size, generator),
         }
 
     def apply(self, params: dict) -> Sample:
@@ -322,58 +304,6 @@ def up_to_stage(params: dict, stage: str) -> dict:
         raise ValueError(f"stage must be 'subclasses' or one of {STAGES}, got {stage!r}")
     kept = STAGES[: STAGES.index(stage) + 1] if stage in STAGES else ()
     return {key: None if key in STAGES and key not in kept else value for key, value in params.items()}
-
-
-def draw_acquisition(config: GeneratorConfig, batch_size: int, generator: torch.Generator) -> dict:
-    """Parameters of the stages after the contrast (gamma, bias, resolution, motion, mask, flip), shared with real-image
-    augmentation.
-
-    Motion, then the mask, are drawn last, so that turning them on leaves the draws of the other stages as they were.
-    """
-    return {
-        "gamma": draw_gamma(config.gamma, batch_size, generator),
-        "bias": draw_bias(config.bias, batch_size, generator),
-        "resolution": draw_resolution(config.resolution, batch_size, generator),
-        "flip": bernoulli(generator, (batch_size,), config.flip.probability) if config.flip.enabled else None,
-        "motion": draw_motion(config.motion, batch_size, generator),
-        "mask": draw_mask(config.mask, batch_size, generator),
-    }
-
-
-def finish(image: torch.Tensor, labels: torch.Tensor, params: dict, spacings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gamma, bias, motion, resolution and noise, the brain mask, normalisation by the maximum to [0, 1], flip.
-
-    Parameters
-    ----------
-    image : torch.Tensor, (B, 1, D, H, W)
-        Intensities on the 0-300 scale.
-    labels : torch.Tensor, (B, D, H, W)
-        FeTA labels of the same voxels.
-    params : dict
-        Each stage's draws (None: the stage is skipped).
-    spacings : torch.Tensor, (B, 3)
-        Voxel size (mm).
-
-    Returns
-    -------
-    image : torch.Tensor, (B, 1, D, H, W) in [0, 1]
-    labels : torch.Tensor, (B, D, H, W): 0 where the mask removed the image, flipped with it.
-    """
-    if params["gamma"] is not None:
-        image = apply_gamma(image, params["gamma"])
-    if params["bias"] is not None:
-        image = apply_bias(image, params["bias"])
-    if params.get("motion") is not None:
-        image = apply_motion(image, params["motion"], spacings)
-    if params["resolution"] is not None:
-        image = apply_resolution(image, params["resolution"], spacings)
-    if params.get("mask") is not None:
-        keep = brain_masks(labels, params["mask"], spacings)
-        image, labels = image * keep, labels * keep[:, 0]
-    image = image / image.amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=torch.finfo(image.dtype).tiny)
-    if params["flip"] is not None:
-        image, labels = flip(image, params["flip"], 2), flip(labels, params["flip"], 1)
-    return image, labels
 
 
 def params_to_records(params: dict) -> list[dict]:
