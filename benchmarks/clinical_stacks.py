@@ -52,8 +52,9 @@ def score(models: dict, ages: list[int], seed: int) -> pd.DataFrame:
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model, over all stacks and per thickness: the mean of each tissue's Dice and of their mean, the whole brain's
-    Dice (mean and minimum) and the share labelled outside the image (mean and maximum, %)."""
+    """Per model, over all stacks and per thickness: the mean of each tissue's Dice and the mean of each stack's mean Dice
+    (as :func:`fss.metrics.mean_over_cases` averages), the whole brain's Dice (mean and minimum) and the share labelled
+    outside the image (mean and maximum, %)."""
     tissues = [c for c in table.columns if c not in ("model", "case", "slice_mm", "axis", "brain", "outside")]
     rows = []
     for model, by_model in table.groupby("model", sort=False):
@@ -64,7 +65,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                     "model": model,
                     "slices mm": slices,
                     "stacks": len(group),
-                    "mean Dice": round(means.mean(), 3),
+                    "mean Dice": round(group[tissues].mean(axis=1).mean(), 3),
                     **means.round(3).to_dict(),
                     "brain Dice (min)": f"{group.brain.mean():.3f} ({group.brain.min():.3f})",
                     "outside % (max)": f"{100 * group.outside.mean():.1f} ({100 * group.outside.max():.1f})",
