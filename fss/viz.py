@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
-from matplotlib.colors import ListedColormap, to_hex
+from matplotlib.colors import ListedColormap, to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.text import Text
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fss.seeds import Mixture
+    from fss.synth.views import PartialVolumeView, StageView
 
 FETA_COLORS: dict[int, tuple[str, str]] = {t.value: (t.short, t.color) for t in TISSUES[1:]}
 """Legend name and colour of each FeTA label value."""
@@ -331,6 +332,63 @@ def plot_gallery(images: np.ndarray, labels: np.ndarray, columns: int = 4, title
     figure.legend(
         handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize="small"
     )
+    return figure
+
+
+def _palette(colors: Mapping[int, tuple[str, str]]) -> np.ndarray:
+    """(max value + 1, 3) RGB of each value of ``colors`` (legend name and colour by value), black elsewhere."""
+    palette = np.zeros((max(colors) + 1, 3))
+    for value, (_, color) in colors.items():
+        palette[value] = to_rgb(color)
+    return palette
+
+
+def plot_stages(views: Sequence[StageView]) -> Figure:
+    """A sample stage by stage, a row per stage (:func:`fss.synth.views.stage_views`).
+
+    The seed map and the labels while the stages only move them; from the contrast stage on, the image
+    (0 to 1) and what the stage changed (the difference from the stage before, -0.5 to 0.5), or for the bias
+    stage the field that multiplies the image, with its colour bar.
+    """
+    seeds, tissues = _palette(seed_colors(4)), _palette(FETA_COLORS)
+    figure, axes = plt.subplots(len(views), 2, figsize=(6.5, 3.0 * len(views)), layout="constrained", squeeze=False)
+    for view, (left, right) in zip(views, axes):
+        if view.stage in ("subclasses", "spatial"):
+            left.imshow(np.rot90(seeds[view.seed_map]), interpolation="nearest")
+            right.imshow(np.rot90(tissues[view.labels]), interpolation="nearest")
+            right.set_title("its labels", fontsize="small")
+        else:
+            left.imshow(np.rot90(view.image), cmap="gray", vmin=0, vmax=1)
+            if view.bias_field is not None:
+                field = right.imshow(np.rot90(view.bias_field), cmap="coolwarm")
+                figure.colorbar(field, ax=right, shrink=0.7)
+                right.set_title("the field (multiplies the image)", fontsize="small")
+            elif view.change is not None:
+                right.imshow(np.rot90(view.change), cmap="RdBu_r", vmin=-0.5, vmax=0.5)
+                right.set_title("change from the stage before (-0.5 to 0.5)", fontsize="small")
+        left.set_title(view.title, fontsize="medium")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure
+
+
+def plot_partial_volume(view: PartialVolumeView) -> Figure:
+    """The contrast stage read by nearest neighbour and linearly around the cortex, and the intensities along one line
+    across it (:func:`fss.synth.views.partial_volume_views`)."""
+    titles = {"nearest": "nearest: staircase edges, white texture", "linear": "linear (the reference preset): partial volume"}
+    figure, axes = plt.subplots(1, 3, figsize=(10, 3.2), layout="constrained")
+    for ax, (how, window) in zip(axes, view.windows.items()):
+        ax.imshow(window, cmap="gray", interpolation="nearest")
+        ax.axvline(view.line, color="tab:orange", lw=0.8)
+        ax.set_title(titles[how], fontsize="medium")
+        ax.set_axis_off()
+    for how, profile in view.profiles.items():
+        axes[2].plot(profile, ".-", label=how)
+    first, last = view.cortex
+    axes[2].axvspan(first - 0.5, last + 0.5, color="0.9", label=f"cortex (labels, {last - first + 1} voxels)")
+    axes[2].set_xlabel("voxel along the orange line")
+    axes[2].set_ylabel("intensity")
+    axes[2].legend(fontsize="small")
     return figure
 
 

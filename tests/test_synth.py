@@ -1,6 +1,7 @@
 import dataclasses
 import json
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
@@ -34,6 +35,8 @@ from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
 from fss.synth.stages import ACQUISITION_STAGES, DRAW_ORDER, STAGE_DRAWS, finish
+from fss.synth.views import partial_volume_views, stage_views
+from fss.viz import plot_partial_volume, plot_stages
 
 SHAPE = (24, 28, 20)
 OFF = GeneratorConfig(
@@ -405,7 +408,7 @@ def test_finish_applies_the_registered_stages_in_the_registrys_order(monkeypatch
             applied.append((name, draws))
             return image + 1, labels
 
-        return stages.Stage(name, None, lambda config, batch_size, generator: None, apply)
+        return stages.Stage(name, name, None, lambda config, batch_size, generator: None, apply)
 
     monkeypatch.setattr(stages, "STAGE_REGISTRY", (recording("first"), recording("off"), recording("second")))
     image, labels = stages.finish(torch.zeros(1, 1, 2, 2, 2), torch.zeros(1, 2, 2, 2), {"first": "a", "second": "b"}, torch.ones(1, 3))
@@ -557,3 +560,43 @@ def test_every_option_has_a_meaning_and_a_unit():
     options = {(stage, f.name) for stage, stage_type in _stage_types().items() for f in dataclasses.fields(stage_type)}
     assert set(OPTION_DOCS) == options
     assert all(meaning and unit for meaning, unit in OPTION_DOCS.values())
+
+
+def test_stage_views_add_one_stage_per_row_and_show_what_each_changed(subject):
+    config = dataclasses.replace(preset("reference"), bias=BiasConfig(bf_std_min=0.3, bf_std_max=0.4))
+    generator = Generator([subject], config, device="cpu")
+    params = generator.draw(1, seed=3)
+    views = stage_views(generator, params, z=10)
+    assert [view.stage for view in views] == ["subclasses", *STAGES]
+    assert views[0].title == "1. subclasses: seed map" and views[-1].title == "9. left-right flip"
+    assert views[STAGES.index("motion") + 1].title.endswith("(off here)")  # the reference draws no motion
+    whole = generator.apply(params)
+    np.testing.assert_array_equal(views[-1].image, whole.image[0, 0, :, :, 10].numpy())
+    np.testing.assert_array_equal(views[-1].labels, whole.labels[0, :, :, 10].numpy())
+    assert views[1].change is None and views[2].change is None  # the spatial and contrast rows: nothing to compare with
+    for before, after in zip(views[2:], views[3:]):
+        np.testing.assert_allclose(after.change, after.image - before.image)
+    assert [view.stage for view in views if view.bias_field is not None] == ["bias"]
+    field = views[STAGES.index("bias") + 1].bias_field
+    assert field.min() > 0 and field.std() > 0.05  # a multiplicative field of a few tens of percent
+    figure = plot_stages(views[4:7])
+    assert len(figure.axes) == 3 * 2 + 1  # two panels per stage and the bias field's colour bar
+    plt.close(figure)
+
+
+def test_partial_volume_views_read_the_contrast_both_ways_across_thin_cortex(subject):
+    config = dataclasses.replace(preset("reference"), spatial=SpatialConfig(enabled=False))
+    generator = Generator([subject], config, device="cpu")
+    params = generator.draw(1, seed=5)
+    view = partial_volume_views(generator, params)
+    first, last = view.cortex
+    line = view.labels[:, view.line]
+    assert (line[first : last + 1] == 2).all() and 2 not in line[:first] and line[last + 1] != 2  # across the cortex once
+    assert last - first + 1 == 2  # the little brain's cortex is two voxels thick
+    nearest, linear = view.profiles["nearest"], view.profiles["linear"]
+    assert nearest.shape == linear.shape == (view.windows["linear"].shape[0],) and not np.array_equal(nearest, linear)
+    with pytest.raises(ValueError, match="no column of the middle slice crosses cortex thinner than 1 voxels"):
+        partial_volume_views(generator, params, thickest=1)
+    figure = plot_partial_volume(view)
+    assert figure.axes[2].get_xlabel() == "voxel along the orange line"
+    plt.close(figure)

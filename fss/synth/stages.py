@@ -42,6 +42,8 @@ class Stage:
     ----------
     name : str
         Its field of :class:`~fss.synth.config.GeneratorConfig` and its key in a sample's parameters.
+    title : str
+        What it does, in a few words, for figures.
     draws : type of StageDraw or None
         What its draws are, to replay them from a record; None: one tensor (B,).
     draw : callable
@@ -53,6 +55,7 @@ class Stage:
     """
 
     name: str
+    title: str
     draws: type[StageDraw] | None
     draw: Callable[[object, int, torch.Generator], object]
     apply: Apply | None = None
@@ -69,14 +72,22 @@ def _apply_mask(image: torch.Tensor, labels: torch.Tensor, draws: MaskDraw, spac
 
 
 STAGE_REGISTRY: tuple[Stage, ...] = (
-    Stage("spatial", SpatialDraw, draw_spatial),
-    Stage("contrast", ContrastDraw, draw_contrast),
-    Stage("gamma", GammaDraw, draw_gamma, lambda image, labels, draws, spacings: (apply_gamma(image, draws), labels)),
-    Stage("bias", BiasDraw, draw_bias, lambda image, labels, draws, spacings: (apply_bias(image, draws), labels)),
-    Stage("motion", MotionDraw, draw_motion, lambda image, labels, draws, spacings: (apply_motion(image, draws, spacings), labels)),
-    Stage("resolution", ResolutionDraw, draw_resolution, lambda image, labels, draws, spacings: (apply_resolution(image, draws, spacings), labels)),
-    Stage("mask", MaskDraw, draw_mask, _apply_mask),
-    Stage("flip", None, _draw_flip, lambda image, labels, draws, spacings: (flip(image, draws, 2), flip(labels, draws, 1))),
+    Stage("spatial", "spatial deformation", SpatialDraw, draw_spatial),
+    Stage("contrast", "contrast: a Gaussian per seed label", ContrastDraw, draw_contrast),
+    Stage("gamma", "gamma", GammaDraw, draw_gamma, lambda image, labels, draws, spacings: (apply_gamma(image, draws), labels)),
+    Stage("bias", "bias field", BiasDraw, draw_bias, lambda image, labels, draws, spacings: (apply_bias(image, draws), labels)),
+    Stage(
+        "motion", "residual motion", MotionDraw, draw_motion, lambda image, labels, draws, spacings: (apply_motion(image, draws, spacings), labels)
+    ),
+    Stage(
+        "resolution",
+        "resolution and noise",
+        ResolutionDraw,
+        draw_resolution,
+        lambda image, labels, draws, spacings: (apply_resolution(image, draws, spacings), labels),
+    ),
+    Stage("mask", "brain mask", MaskDraw, draw_mask, _apply_mask),
+    Stage("flip", "left-right flip", None, _draw_flip, lambda image, labels, draws, spacings: (flip(image, draws, 2), flip(labels, draws, 1))),
 )
 """Every stage after the choice of subject and subclasses, in the order they are applied."""
 
