@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -421,6 +422,8 @@ def run_experiment(
 ) -> pd.DataFrame:
     """Execute every run not done yet (or only the run with id or arm ``only``), then write and return the gathered table.
 
+    Each run's outcome is printed, with the minutes it took when it ran here.
+
     ``experiment`` is an :class:`Experiment` or the path of its file. The table goes to
     ``results.tsv`` in :meth:`Experiment.folder`; beside it ``dice.tsv``, the Dice of each arm and
     seed per place and tissue (:func:`dice_per_seed`, a small table to keep or share), and their
@@ -432,9 +435,11 @@ def run_experiment(
         experiment = load_experiment(experiment)
     runs = select(plan(experiment, setting), only)
     for run in tqdm(runs, desc=experiment.name, unit="run", disable=not progress):
+        done_before, started = _done(run, root), time.monotonic()
         result = execute(run, root, kernel)
+        took = "" if done_before or result == "running" else f" in {(time.monotonic() - started) / 60:.1f} minutes"
         notes = {"failed": f" (see {run.folder(root) / 'error.txt'})", "running": " in another process: left to it, not gathered yet"}
-        tqdm.write(f"{run.id}: {result}" + notes.get(result, ""))
+        tqdm.write(f"{run.id}: {result}{took}" + notes.get(result, ""))
     table = gather(experiment, setting, root)
     folder = experiment.folder(setting, root)
     with atomic_path(folder / "results.tsv", overwrite=True) as temporary:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from fss.paths import locked
 
 TRAIN = """
 import json
+import re
 from pathlib import Path
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 (Path(output_dir) / "summary.json").write_text(json.dumps({"score": 0.5 + 0.1 * seed + gain}))
@@ -93,8 +95,10 @@ def test_a_grid_runs_skips_what_is_done_records_failures_and_gathers(experiment_
     assert spread_over_seeds(per_seed).loc[("CRL (held out)", "plain")].tolist() == pytest.approx([0.55, 0.5, 0.6, 2])
     out = capsys.readouterr().out
     assert "mean Dice of the tissues over the seeds" in out and "failed: broken-seed0" in out
+    assert re.search(rf"^{runs[0].id}: done in \d+\.\d minutes$", out, re.MULTILINE)  # what a run costs, printed
     stamp = (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns
     run_experiment(experiment_file, "tiny", root, only="plain", progress=False)
+    assert f"{runs[0].id}: done\n" in capsys.readouterr().out  # nothing ran, no minutes
     assert (runs[0].folder(root) / "metrics.tsv").stat().st_mtime_ns == stamp  # done runs are not redone
 
 

@@ -109,7 +109,16 @@ def test_training_takes_the_configuration_and_mode_it_is_given(tmp_path):
 
 def test_evaluation_compares_the_models_it_is_given(tmp_path):
     executed = run(
-        "04_evaluation.ipynb", tmp_path, models=["fss-synth-cpu"], crl_ages=[31], wu_ages=[30], stress_ages=[31], severities=[3], turn_degrees=[]
+        "04_evaluation.ipynb",
+        tmp_path,
+        models=["fss-synth-cpu"],
+        crl_ages=[31],
+        wu_ages=[30],
+        clinical_ages=[],
+        stress_ages=[31],
+        severities=[3],
+        turn_degrees=[],
+        turned_brain_degrees=[],
     )
     results = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
     assert set(results.model) == {"fss-synth-cpu"}
