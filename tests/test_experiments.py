@@ -1,5 +1,6 @@
 """The experiment runner on stub notebooks (a "training" that writes a number, an "evaluation" that tabulates it)."""
 
+import ast
 import dataclasses
 import os
 import re
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -22,7 +24,6 @@ from fss.paths import locked
 
 TRAIN = """
 import json
-import re
 from pathlib import Path
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 (Path(output_dir) / "summary.json").write_text(json.dumps({"score": 0.5 + 0.1 * seed + gain}))
@@ -273,3 +274,15 @@ def test_dice_per_seed_averages_cases_then_tissues_and_the_spread_spans_the_seed
     assert one["noise 2", "A", 1, "mean"] == pytest.approx((0.12 + 0.42) / 2)  # hd95 rows are not Dice
     summary = spread_over_seeds(per_seed)
     assert summary.loc[("CRL (held out)", "B")].tolist() == pytest.approx([0.52, 0.47, 0.57, 2])  # seeds: 0.47 and 0.57
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (Path(__file__).parents[1] / "notebooks").glob("0*.ipynb")))
+def test_every_parameter_that_a_run_can_set_says_what_it_is(notebook):
+    """The parameters cells are the API that ``fss experiment`` and papermill call: each parameter is commented."""
+    cells = nbformat.read(Path(__file__).parents[1] / "notebooks" / notebook, as_version=4).cells
+    [cell] = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    lines = cell.source.splitlines()
+    assigned = [node for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)]
+    assert assigned
+    undocumented = [node.targets[0].id for node in assigned if "#" not in lines[node.lineno - 1]]
+    assert not undocumented, f"{notebook}: no comment says what {undocumented} are"
