@@ -30,7 +30,7 @@ from fss.synth.config import (
 from fss.synth.contrast import apply_contrast, draw_contrast
 from fss.synth.dataset import SyntheticBatches
 from fss.synth.gamma import GammaDraw
-from fss.synth.generator import params_from_records, params_to_records
+from fss.synth.generator import params_from_json, params_to_json
 from fss.synth.motion import slab_motion
 from fss.synth.resolution import acquired_voxel_size, apply_resolution, draw_resolution
 from fss.synth.spatial import draw_spatial, integrate_velocity, sampling_positions
@@ -194,8 +194,8 @@ def test_same_seed_bit_identical_replay_and_json(subject):
     assert torch.equal(first.image, second.image) and torch.equal(first.labels, second.labels)
     replayed = generator.replay(first.params)
     assert torch.equal(replayed.image, first.image)
-    records = json.loads(json.dumps(params_to_records(first.params)))
-    from_json = generator.replay(params_from_records(records))
+    records = json.loads(json.dumps(params_to_json(first.params)))
+    from_json = generator.replay(params_from_json(records))
     assert torch.equal(from_json.image, first.image) and torch.equal(from_json.labels, first.labels)
     assert not torch.equal(generator.sample(2, seed=12).image, first.image)
 
@@ -205,12 +205,12 @@ def test_fetal_preset_adds_slab_motion_and_leaves_every_other_draw_as_in_referen
     fetal = Generator([subject], dataclasses.replace(preset("fetal"), motion=MotionConfig(enabled=True, probability=1.0)), device="cpu")
     plain, moved = reference.sample(2, seed=5), fetal.sample(2, seed=5)
     assert plain.params["motion"] is None and moved.params["motion"].apply.all()
-    plain_records, moved_records = params_to_records(plain.params), params_to_records(moved.params)
+    plain_records, moved_records = params_to_json(plain.params), params_to_json(moved.params)
     for plain_record, moved_record in zip(plain_records, moved_records):
         assert {k: v for k, v in moved_record.items() if k != "motion"} == {k: v for k, v in plain_record.items() if k != "motion"}
     assert torch.equal(plain.labels, moved.labels) and not torch.equal(plain.image, moved.image)
-    records = json.loads(json.dumps(params_to_records(moved.params)))
-    assert torch.equal(fetal.replay(params_from_records(records)).image, moved.image)
+    records = json.loads(json.dumps(params_to_json(moved.params)))
+    assert torch.equal(fetal.replay(params_from_json(records)).image, moved.image)
 
 
 def test_slab_motion_moves_whole_slabs_rigidly_within_their_plane():
@@ -543,7 +543,7 @@ def test_cli_writes_pairs_with_replayable_parameters(tmp_path, capsys):
     record = json.loads(paths["params"].read_text())
     assert record["subject"] == "sub-a"
     generator = Generator(load_subjects(tmp_path / "seeds"), load_config(tmp_path / "out" / "synth_config.yaml"), device="cpu")
-    replayed = generator.replay(params_from_records([record["params"]]))
+    replayed = generator.replay(params_from_json([record["params"]]))
     np.testing.assert_array_equal(replayed.labels[0].numpy(), np.asarray(labels.dataobj))
     np.testing.assert_allclose(replayed.image[0, 0].numpy(), np.asarray(image.dataobj), atol=1e-6)
 

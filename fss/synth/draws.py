@@ -1,7 +1,7 @@
 """Seeded random draws for parameters: always from an explicit CPU ``torch.Generator``, never global state.
 
 Each stage returns its draws as a frozen dataclass derived from :class:`StageDraw`: CPU tensors with
-a leading batch dimension B, one field per drawn quantity, and a JSON form per sample that replays
+a leading batch dimension B, one field per drawn quantity, and a JSON form per sample (:meth:`StageDraw.to_json`) that replays
 the sample exactly.
 """
 
@@ -22,7 +22,7 @@ Seed = int | torch.Generator
 class StageDraw:
     """The parameters that one stage drew for a batch: tensors (B, ...) on the CPU; None for a part not drawn."""
 
-    def record(self, b: int) -> dict:
+    def to_json(self, b: int) -> dict:
         """Sample ``b`` as a JSON-ready dictionary (floats kept exactly); parts that were not drawn are left out."""
         return {name: value[b].tolist() for name, value in self._parts().items()}
 
@@ -31,13 +31,13 @@ class StageDraw:
         return dataclasses.replace(self, **{name: value[index] for name, value in self._parts().items()})
 
     @classmethod
-    def from_records(cls, records: Sequence[dict]) -> Self:
-        """Batched draws from per-sample dictionaries (inverse of :meth:`record`)."""
+    def from_json(cls, items: Sequence[dict]) -> Self:
+        """Batched draws from per-sample dictionaries (inverse of :meth:`to_json`)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(records[0]) - names)
+        unknown = sorted(set(items[0]) - names)
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown parameters {unknown}; expected some of {sorted(names)}")
-        return cls(**{name: torch.from_numpy(np.asarray([r[name] for r in records])) for name in records[0]})  # float64, int64 or bool, as written
+        return cls(**{name: torch.from_numpy(np.asarray([item[name] for item in items])) for name in items[0]})  # float64, int64 or bool, as written
 
     def _parts(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}

@@ -13,7 +13,7 @@ from fss.io import save_nifti
 from fss.paths import atomic_path, sole_writer
 from fss.synth.config import GeneratorConfig
 from fss.synth.draws import derive_seed
-from fss.synth.generator import Generator, params_to_records
+from fss.synth.generator import Generator, params_to_json
 
 
 def sample_paths(out: str | os.PathLike, index: int) -> dict[str, Path]:
@@ -37,7 +37,7 @@ def write_samples(
 
     Sample i is drawn alone from ``derive_seed(seed, i)``, so it does not depend on ``n``;
     its JSON holds that seed, the subject's name and every drawn parameter, which
-    :func:`fss.synth.generator.params_from_records` turns back into a replayable batch.
+    :func:`fss.synth.generator.params_from_json` turns back into a replayable batch.
 
     A samples folder holds one set, described by ``synth_config.yaml`` (the generator's
     configuration) and ``synth_set.json`` (the seed, the subjects' names and the device type, as
@@ -88,7 +88,7 @@ def write_samples(
             affine = generator.output_affine(subject)
             save_nifti(sample.image[0, 0].cpu().numpy(), affine, paths["image"], overwrite=True)
             save_nifti(sample.labels[0].cpu().numpy().astype("int16"), affine, paths["labels"], overwrite=True)
-            record = {"seed": sample_seed, "subject": generator.subjects[subject].name, "params": params_to_records(sample.params)[0]}
+            record = {"seed": sample_seed, "subject": generator.subjects[subject].name, "params": params_to_json(sample.params)[0]}
             with atomic_path(paths["params"]) as temporary:
                 temporary.write_text(json.dumps(record, indent=1))
         return planned, kept

@@ -306,7 +306,7 @@ def up_to_stage(params: dict, stage: str) -> dict:
     return {key: None if key in STAGES and key not in kept else value for key, value in params.items()}
 
 
-def params_to_records(params: dict) -> list[dict]:
+def params_to_json(params: dict) -> list[dict]:
     """Split batched parameters into one JSON-ready dictionary per sample (floats kept exactly)."""
     batch = len(params["subject"])
 
@@ -314,23 +314,23 @@ def params_to_records(params: dict) -> list[dict]:
         if value is None:
             return None
         if isinstance(value, StageDraw):
-            return value.record(b)
+            return value.to_json(b)
         return value[b].tolist()
 
     return [{key: item(value, b) for key, value in params.items()} for b in range(batch)]
 
 
-def params_from_records(records: Sequence[dict]) -> dict:
-    """Batched parameters from per-sample dictionaries (inverse of :func:`params_to_records`)."""
+def params_from_json(samples: Sequence[dict]) -> dict:
+    """Batched parameters from per-sample dictionaries (inverse of :func:`params_to_json`)."""
 
     def stack(stage, values):
         if values[0] is None:
             return None
         if stage in STAGE_DRAWS:
-            return STAGE_DRAWS[stage].from_records(values)
+            return STAGE_DRAWS[stage].from_json(values)
         return torch.from_numpy(np.asarray(values))  # float64, int64 or bool, exactly as written
 
-    return {stage: stack(stage, [record[stage] for record in records]) for stage in records[0]}
+    return {stage: stack(stage, [sample[stage] for sample in samples]) for stage in samples[0]}
 
 
 def seed_value_tables(subclasses: torch.Tensor) -> torch.Tensor:

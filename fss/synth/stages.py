@@ -2,7 +2,7 @@
 
 A stage is named by its field of :class:`fss.synth.config.GeneratorConfig` (its options, declared beside
 them) and by its key in a sample's parameters. Adding one takes its configuration class, that field and
-an entry here; :data:`STAGES`, the replay of records, the drawing and :func:`finish` follow from the
+an entry here; :data:`STAGES`, the replay of a sample's JSON, the drawing and :func:`finish` follow from the
 registry.
 
 Two orders, kept apart on purpose:
