@@ -45,6 +45,7 @@ from fss.infer import TURNED_BRAIN_WARNING, segment
 from fss.io import load_nifti
 from fss.labels import TISSUE_ORDER
 from fss.metrics import SCORE_COLUMNS, brain_turn_degrees, dice_per_tissue, labelled_outside_image, mean_over_cases, tissue_metrics
+from fss.pretrained import NOTEBOOK_03
 from fss.stress import CLINICAL_SLICES_MM, clinical_stack, stress, turn, turn_anatomy
 from fss.unet import UNet
 
@@ -62,6 +63,9 @@ RESULT_COLUMNS = ["model", "dataset", *SCORE_COLUMNS]
 OUTSIDE_IMAGE = "labelled_outside_image"
 """The metric of :func:`evaluate` (tissue ``all``) that gives the share (0-1) of a case's labelled voxels where its image is
 0 (:func:`fss.metrics.labelled_outside_image`): tissue painted into a masked background."""
+
+READY_MADE = "ready-made"
+"""What :func:`trained_checkpoint` (notebook 04's ``trained_dir``) takes for notebook 03's checkpoint that fss ships."""
 
 Model = str | os.PathLike | tuple[UNet, dict]
 """A checkpoint path, or (model, metadata) from :func:`fss.checkpoint.load_checkpoint`."""
@@ -148,14 +152,17 @@ def trained_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
 
     ``path`` is notebook 03's output folder (its ``summary.json`` names the checkpoint it chose), a
     training run's folder, or one notebook 03 stopped before its summary (the run's ``best``, the
-    checkpoint validation chose, as notebook 03 takes it), or a checkpoint (a path without suffix,
-    or either of its files).
+    checkpoint validation chose, as notebook 03 takes it), a checkpoint (a path without suffix,
+    or either of its files), or :data:`READY_MADE` for the checkpoint of notebook 03 that fss ships
+    (:data:`fss.pretrained.NOTEBOOK_03`).
 
     Raises
     ------
     FileNotFoundError
         Naming ``path`` and what it should hold, when it is none of these.
     """
+    if str(path) == READY_MADE:
+        return NOTEBOOK_03, "notebook 03's ready-made checkpoint, shipped with fss (its defaults, seed 0)"
     path = Path(path)
     summary = path / "summary.json"
     if summary.is_file():
@@ -168,7 +175,7 @@ def trained_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
         return stem, "a checkpoint"
     raise FileNotFoundError(
         f"{path}: neither notebook 03's output folder (summary.json), a training run's folder (best.safetensors) "
-        "nor a checkpoint (.safetensors with its .json): give one of them"
+        f"nor a checkpoint (.safetensors with its .json): give one of them, or {READY_MADE!r} for the checkpoint fss ships"
     )
 
 

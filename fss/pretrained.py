@@ -29,6 +29,11 @@ WEIGHTS = Path(str(files("fss") / "weights"))
 DEFAULT = "fss-synth-cpu"
 """The model that ``fss segment`` and the notebooks use when none is given."""
 
+NOTEBOOK_03 = WEIGHTS / "ready-made" / "notebook-03"
+"""Checkpoint stem of notebook 03's training at its defaults (seed 0), made by running the notebook on a 2-core AMD EPYC
+with AVX-512 and shipped for a machine too slow to train it, or a Colab session that lost it. Not a packaged model:
+notebook 04 takes it as notebook 03's with ``trained_dir = "ready-made"``."""
+
 
 def available() -> list[str]:
     """Names of the packaged models (those with both their weights and metadata present)."""

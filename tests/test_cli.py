@@ -760,7 +760,7 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path, monkeypatch,
     def broken(*args, **kwargs):
         raise RuntimeError("something nobody foresaw")
 
-    monkeypatch.setattr(fss.metrics, "evaluate", broken)
+    monkeypatch.setattr(fss.metrics, "score_label_maps", broken)
     labels = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4))
     nib.save(labels, tmp_path / "p.nii.gz")
     arguments = ["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "p.nii.gz"), "-o", str(tmp_path / "m.tsv")]

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -8,8 +10,10 @@ from nibabel.processing import resample_from_to
 
 import fss.evaluation
 from fss import datasets
+from fss.checkpoint import load_checkpoint
 from fss.evaluation import (
     OUTSIDE_IMAGE,
+    READY_MADE,
     RESULT_COLUMNS,
     atlas_cases,
     crl_dice,
@@ -24,6 +28,7 @@ from fss.experiments import dice_per_seed
 from fss.io import load_nifti
 from fss.labels import TISSUES
 from fss.metrics import summarize
+from fss.pretrained import NOTEBOOK_03, available
 from fss.stress import stress
 from fss.unet import UNet
 
@@ -191,3 +196,15 @@ def test_notebook_03s_model_is_found_from_its_folder_a_stopped_run_or_a_checkpoi
         assert trained_checkpoint(given) == (run / "last", "a checkpoint")
     with pytest.raises(FileNotFoundError, match="empty: neither notebook 03's output folder"):
         trained_checkpoint((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_the_ready_made_checkpoint_is_notebook_03s_as_committed():
+    """The checkpoint fss ships for those who cannot train is the one the committed notebook 03 reports."""
+    checkpoint, how = trained_checkpoint(READY_MADE)
+    assert checkpoint == NOTEBOOK_03 and "ready-made" in how and NOTEBOOK_03.name not in available()  # not a packaged model
+    _, metadata = load_checkpoint(checkpoint)
+    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / "03_training.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in notebook["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    final = re.search(r"final mean validation Dice (\d\.\d{3}), best (\d\.\d{3})", printed)
+    assert f"{metadata['mean_validation_dice']:.3f}" == final.group(2)  # best: what notebook 03 hands on
+    assert metadata["iterations"] == 800 and metadata["training"]["seed"] == 0 and metadata["training"]["mode"] == "synthetic"
