@@ -75,7 +75,7 @@ def plot_planes(image: np.ndarray, labels: np.ndarray | None = None, **options) 
     labels : np.ndarray, shape (X, Y, Z), optional
         Label map on the same grid (0 = not drawn), drawn in colours with a legend.
     **options
-        ``center``, ``title``, ``alpha``, ``colors``, ``spacing``: see :func:`plot_comparison`.
+        ``center``, ``title``, ``alpha``, ``colors``, ``spacing``, ``legend_columns``: see :func:`plot_comparison`.
 
     Returns
     -------
@@ -92,6 +92,7 @@ def plot_comparison(
     alpha: float = 0.45,
     colors: Mapping[int, tuple[str, str]] = FETA_COLORS,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    legend_columns: int | None = None,
 ) -> Figure:
     """One row of :func:`plot_planes` per label map, all at the same slices: e.g. a reference and a prediction.
 
@@ -114,6 +115,10 @@ def plot_comparison(
         ``{value: (legend name, colour)}``; default the FeTA tissues, see also :func:`seed_colors`.
     spacing : (3,) floats
         Voxel size in mm, so that anisotropic voxels are drawn with their true proportions.
+    legend_columns : int, optional
+        Columns of the legend, filled one after the other in the order of the label values (default: one row of up
+        to 8). A seed map reads as a table with one column per meta-label (``len(META_COLORS)``): its subclasses
+        are the rows.
 
     Returns
     -------
@@ -158,7 +163,8 @@ def plot_comparison(
             ax.set_axis_off()
     if present:
         handles = [Patch(facecolor=colors[v][1], edgecolor="0.3", label=colors[v][0]) for v in present]  # edges set light colours off the page
-        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False, fontsize="small")
+        columns = legend_columns or min(len(handles), 8)
+        figure.legend(handles=handles, loc="outside lower center", ncol=columns, frameon=False, fontsize="small")
     if title:
         figure.suptitle(title, fontsize="medium")
     return figure
@@ -522,7 +528,9 @@ def plot_dice_per_case(results: pd.DataFrame) -> Figure:
     return figure
 
 
-def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
+def plot_dice_against_severity(
+    clean: pd.Series, stressed: pd.Series, reference: tuple[pd.Series, pd.Series] | None = None, reference_name: str = "reference"
+) -> Figure:
     """Mean Dice of each model against the severity of each stress, severity 0 being the clean images.
 
     Parameters
@@ -530,6 +538,11 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
     clean : pandas.Series, indexed by model
     stressed : pandas.Series, indexed by (model, stress, severity)
         As :func:`fss.evaluation.drops_from_clean` returns them.
+    reference : (clean, stressed), optional
+        Another evaluation of the same models (e.g. the shipped one, every severity), drawn behind in thin dashed
+        lines of the same colours where it has the model and the stress.
+    reference_name : str
+        What the legend calls ``reference``.
 
     Returns
     -------
@@ -545,9 +558,13 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
     figure, axes = plt.subplots(rows, columns, figsize=size, layout="constrained", sharey=True, squeeze=False)
     for ax, kind in zip(axes.flat, kinds):
         for m, model in enumerate(clean.index):
+            if reference is not None and (model, kind) in reference[1].index.droplevel("severity"):
+                per = reference[1].loc[model, kind]
+                label = f"{model}, {reference_name}" if kind == kinds[0] else None
+                ax.plot([0, *per.index], [reference[0][model], *per.values], "--", color=f"C{m}", linewidth=0.8, alpha=0.6, label=label)
             per = stressed.loc[model, kind]
             severities, values = [0, *per.index], [clean[model], *per.values]
-            ax.plot(severities, values, "o", color=f"C{m}", label=model)
+            ax.plot(severities, values, "o", color=f"C{m}", label=model if kind == kinds[0] else None)
             for (s0, v0), (s1, v1) in zip(zip(severities, values), zip(severities[1:], values[1:])):
                 if s1 == s0 + 1:
                     ax.plot([s0, s1], [v0, v1], "-", color=f"C{m}")
@@ -560,7 +577,8 @@ def plot_dice_against_severity(clean: pd.Series, stressed: pd.Series) -> Figure:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("mean Dice")
-    axes.flat[0].legend(fontsize="small")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), frameon=False, fontsize="small")
     return figure
 
 

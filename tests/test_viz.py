@@ -16,6 +16,7 @@ from fss.viz import (
     SMALLEST_TEXT_KEY,
     figure_style,
     plot_comparison,
+    plot_dice_against_severity,
     plot_experiment,
     plot_growth_curves,
     plot_planes,
@@ -164,3 +165,20 @@ def test_committed_notebooks_store_png_figures_whose_smallest_text_is_readable(p
     for output in figures:
         assert set(output["data"]) & {"image/jpeg", "image/svg+xml"} == set()
         assert output["metadata"]["image/png"][SMALLEST_TEXT_KEY] >= READABLE_TEXT_PX
+
+
+def test_dice_against_severity_joins_only_neighbouring_severities_and_draws_a_reference_behind():
+    clean = pd.Series({"a": 0.9, "b": 0.8})
+    stressed = pd.Series({("a", "noise", 3): 0.5, ("b", "noise", 3): 0.7, ("a", "bias", 3): 0.85, ("b", "bias", 3): 0.75}).rename_axis(
+        ["model", "stress", "severity"]
+    )
+    every = pd.Series({("a", "noise", s): 0.9 - 0.1 * s for s in (1, 2, 3)}).rename_axis(["model", "stress", "severity"])
+    figure = plot_dice_against_severity(clean, stressed, reference=(clean, every), reference_name="shipped")
+    noise, bias = figure.axes[:2]
+    solid = [line for line in noise.get_lines() if line.get_linestyle() == "-"]
+    dashed = [line for line in noise.get_lines() if line.get_linestyle() == "--"]
+    assert not solid  # severities 0 and 3 only: nothing says how the Dice falls between them
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [0, 1, 2, 3] and dashed[0].get_color() == "C0"  # model a only
+    assert not [line for line in bias.get_lines() if line.get_linestyle() == "--"]  # the reference has no bias
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["a, shipped", "a", "b"]
+    plt.close(figure)
