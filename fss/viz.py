@@ -398,6 +398,53 @@ def plot_partial_volume(view: PartialVolumeView) -> Figure:
     return figure
 
 
+def plot_domain_randomization(labels: np.ndarray, synthetic: Sequence[np.ndarray], scan: np.ndarray, segmentation: np.ndarray) -> Figure:
+    """Domain randomization on one page: a label map, images drawn from it, and a real scan segmented by a network that
+    saw only such images.
+
+    Parameters
+    ----------
+    labels : np.ndarray, (X, Y)
+        A slice of the FeTA label map the images are drawn from.
+    synthetic : sequence of np.ndarray, (X, Y) each
+        Slices of synthetic images drawn from it (six fill the middle), intensities in [0, 1].
+    scan, segmentation : np.ndarray, (X, Y)
+        A slice of a real scan and of its segmentation (FeTA labels) by the network trained on synthetic images only.
+
+    All slices are drawn with their first axis across and anterior (or superior) up.
+    """
+    tissues = _palette(FETA_COLORS)
+    columns = -(-len(synthetic) // 2)
+    figure = plt.figure(figsize=(FIGURE_WIDTH_IN, 4.2), layout="constrained")
+    parts = figure.subfigures(1, 3, width_ratios=[1.2, columns, 1.2])
+    titles = (
+        "one label map",
+        "drawn again and again: random contrast,\nshape, bias, resolution and noise\n",
+        "another population, segmented\nby a network that saw\nonly such images",
+    )
+    for part, title in zip(parts, titles):
+        part.suptitle(title, fontsize="medium")
+    ax = parts[0].subplots()
+    ax.imshow(np.rot90(tissues[labels]), interpolation="nearest")
+    ax.set_axis_off()
+    axes = parts[1].subplots(2, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image in zip(axes.flat, synthetic):
+        ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=1)
+    top, bottom = parts[2].subplots(2, 1)
+    low, high = np.percentile(scan, [0.5, 99.5])
+    top.imshow(np.rot90(scan), cmap="gray", vmin=low, vmax=high)
+    bottom.imshow(np.rot90(scan), cmap="gray", vmin=low, vmax=high)
+    bottom.imshow(np.rot90(np.ma.masked_equal(segmentation, 0)), cmap=FETA_COLORMAP, vmin=min(FETA_COLORS), vmax=max(FETA_COLORS), alpha=0.5)
+    for ax in (top, bottom):
+        ax.set_axis_off()
+    figure.legend(
+        handles=[Patch(color=c, label=n) for n, c in FETA_COLORS.values()], loc="outside lower center", ncol=7, frameon=False, fontsize="small"
+    )
+    return figure
+
+
 def plot_training(log: pd.DataFrame) -> Figure:
     """Training loss and validation Dice against iterations.
 

@@ -2,10 +2,12 @@
 models' evaluation (evaluation/, printed by tools/evaluation_tables.py) and the subclasses ablation's Dice per seed."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from fss.experiments import spread_over_seeds
 
@@ -132,3 +134,12 @@ def test_the_model_cards_turned_brains_table_is_printed_from_the_shipped_scores(
     card = (ROOT / "MODEL_CARD.md").read_text()
     section = card[card.index("### Brains turned within the grid") : card.index("### Tissue where the image is zero")]
     assert brain_orientation.summary(table).to_string() in section
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb")))
+def test_every_notebook_opens_with_one_objective_and_closes_with_one_takeaway(notebook):
+    cells = [c for c in json.loads((ROOT / "notebooks" / notebook).read_text())["cells"] if c["cell_type"] == "markdown"]
+    texts = ["".join(c["source"]) for c in cells]
+    assert [i for i, t in enumerate(texts) if "**Objective:**" in t] == [0]
+    takeaways = [i for i, t in enumerate(texts) if t.startswith("## Takeaway")]
+    assert len(takeaways) == 1 and all(t.startswith(("## Next", "Next:", "When you are done")) for t in texts[takeaways[0] + 1 :])

@@ -12,11 +12,13 @@ from fss.metrics import VOLUME_COLUMNS
 from fss.notebook import PROJECTION_VARIABLE, figure_png, projection_wanted
 from fss.stress import stress_views
 from fss.viz import (
+    FETA_COLORS,
     READABLE_TEXT_PX,
     SMALLEST_TEXT_KEY,
     figure_style,
     plot_comparison,
     plot_dice_against_severity,
+    plot_domain_randomization,
     plot_experiment,
     plot_growth_curves,
     plot_planes,
@@ -181,4 +183,19 @@ def test_dice_against_severity_joins_only_neighbouring_severities_and_draws_a_re
     assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [0, 1, 2, 3] and dashed[0].get_color() == "C0"  # model a only
     assert not [line for line in bias.get_lines() if line.get_linestyle() == "--"]  # the reference has no bias
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["a, shipped", "a", "b"]
+    plt.close(figure)
+
+
+def test_domain_randomization_on_one_page_shows_the_label_map_the_draws_and_the_segmented_scan():
+    labels = np.zeros((20, 24), np.int16)
+    labels[4:16, 5:19] = 3
+    synthetic = [np.full((20, 24), value) for value in np.linspace(0, 1, 6)]
+    figure = plot_domain_randomization(labels, synthetic, np.random.default_rng(0).random((30, 30)), np.ones((30, 30), np.int16))
+    assert len(figure.axes) == 1 + 6 + 2  # the label map, two rows of three draws, the scan without and with its labels
+    assert [s._suptitle.get_text().split("\n")[0] for s in figure.subfigs] == [
+        "one label map",
+        "drawn again and again: random contrast,",
+        "another population, segmented",
+    ]
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == [name for name, _ in FETA_COLORS.values()]
     plt.close(figure)
