@@ -3,6 +3,7 @@ models' evaluation (evaluation/, printed by tools/evaluation_tables.py) and the 
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -143,3 +144,19 @@ def test_every_notebook_opens_with_one_objective_and_closes_with_one_takeaway(no
     assert [i for i, t in enumerate(texts) if "**Objective:**" in t] == [0]
     takeaways = [i for i, t in enumerate(texts) if t.startswith("## Takeaway")]
     assert len(takeaways) == 1 and all(t.startswith(("## Next", "Next:", "When you are done")) for t in texts[takeaways[0] + 1 :])
+
+
+def test_notebook_05s_text_says_what_its_volume_table_shows():
+    """The sentence after the growth curves quotes the committed table of segmented against known volumes."""
+    cells = json.loads((ROOT / "notebooks" / "05_segment_your_scan.ipynb").read_text())["cells"]
+    [printed] = ["".join(o["text"]) for c in cells if "difference_%" in "".join(c["source"]) for o in c["outputs"] if "text" in o]
+    difference = {line.rsplit(None, 3)[0].strip(): float(line.split()[-1]) for line in printed.splitlines()[1:8]}
+    texts = [" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown"]
+    [text] = [t for t in texts if "known labels, which lie on the CRL curve" in t]
+    low, high = (int(n) for n in re.search(r"cerebellum come out (\d+)-(\d+) % smaller", text).groups())
+    for tissue in ("extra-axial cerebrospinal fluid", "white matter", "cerebellum"):
+        assert low <= round(-difference[tissue]) <= high, tissue
+    assert abs(difference["cortical grey matter"]) <= int(re.search(r"cortex within (\d+) %", text).group(1))
+    low, high = (int(n) for n in re.search(r"deep grey matter by (\d+)-(\d+) %", text).groups())
+    assert all(low <= round(difference[t]) <= high for t in ("ventricles", "deep grey matter"))
+    assert round(difference["brainstem"]) == int(re.search(r"the brainstem by (\d+) %", text).group(1))
