@@ -577,6 +577,8 @@ def test_stage_views_add_one_stage_per_row_and_show_what_each_changed(subject):
     for before, after in zip(views[2:], views[3:]):
         np.testing.assert_allclose(after.change, after.image - before.image)
     assert [view.stage for view in views if view.bias_field is not None] == ["bias"]
+    slices = [a for view in views for a in (view.seed_map, view.labels, view.image, view.change, view.bias_field) if a is not None]
+    assert all(a.flags.owndata for a in slices)  # a view into a sample would keep its whole volume alive (notebook 02's memory)
     field = views[STAGES.index("bias") + 1].bias_field
     assert field.min() > 0 and field.std() > 0.05  # a multiplicative field of a few tens of percent
     figure = plot_stages(views[4:7])
@@ -593,6 +595,7 @@ def test_partial_volume_views_read_the_contrast_both_ways_across_thin_cortex(sub
     line = view.labels[:, view.line]
     assert (line[first : last + 1] == 2).all() and 2 not in line[:first] and line[last + 1] != 2  # across the cortex once
     assert last - first + 1 == 2  # the little brain's cortex is two voxels thick
+    assert all(a.flags.owndata for a in (view.labels, *view.windows.values(), *view.profiles.values()))  # not views of whole volumes
     nearest, linear = view.profiles["nearest"], view.profiles["linear"]
     assert nearest.shape == linear.shape == (view.windows["linear"].shape[0],) and not np.array_equal(nearest, linear)
     with pytest.raises(ValueError, match="no column of the middle slice crosses cortex thinner than 1 voxels"):

@@ -85,7 +85,7 @@ def domain_randomization(seed: int) -> Figure:
         samples = [generator.sample(1, seed=seed + i) for i in range(6)]
         labels = generator.subjects[0].labels  # the atlas's own, before any deformation
     z = int(np.argwhere(labels > 0)[:, 2].mean())
-    synthetic = [sample.image[0, 0, :, :, z].numpy() for sample in samples]
+    synthetic = [sample.image[0, 0, :, :, z].numpy().copy() for sample in samples]
     [wu] = datasets.fetch_wu_atlas(ages=[30])
     scan = nib.as_closest_canonical(nib.load(wu.image))
     segmentation, _ = segment(scan, pretrained.load(pretrained.DEFAULT), device="cpu")

@@ -75,20 +75,20 @@ def stage_views(generator: Generator, params: dict, z: int | None = None) -> lis
     views, previous = [], None
     for row, (stage, title) in enumerate(titles.items(), start=1):
         step = generator.apply(up_to_stage(params, stage))
-        image = step.image[0, 0, :, :, z].cpu().numpy()
+        image = step.image[0, 0, :, :, z].cpu().numpy().copy()  # copies: a view would keep the whole volume alive
         shows_intensities = stage not in ("subclasses", "spatial")
         field = None
         if stage == "bias" and params["bias"] is not None:
             bias = params["bias"]
             field = bias_field(float(bias.scale[0]), float(bias.std[0]), int(bias.seed[0]), generator.output_shape, torch.device("cpu"))
-            field = field[0, :, :, z].numpy()
+            field = field[0, :, :, z].numpy().copy()
         off = stage != "subclasses" and params.get(stage) is None
         views.append(
             StageView(
                 stage=stage,
                 title=f"{row}. {title}" + (" (off here)" if off else ""),
-                seed_map=step.seed_map[0, :, :, z].cpu().numpy(),
-                labels=step.labels[0, :, :, z].cpu().numpy(),
+                seed_map=step.seed_map[0, :, :, z].cpu().numpy().copy(),
+                labels=step.labels[0, :, :, z].cpu().numpy().copy(),
                 image=image,
                 change=image - previous if shows_intensities and previous is not None else None,
                 bias_field=field,
@@ -154,7 +154,7 @@ def partial_volume_views(generator: Generator, params: dict, half_width: int = 1
         spatial = dataclasses.replace(generator.config.spatial, image_interpolation=how)
         read[how] = generator.with_config(dataclasses.replace(generator.config, spatial=spatial)).apply(after_contrast)
     middle = generator.output_shape[2] // 2
-    labels = read["linear"].labels[0, :, :, middle].cpu().numpy()
+    labels = read["linear"].labels[0, :, :, middle].cpu().numpy().copy()
     runs = {c: _first_cortex_run(labels, c) for c in range(half_width, labels.shape[1] - half_width)}
     thin = [c for c, run in runs.items() if run is not None and run[1] - run[0] < thickest]
     if not thin:
@@ -163,9 +163,9 @@ def partial_volume_views(generator: Generator, params: dict, half_width: int = 1
     first, last = runs[column]
     rows, columns = slice(max(first - 6, 0), first + 18), slice(column - half_width, column + half_width)
     return PartialVolumeView(
-        windows={how: sample.image[0, 0, rows, columns, middle].cpu().numpy() for how, sample in read.items()},
-        labels=labels[rows, columns],
-        profiles={how: sample.image[0, 0, rows, column, middle].cpu().numpy() for how, sample in read.items()},
+        windows={how: sample.image[0, 0, rows, columns, middle].cpu().numpy().copy() for how, sample in read.items()},
+        labels=labels[rows, columns].copy(),
+        profiles={how: sample.image[0, 0, rows, column, middle].cpu().numpy().copy() for how, sample in read.items()},
         line=column - columns.start,
         cortex=(first - rows.start, last - rows.start),
     )
