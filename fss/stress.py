@@ -224,7 +224,7 @@ def stress_views(image: np.ndarray, spacing: Sequence[float], kinds: Sequence[st
 
     def view(volume: np.ndarray, kind: str) -> np.ndarray:
         middle = volume[:, volume.shape[1] // 2, :] if kind in ACROSS_SLICES else volume[:, :, volume.shape[2] // 2]
-        return np.rot90(middle)
+        return np.rot90(middle).copy()  # a copy: a view would keep the whole stressed volume alive
 
     return {
         kind: [

@@ -151,6 +151,7 @@ def test_stress_views_show_each_kind_on_its_plane_clean_then_at_each_severity():
     np.testing.assert_array_equal(views["noise"][0][1], np.rot90(image[:, :, 5]))  # axial, anterior up
     np.testing.assert_array_equal(views["thick_slices"][0][1], np.rot90(image[:, 7, :]))  # across slices: coronal
     assert all(len(panels) == 4 for panels in views.values())
+    assert all(picture.flags.owndata for panels in views.values() for _, picture in panels)  # not views of whole volumes
     figure = plot_stresses(views)
     assert figure.axes[1].get_title() == views["noise"][1][0] and figure.axes[4].get_ylabel() == "thick_slices"
     plt.close(figure)
