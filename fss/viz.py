@@ -141,10 +141,8 @@ def plot_comparison(
     unknown = [v for v in present if v not in colors]
     if unknown:
         raise ValueError(f"no colour for label values {unknown}")
-    table = ["#000000"] * (max(colors) + 1)
-    for value, (_, color) in colors.items():
-        table[value] = color
-    cmap = ListedColormap(table)
+    palette = _palette(colors)
+    cmap = ListedColormap(palette)
 
     figure, axes = plt.subplots(len(maps), 3, figsize=(10, 3.4 * len(maps) + 0.4), layout="constrained", squeeze=False)
     for row, (name, labels) in zip(axes, maps.items()):
@@ -155,7 +153,7 @@ def plot_comparison(
             ax.imshow(image[picked].T, cmap="gray", origin="lower", vmin=low, vmax=high, interpolation="nearest", aspect=aspect)
             if labels is not None:
                 overlay = np.ma.masked_equal(labels[picked].T, 0)
-                ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(table) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
+                ax.imshow(overlay, cmap=cmap, vmin=0, vmax=len(palette) - 1, alpha=alpha, origin="lower", interpolation="nearest", aspect=aspect)
             ax.set_title(f"{name}: {plane} {center[axis]}" if name else f"{plane} {center[axis]}", fontsize="medium")
             if across == 0:  # the first (left-to-right) axis runs across: mark the sides
                 for x, letter in ((0.02, "L"), (0.98, "R")):
